@@ -1,0 +1,181 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An OCI image layout on disk (image-spec/image-layout.md): `oci-layout`, `index.json` and
+/// content-addressed `blobs/<alg>/<encoded>`.
+///
+/// Crash safety: a blob is written to a temporary file inside the layout, hashed as it is
+/// written, fsynced and renamed into place; `index.json` is replaced atomically and only after
+/// every blob it reaches is durable. A crash at any point leaves the old or the new layout,
+/// plus at most a stale temporary file that `gc` removes.
+///
+/// Concurrency: a command that changes the layout holds an exclusive `flock` on the layout
+/// directory for its whole read-modify-write; readers hold a shared one, so `gc` never deletes
+/// a blob under them. See `lock(_:)`.
+public final class ImageLayout: Sendable {
+    public let path: String
+
+    static let layoutFile = "oci-layout"
+    static let indexFile = "index.json"
+    static let temporaryPrefix = ".umoci-tmp-"
+
+    /// Opens an existing layout, checking its `oci-layout` file.
+    public init(opening path: String) throws(StoreError) {
+        self.path = path
+        guard Files.isDirectory(path) else {
+            throw StoreError("open image layout \(path): not a directory or does not exist")
+        }
+        let markerFile = path + "/" + ImageLayout.layoutFile
+        guard Files.exists(markerFile) else {
+            throw StoreError("open image layout \(path): no oci-layout file: not an OCI image layout")
+        }
+        let marker: JSON
+        do {
+            marker = try JSON.parse(try Files.read(markerFile))
+        } catch {
+            throw StoreError("open image layout \(path): oci-layout: \(error)")
+        }
+        guard let version = marker.object?["imageLayoutVersion"]?.string else {
+            throw StoreError("open image layout \(path): oci-layout has no imageLayoutVersion")
+        }
+        guard version.hasPrefix("1.") else {
+            throw StoreError("open image layout \(path): unsupported imageLayoutVersion \(quoted: version)")
+        }
+    }
+
+    /// Creates a new, empty layout at `path`, which must not exist yet (or be an empty directory).
+    public static func create(at path: String) throws(StoreError) -> ImageLayout {
+        if Files.exists(path) {
+            guard Files.isDirectory(path), (try Files.list(path)).isEmpty else {
+                throw StoreError("create image layout \(path): path already exists")
+            }
+        } else {
+            try Files.makeDirectory(path)
+        }
+        try Files.makeDirectory(path + "/blobs")
+        try Files.makeDirectory(path + "/blobs/" + Digest.sha256)
+        try Files.writeAtomically(path + "/" + indexFile, ImageIndex().json.serializedValue)
+        // oci-layout last: until it exists the directory is not a layout.
+        try Files.writeAtomically(path + "/" + layoutFile, JSONObject(["imageLayoutVersion": .string("1.0.0")]).serializedValue)
+        return try ImageLayout(opening: path)
+    }
+
+    // MARK: Locking
+
+    public enum LockMode: Sendable { case shared, exclusive }
+
+    /// A held lock on the layout; released when this value is deinitialized or `release()`d.
+    public final class Lock {
+        private var fd: Int32
+        init(fd: Int32) { self.fd = fd }
+        public func release() {
+            if fd >= 0 { close(fd); fd = -1 }
+        }
+        deinit { release() }
+    }
+
+    /// Takes the layout lock, waiting for other holders. Every command holds it from its first
+    /// read of `index.json` to its last write, so concurrent commands serialize and all land.
+    public func lock(_ mode: LockMode) throws(StoreError) -> Lock {
+        let fd = try Files.open(path, O_RDONLY | O_DIRECTORY)
+        let op = mode == .exclusive ? LOCK_EX : LOCK_SH
+        if Files.retrying({ flock(fd, op) }) != 0 {
+            let e = StoreError.system("lock image layout", path)
+            close(fd)
+            throw e
+        }
+        return Lock(fd: fd)
+    }
+
+    // MARK: Blobs
+
+    public func blobPath(_ digest: Digest) -> String {
+        "\(path)/blobs/\(digest.algorithm)/\(digest.encoded)"
+    }
+
+    public func hasBlob(_ digest: Digest) -> Bool { Files.exists(blobPath(digest)) }
+
+    /// A blob's bytes, verified against the descriptor's size and digest.
+    public func readBlob(_ descriptor: Descriptor) throws(StoreError) -> [UInt8] {
+        let digest = descriptor.digest
+        let file = blobPath(digest)
+        guard Files.exists(file) else {
+            throw StoreError("blob \(digest) is missing from the image layout (\(file))")
+        }
+        let bytes = try Files.read(file)
+        guard Int64(bytes.count) == descriptor.size else {
+            throw StoreError("blob \(digest): size mismatch: descriptor says \(descriptor.size) bytes, blob has \(bytes.count)")
+        }
+        if digest.isVerifiable {
+            let actual = try DigestHasher.digest(of: bytes, algorithm: digest.algorithm)
+            guard actual == digest else {
+                throw StoreError("blob \(digest): digest mismatch: content hashes to \(actual)")
+            }
+        }
+        return bytes
+    }
+
+    public func readJSONBlob(_ descriptor: Descriptor) throws(StoreError) -> JSON {
+        let bytes = try readBlob(descriptor)
+        do {
+            return try JSON.parse(bytes)
+        } catch {
+            throw StoreError("blob \(descriptor.digest): \(error)")
+        }
+    }
+
+    /// Stores `bytes` as a sha256 blob (a no-op when it is already there) and returns its descriptor.
+    @discardableResult
+    public func putBlob(_ bytes: [UInt8], mediaType: String) throws(StoreError) -> Descriptor {
+        let digest = try DigestHasher.digest(of: bytes)
+        let target = blobPath(digest)
+        if !Files.exists(target) {
+            try Files.makeDirectory("\(path)/blobs/\(digest.algorithm)")
+            let temp = path + "/" + Files.temporaryName(prefix: ImageLayout.temporaryPrefix)
+            let fd = try Files.open(temp, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
+            do throws(StoreError) {
+                defer { close(fd) }
+                try Files.writeAll(fd, bytes, path: temp)
+                try Files.fsync(fd, path: temp)
+                try Files.rename(temp, target)
+            } catch {
+                unlink(temp)
+                throw error
+            }
+            try Files.fsyncDirectory("\(path)/blobs/\(digest.algorithm)")
+        }
+        return Descriptor(mediaType: mediaType, digest: digest, size: Int64(bytes.count))
+    }
+
+    /// Stores a JSON document as Go's json.Marshal writes it.
+    @discardableResult
+    public func putJSONBlob(_ object: JSONObject, mediaType: String) throws(StoreError) -> Descriptor {
+        try putBlob(object.serializedValue, mediaType: mediaType)
+    }
+
+    // MARK: index.json
+
+    public func readIndex() throws(StoreError) -> ImageIndex {
+        let file = path + "/" + ImageLayout.indexFile
+        let bytes = try Files.read(file)
+        let json: JSON
+        do {
+            json = try JSON.parse(bytes)
+        } catch {
+            throw StoreError("parse \(file): \(error)")
+        }
+        return try ImageIndex(json: json, what: file)
+    }
+
+    /// Replaces `index.json` atomically. Call only after every blob it reaches is stored.
+    public func writeIndex(_ index: ImageIndex) throws(StoreError) {
+        try Files.writeAtomically(path + "/" + ImageLayout.indexFile, index.json.serializedValue)
+    }
+}
+
+extension JSONObject {
+    /// Compact serialization plus a newline, as umoci (Go's json.Encoder) writes blobs and
+    /// index.json.
+    public var serializedValue: [UInt8] { JSON.object(self).serialized() + [0x0A] }
+}

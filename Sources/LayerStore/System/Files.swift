@@ -1,0 +1,134 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Thin wrappers over the system calls LayerStore uses, each turning errno into a StoreError
+/// that names the path.
+public enum Files {
+    /// Retries a system call interrupted by a signal.
+    @inline(__always)
+    static func retrying<T: BinaryInteger>(_ body: () -> T) -> T {
+        while true {
+            let r = body()
+            if r == -1 && errno == EINTR { continue }
+            return r
+        }
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0) throws(StoreError) -> Int32 {
+        let fd = retrying { Glibc.open(path, flags | O_CLOEXEC, mode) }
+        if fd < 0 { throw .system("open", path) }
+        return fd
+    }
+
+    /// The whole content of a file.
+    public static func read(_ path: String) throws(StoreError) -> [UInt8] {
+        let fd = try open(path, O_RDONLY)
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .system("stat", path) }
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(st.st_size) + 1)
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { buf in retrying { Glibc.read(fd, buf.baseAddress, buf.count) } }
+            if n < 0 { throw .system("read", path) }
+            if n == 0 { break }
+            out.append(contentsOf: chunk[0..<n])
+        }
+        return out
+    }
+
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = retrying { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
+            if n < 0 { throw .system("write", path) }
+            offset += n
+        }
+    }
+
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(StoreError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { buf in retrying { Glibc.write(fd, buf.baseAddress! + offset, buf.count - offset) } }
+            if n < 0 { throw .system("write", path) }
+            offset += n
+        }
+    }
+
+    public static func fsync(_ fd: Int32, path: String) throws(StoreError) {
+        if retrying({ Glibc.fsync(fd) }) != 0 { throw .system("fsync", path) }
+    }
+
+    public static func fsyncDirectory(_ path: String) throws(StoreError) {
+        let fd = try open(path, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        try fsync(fd, path: path)
+    }
+
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws(StoreError) {
+        if mkdir(path, mode) != 0 && errno != EEXIST { throw .system("mkdir", path) }
+    }
+
+    public static func rename(_ from: String, _ to: String) throws(StoreError) {
+        if Glibc.rename(from, to) != 0 { throw .system("rename", "\(from) to \(to)") }
+    }
+
+    public static func unlink(_ path: String) throws(StoreError) {
+        if Glibc.unlink(path) != 0 && errno != ENOENT { throw .system("remove", path) }
+    }
+
+    /// The names in a directory, without "." and "..".
+    public static func list(_ path: String) throws(StoreError) -> [String] {
+        guard let dir = opendir(path) else { throw .system("open directory", path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// A name for a temporary file that no other process picks: pid plus random bits.
+    public static func temporaryName(prefix: String) -> String {
+        "\(prefix)\(getpid())-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+    }
+
+    /// Replaces `path` with `bytes` atomically: written to a temporary file beside it, fsynced,
+    /// renamed over it, and the directory fsynced. Readers see the old or the new file, whole.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(StoreError) {
+        let dir = directoryName(path)
+        let temp = dir + "/" + temporaryName(prefix: ".umoci-tmp-")
+        let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, mode: mode)
+        do throws(StoreError) {
+            defer { close(fd) }
+            try writeAll(fd, bytes, path: temp)
+            try fsync(fd, path: temp)
+            try rename(temp, path)
+        } catch {
+            Glibc.unlink(temp)
+            throw error
+        }
+        try fsyncDirectory(dir)
+    }
+
+    public static func directoryName(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+import LayerStore
+
+extension Umoci {
+    struct Raw: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "raw", abstract: "advanced internal image tooling",
+            subcommands: [RuntimeConfig.self])
+    }
+}

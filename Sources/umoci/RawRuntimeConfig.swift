@@ -1,0 +1,29 @@
+import ArgumentParser
+import LayerStore
+
+extension Umoci {
+    struct RuntimeConfig: LoggingCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "runtime-config",
+            abstract: "generates an OCI runtime configuration for an image",
+            discussion: "usage: umoci raw runtime-config --image <image-path>[:<tag>] [--rootfs <rootfs>] <config.json>",
+            aliases: ["config"])
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var image: ImageOptions
+        @Option(name: .customLong("rootfs"), help: "path to a rootfs whose /etc/passwd and /etc/group resolve the image's user")
+        var rootfs: String?
+        @Argument(help: "the config.json to write") var arguments: [String] = []
+
+        func run() throws {
+            let ref = try image.reference()
+            try expectArguments(arguments, 1, "<config.json>")
+            let output = arguments[0]
+            let config = try ImageLayout.withLocked(ref.layout, .shared) { try $0.loadImage(tag: ref.tag).config }
+            let spec = try RuntimeSpec.generate(
+                config: config, rootfs: rootfs, rootPath: rootfs ?? ".", warn: { Log.warn($0) })
+            // Written whole or not at all: a failure never leaves a truncated config.json.
+            try Files.writeAtomically(output, JSON.object(spec).serialized(indent: "\t") + [0x0A])
+        }
+    }
+}

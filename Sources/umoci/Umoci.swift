@@ -1,0 +1,114 @@
+import ArgumentParser
+import LayerStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The version this tool reports; the umoci it mirrors is 0.4.7 / 0.6.
+let umociVersion = "0.1.0"
+
+@main
+struct Umoci: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "umoci",
+        abstract: "umoci modifies Open Container images",
+        discussion: """
+            A reimplementation of umoci whose unpack mounts the image copy-on-write instead of \
+            extracting it. Commands keep umoci's flags and behaviour.
+            """,
+        version: "umoci version \(umociVersion)",
+        subcommands: [
+            Config.self, New.self, Tag.self, Remove.self, Stat.self,
+            GC.self, Init.self, List.self, Raw.self,
+        ]
+    )
+
+    /// Parses and runs a command; every failure is one line on stderr and exit status 1.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        do {
+            var command = try parseAsRoot(arguments)
+            try (command as? any LoggingCommand)?.global.apply()
+            try command.run()
+        } catch let error as StoreError {
+            fail(error.message)
+        } catch let error as UsageError {
+            fail(error.message)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                // --help, --version, or no command: print what ArgumentParser prepared.
+                print(fullMessage(for: error))
+                Glibc.exit(0)
+            }
+            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            fail(message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message)
+        }
+    }
+
+    static func fail(_ message: String) -> Never {
+        Log.error(message)
+        Glibc.exit(1)
+    }
+}
+
+/// A wrong flag or argument found by the command itself, reported like any other error.
+struct UsageError: Error {
+    var message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// A command that takes the global `--log` and `--verbose` flags.
+protocol LoggingCommand: ParsableCommand {
+    var global: GlobalOptions { get }
+}
+
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .customLong("log"), help: "set the log level (debug, info, [warn], error, fatal)")
+    var log: String?
+
+    @Flag(name: .customLong("verbose"), help: "alias for --log=info")
+    var verbose = false
+
+    func apply() throws {
+        if verbose && log != nil { throw UsageError("--log=* and --verbose are mutually exclusive") }
+        if verbose { Log.level = .info; return }
+        guard let log else { return }
+        guard let level = Log.Level(rawValue: log) else {
+            throw UsageError("parsing log level: invalid level \(quoted: log)")
+        }
+        Log.level = level
+    }
+}
+
+/// umoci's log lines on stderr: `   • message` for debug, info and warnings, `   ⨯ message`
+/// for errors, which are always printed.
+enum Log {
+    enum Level: String, Comparable {
+        case debug, info, warn, error, fatal
+        var rank: Int { [.debug: 0, .info: 1, .warn: 2, .error: 3, .fatal: 4][self]! }
+        static func < (a: Level, b: Level) -> Bool { a.rank < b.rank }
+    }
+
+    /// Set once by `GlobalOptions.apply()` before the command runs, read only after; the
+    /// command line is single-threaded.
+    nonisolated(unsafe) static var level: Level = .warn
+
+    static func emit(_ symbol: String, _ message: String) {
+        var line = "   \(symbol) \(message)\n"
+        line.withUTF8 { buf in _ = write(2, buf.baseAddress, buf.count) }
+    }
+
+    static func debug(_ message: @autoclosure () -> String) { if level <= .debug { emit("•", message()) } }
+    static func info(_ message: @autoclosure () -> String) { if level <= .info { emit("•", message()) } }
+    static func warn(_ message: @autoclosure () -> String) { if level <= .warn { emit("•", message()) } }
+    static func error(_ message: String) { emit("⨯", message) }
+}
+
+extension String.StringInterpolation {
+    /// A value quoted the way umoci quotes it in messages: 'value'.
+    mutating func appendInterpolation(quoted value: String) {
+        appendLiteral("'\(value)'")
+    }
+}
