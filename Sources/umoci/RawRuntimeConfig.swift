@@ -21,9 +21,16 @@ extension Umoci {
             let output = arguments[0]
             let config = try ImageLayout.withLocked(ref.layout, .shared) { try $0.loadImage(tag: ref.tag).config }
             let spec = try RuntimeSpec.generate(
-                config: config, rootfs: rootfs, rootPath: rootfs ?? ".", warn: { Log.warn($0) })
+                config: config, rootfs: rootfs, rootPath: rootfs.map(baseName) ?? ".", warn: { Log.warn($0) })
             // Written whole or not at all: a failure never leaves a truncated config.json.
             try Files.writeAtomically(output, JSON.object(spec).serialized(indent: "\t") + [0x0A])
         }
     }
+}
+
+/// The last component of a path, as Go's filepath.Base returns it.
+func baseName(_ path: String) -> String {
+    if path.isEmpty { return "." }
+    guard let last = path.split(separator: "/").last else { return "/" }
+    return String(last)
 }

@@ -26,7 +26,7 @@ struct Umoci: ParsableCommand {
 
     /// Parses and runs a command; every failure is one line on stderr and exit status 1.
     static func main() {
-        let arguments = Array(CommandLine.arguments.dropFirst())
+        let arguments = hoistGlobalFlags(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(arguments)
             try (command as? any LoggingCommand)?.global.apply()
@@ -45,6 +45,37 @@ struct Umoci: ParsableCommand {
             let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
             fail(message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message)
         }
+    }
+
+    /// umoci takes `--log` and `--verbose` before the command name (`umoci --log=info config
+    /// ...`); ArgumentParser reads options of the command itself, so they are moved to just
+    /// after the command path.
+    static func hoistGlobalFlags(_ args: [String]) -> [String] {
+        var globals: [String] = []
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if a == "--verbose" || a.hasPrefix("--log=") {
+                globals.append(a)
+                i += 1
+            } else if a == "--log", i + 1 < args.count {
+                globals += [a, args[i + 1]]
+                i += 2
+            } else {
+                break
+            }
+        }
+        var rest = Array(args[i...])
+        var command: any ParsableCommand.Type = Umoci.self
+        var j = 0
+        while j < rest.count, let sub = command.configuration.subcommands.first(where: {
+            $0.configuration.commandName == rest[j] || $0.configuration.aliases.contains(rest[j])
+        }) {
+            command = sub
+            j += 1
+        }
+        rest.insert(contentsOf: globals, at: j)
+        return rest
     }
 
     static func fail(_ message: String) -> Never {
