@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what this project needs on Debian 12 and builds it. Safe to run again: packages
+# already present are not reinstalled.
+#   C libraries (headers via pkg-config): libssl-dev (libcrypto), zlib1g-dev, libzstd-dev, libfuse3-dev
+#   FUSE at run time: fuse3
+#   peers for interop tests and benchmarks: umoci, skopeo, runc, fuse-overlayfs, hyperfine
+#   fixtures: busybox-static (the embedded default image), debootstrap (benchmark image)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(pkg-config libssl-dev zlib1g-dev libzstd-dev libfuse3-dev fuse3 umoci skopeo runc
+          fuse-overlayfs hyperfine busybox-static debootstrap)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    if [ -x /opt/swift/usr/bin/swift ]; then
+        export PATH="/opt/swift/usr/bin:$PATH"
+    else
+        echo "setup: a Swift 6 toolchain is needed (swift.org's Debian 12 build); 'swift' is not on PATH" >&2
+        exit 1
+    fi
+fi
+
+swift build -c "${UMOCI_BUILD_CONFIGURATION:-debug}" 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
+test "${PIPESTATUS[0]}" -eq 0
