@@ -30,26 +30,49 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
+        // Linux headers Glibc's module leaves out (xattrs, device numbers); no library.
+        .systemLibrary(name: "CLinux"),
         .target(
             name: "LayerStore",
-            dependencies: ["CCrypto", "CZlib", "CZstd"],
+            dependencies: ["CCrypto", "CZlib", "CZstd", "CLinux"],
+            swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
+        ),
+        // libfuse 3, for the mount that unpack serves.
+        .systemLibrary(
+            name: "CFuse",
+            pkgConfig: "fuse3",
+            providers: [.apt(["libfuse3-dev"])]
+        ),
+        .target(
+            name: "FuseFS",
+            dependencies: ["LayerStore", "CFuse", "CLinux"],
             swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
         ),
         .executableTarget(
             name: "umoci",
             dependencies: [
                 "LayerStore",
+                "FuseFS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
+        ),
+        // Measurements for scripts/bench-*.sh; not installed, not part of the command line.
+        .executableTarget(
+            name: "umoci-bench",
+            dependencies: ["LayerStore"]
         ),
         .testTarget(
             name: "LayerStoreTests",
             dependencies: ["LayerStore"]
         ),
         .testTarget(
+            name: "FuseFSTests",
+            dependencies: ["FuseFS", "LayerStore", "CLinux"]
+        ),
+        .testTarget(
             name: "umociTests",
-            dependencies: ["LayerStore"]
+            dependencies: ["LayerStore", "CLinux"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -76,8 +76,9 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Incremental SHA-256 or SHA-512 through libcrypto's EVP interface.
-public struct DigestHasher: ~Copyable {
+/// Incremental SHA-256 or SHA-512 through libcrypto's EVP interface. One owner at a time: not
+/// safe for concurrent use.
+public final class DigestHasher {
     private let context: OpaquePointer
     public let algorithm: String
 
@@ -97,16 +98,17 @@ public struct DigestHasher: ~Copyable {
 
     deinit { EVP_MD_CTX_free(context) }
 
-    public mutating func update(_ buffer: UnsafeRawBufferPointer) {
+    public func update(_ buffer: UnsafeRawBufferPointer) {
         guard buffer.count > 0 else { return }
         EVP_DigestUpdate(context, buffer.baseAddress, buffer.count)
     }
 
-    public mutating func update(_ bytes: [UInt8]) {
+    public func update(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { update($0) }
     }
 
-    public consuming func finalize() -> Digest {
+    /// The digest of everything fed so far; call once.
+    public func finalize() -> Digest {
         var out = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         EVP_DigestFinal_ex(context, &out, &length)
@@ -121,7 +123,7 @@ public struct DigestHasher: ~Copyable {
     }
 
     public static func digest(of bytes: [UInt8], algorithm: String = Digest.sha256) throws(StoreError) -> Digest {
-        var h = try DigestHasher(algorithm: algorithm)
+        let h = try DigestHasher(algorithm: algorithm)
         h.update(bytes)
         return h.finalize()
     }

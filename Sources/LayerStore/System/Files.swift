@@ -131,4 +131,56 @@ public enum Files {
         if slash == path.startIndex { return "/" }
         return String(path[..<slash])
     }
+
+    /// Removes `path` and everything under it, never following a symlink.
+    public static func removeTree(_ path: String) throws(StoreError) {
+        var st = stat()
+        if lstat(path, &st) != 0 {
+            if errno == ENOENT { return }
+            throw .system("stat", path)
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            let fd = try open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            defer { close(fd) }
+            try removeContents(of: fd, path: path)
+            if rmdir(path) != 0 && errno != ENOENT { throw .system("remove", path) }
+        } else if Glibc.unlink(path) != 0 && errno != ENOENT {
+            throw .system("remove", path)
+        }
+    }
+
+    /// The names in an open directory, without "." and "..".
+    public static func list(fd directory: Int32, path: String) throws(StoreError) -> [String] {
+        let listing = dup(directory)
+        guard listing >= 0, let dir = fdopendir(listing) else {
+            if listing >= 0 { close(listing) }
+            throw .system("open directory", path)
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Removes everything inside an open directory, never following a symlink.
+    public static func removeContents(of directory: Int32, path: String) throws(StoreError) {
+        for name in try list(fd: directory, path: path) {
+            var st = stat()
+            if fstatat(directory, name, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                let fd = retrying { openat(directory, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                if fd < 0 { throw .system("open", path + "/" + name) }
+                defer { close(fd) }
+                try removeContents(of: fd, path: path + "/" + name)
+                if unlinkat(directory, name, AT_REMOVEDIR) != 0 && errno != ENOENT { throw .system("remove", path + "/" + name) }
+            } else if unlinkat(directory, name, 0) != 0 && errno != ENOENT {
+                throw .system("remove", path + "/" + name)
+            }
+        }
+    }
 }

@@ -1,0 +1,145 @@
+import CLinux
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes a merged view out as a real directory tree (`umoci raw unpack`): owners, modes
+/// (setuid, setgid, sticky), mtimes, xattrs, device nodes, FIFOs, hardlinks and symlinks.
+///
+/// Every write is anchored at a directory file descriptor this extractor created itself and
+/// opened with `O_NOFOLLOW`; names are single components. A symlink in the image is only ever
+/// created, never followed, so nothing can land outside the target directory.
+public enum RootfsExtractor {
+    static let chunkSize = 1 << 20
+
+    /// Extracts into `rootfs`, which must not exist or be an empty directory. On failure
+    /// whatever was created is removed again.
+    public static func extract(_ view: MergedView, to rootfs: String) throws(StoreError) {
+        var created = false
+        if Files.exists(rootfs) {
+            guard Files.isDirectory(rootfs), (try Files.list(rootfs)).isEmpty else {
+                throw StoreError("rootfs \(rootfs) already exists and is not an empty directory")
+            }
+        } else {
+            if mkdir(rootfs, 0o700) != 0 { throw StoreError.system("create rootfs", rootfs) }
+            created = true
+        }
+        let rootFd = try Files.open(rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        do {
+            defer { close(rootFd) }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
+            defer { buffer.deallocate() }
+            var state = State(view: view, rootFd: rootFd, buffer: buffer)
+            try state.fill(directory: MergedView.root, fd: rootFd)
+            try state.applyMetadata(inode: view.inode(of: MergedView.root), fd: rootFd, path: rootfs)
+        } catch {
+            // Leave nothing half-written behind.
+            if created {
+                try? Files.removeTree(rootfs)
+            } else {
+                if let names = try? Files.list(rootfs) { for n in names { try? Files.removeTree(rootfs + "/" + n) } }
+            }
+            throw error
+        }
+    }
+
+    struct State {
+        let view: MergedView
+        let rootFd: Int32
+        /// The first path written for each inode with more than one name, for hardlinks.
+        var firstPath: [Int32: String] = [:]
+        /// Scratch space for copying file data, owned by `extract`.
+        let buffer: UnsafeMutableRawBufferPointer
+
+        mutating func fill(directory: Int32, fd: Int32) throws(StoreError) {
+            for child in view.children(of: directory) {
+                let number = view.inodeNumber(of: child)
+                let inode = view.inode(number: number)
+                let path = view.path(of: child)
+                let name = view.name(of: child)
+                if inode.type != .directory, inode.linkCount > 1 {
+                    if let first = firstPath[number] {
+                        if linkat(rootFd, first, fd, name, 0) != 0 { throw StoreError.system("link \(first) to", path) }
+                        continue
+                    }
+                    firstPath[number] = path
+                }
+                switch inode.type {
+                case .directory:
+                    if mkdirat(fd, name, 0o700) != 0 { throw StoreError.system("mkdir", path) }
+                    let dfd = Files.retrying { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                    if dfd < 0 { throw StoreError.system("open", path) }
+                    defer { close(dfd) }
+                    try fill(directory: child, fd: dfd)
+                    try applyMetadata(inode: inode, fd: dfd, path: path)
+                case .regular:
+                    let ffd = Files.retrying { openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+                    if ffd < 0 { throw StoreError.system("create", path) }
+                    defer { close(ffd) }
+                    try copyData(inode: number, size: inode.size, to: ffd, path: path)
+                    try applyMetadata(inode: inode, fd: ffd, path: path)
+                case .symlink:
+                    if symlinkat(inode.linkName, fd, name) != 0 { throw StoreError.system("symlink", path) }
+                    try applyMetadata(inode: inode, parent: fd, name: name, path: path)
+                case .characterDevice, .blockDevice, .fifo:
+                    let kind: mode_t = inode.type == .fifo ? S_IFIFO : inode.type == .blockDevice ? S_IFBLK : S_IFCHR
+                    let dev = umoci_makedev(inode.devMajor, inode.devMinor)
+                    if mknodat(fd, name, kind | 0o600, inode.type == .fifo ? 0 : dev) != 0 {
+                        throw StoreError.system("mknod", path)
+                    }
+                    try applyMetadata(inode: inode, parent: fd, name: name, path: path)
+                case .hardlink:
+                    throw StoreError("\(path): unresolved hardlink in the merged view")
+                }
+            }
+        }
+
+        func copyData(inode: Int32, size: Int64, to fd: Int32, path: String) throws(StoreError) {
+            var offset: Int64 = 0
+            while offset < size {
+                let n = try view.read(inode: inode, at: offset, into: buffer)
+                guard n > 0 else { throw StoreError("\(path): layer data ends at \(offset) of \(size) bytes") }
+                try Files.writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), path: path)
+                offset += Int64(n)
+            }
+        }
+
+        /// Owner, then mode (chown clears setuid), xattrs, then times, on an open file.
+        func applyMetadata(inode: MergedView.Inode, fd: Int32, path: String) throws(StoreError) {
+            if fchown(fd, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid)) != 0 {
+                throw StoreError.system("chown", path)
+            }
+            if fchmod(fd, mode_t(inode.mode)) != 0 { throw StoreError.system("chmod", path) }
+            for x in inode.xattrs {
+                let r = x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) }
+                if r != 0 { throw StoreError.system("set xattr \(x.name) on", path) }
+            }
+            var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
+                         timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]
+            if futimens(fd, &times) != 0 { throw StoreError.system("set times of", path) }
+        }
+
+        /// The same for what cannot be opened (symlinks, devices, FIFOs): by name in its
+        /// directory, never following a symlink.
+        func applyMetadata(inode: MergedView.Inode, parent: Int32, name: String, path: String) throws(StoreError) {
+            if fchownat(parent, name, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), AT_SYMLINK_NOFOLLOW) != 0 {
+                throw StoreError.system("chown", path)
+            }
+            if inode.type != .symlink, fchmodat(parent, name, mode_t(inode.mode), 0) != 0 {
+                throw StoreError.system("chmod", path)
+            }
+            if !inode.xattrs.isEmpty {
+                // The directory fd pins the parent; the name is a single component.
+                let proc = "/proc/self/fd/\(parent)/\(name)"
+                for x in inode.xattrs {
+                    let r = x.value.withUnsafeBytes { lsetxattr(proc, x.name, $0.baseAddress, $0.count, 0) }
+                    if r != 0 { throw StoreError.system("set xattr \(x.name) on", path) }
+                }
+            }
+            var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
+                         timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]
+            if utimensat(parent, name, &times, AT_SYMLINK_NOFOLLOW) != 0 { throw StoreError.system("set times of", path) }
+        }
+    }
+}

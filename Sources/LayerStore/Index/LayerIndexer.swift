@@ -1,0 +1,111 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Builds a layer's index in one sequential pass over its blob, which at the same time checks
+/// the blob's size and digest against its descriptor and the uncompressed stream's digest
+/// against the config's diff_id. Nothing is returned unless all three match.
+public enum LayerIndexer {
+    /// Uncompressed bytes between two gzip access points.
+    public static let accessPointSpacing: Int64 = 1 << 20
+    static let readSize = 1 << 20
+
+    /// - zstdCopy: for zstd layers, a file to receive the decompressed stream (random reads of
+    ///   zstd layers are served from that copy; see docs/formats.md).
+    /// - progress: called with the compressed bytes read so far.
+    public static func build(
+        blobPath: String, layer: Descriptor, diffID: Digest, zstdCopy: Int32? = nil,
+        progress: ((Int64) -> Void)? = nil
+    ) throws(StoreError) -> LayerIndex {
+        let digest = layer.digest
+        func fail(_ what: String) -> StoreError { StoreError("layer \(digest): \(what)") }
+        let compression = try LayerCompression(mediaType: layer.mediaType)
+        guard Files.exists(blobPath) else {
+            throw StoreError("blob \(digest) is missing from the image layout (\(blobPath))")
+        }
+        let fd = try Files.open(blobPath, O_RDONLY)
+        defer { close(fd) }
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+
+        let blobHasher = try DigestHasher(algorithm: digest.isVerifiable ? digest.algorithm : Digest.sha256)
+        let diffHasher = try DigestHasher(algorithm: diffID.isVerifiable ? diffID.algorithm : Digest.sha256)
+        var scanner = TarScanner()
+        var entries: [LayerIndex.Entry] = []
+        var uncompressed: Int64 = 0
+
+        // Everything the uncompressed stream goes through.
+        func consume(_ chunk: UnsafeRawBufferPointer) throws(StoreError) {
+            diffHasher.update(chunk)
+            uncompressed += Int64(chunk.count)
+            if let zstdCopy {
+                try Files.writeAll(zstdCopy, chunk, path: "decompressed copy of \(digest)")
+            }
+            do {
+                try scanner.consume(chunk)
+            } catch {
+                throw fail("malformed tar: \(error)")
+            }
+            for s in scanner.takeEntries() {
+                entries.append(LayerIndex.Entry(entry: s.entry, dataOffset: s.dataOffset))
+            }
+        }
+
+        let gzip = compression == .gzip ? try GzipDecoder(accessPointSpacing: accessPointSpacing) : nil
+        let zstd = compression == .zstd ? try ZstdDecoder() : nil
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readSize, alignment: 64)
+        defer { buffer.deallocate() }
+        var compressed: Int64 = 0
+        while true {
+            let n = Files.retrying { read(fd, buffer.baseAddress, readSize) }
+            if n < 0 { throw StoreError.system("read", blobPath) }
+            if n == 0 { break }
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            blobHasher.update(chunk)
+            compressed += Int64(n)
+            guard compressed <= layer.size else {
+                throw fail("size mismatch: descriptor says \(layer.size) bytes, blob is larger")
+            }
+            do {
+                if let gzip {
+                    try gzip.decode(chunk, output: consume)
+                } else if let zstd {
+                    try zstd.decode(chunk, output: consume)
+                } else {
+                    try consume(chunk)
+                }
+            } catch {
+                throw error.message.hasPrefix("layer ") ? error : fail(error.message)
+            }
+            progress?(compressed)
+        }
+        guard compressed == layer.size else {
+            throw fail("size mismatch: descriptor says \(layer.size) bytes, blob has \(compressed)")
+        }
+        do {
+            try gzip?.finish()
+            try zstd?.finish()
+        } catch {
+            throw fail(error.message)
+        }
+        do {
+            try scanner.finish()
+        } catch {
+            throw fail("malformed tar: \(error)")
+        }
+        for s in scanner.takeEntries() {
+            entries.append(LayerIndex.Entry(entry: s.entry, dataOffset: s.dataOffset))
+        }
+        if digest.isVerifiable {
+            let actual = blobHasher.finalize()
+            guard actual == digest else { throw fail("digest mismatch: blob content hashes to \(actual)") }
+        }
+        if diffID.isVerifiable {
+            let actual = diffHasher.finalize()
+            guard actual == diffID else {
+                throw fail("diff_id mismatch: the config says \(diffID), the uncompressed layer hashes to \(actual)")
+            }
+        }
+        return LayerIndex(layer: digest, diffID: diffID, compression: compression, compressedSize: compressed,
+                          uncompressedSize: uncompressed, entries: entries, accessPoints: gzip?.accessPoints ?? [])
+    }
+}

@@ -1,0 +1,143 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Random reads of one layer's uncompressed stream: straight from the blob for uncompressed
+/// layers, from the cached decompressed copy for zstd, and for gzip by inflating the region
+/// between two access points, which is then kept in the shared `RegionCache`.
+final class LayerReader: Sendable {
+    let number: Int
+    let digest: Digest
+    let compression: LayerCompression
+    let uncompressedSize: Int64
+    /// Start offsets of the gzip regions: 0, then each access point's uncompressed offset.
+    let regionStarts: [Int64]
+    let fd: Int32
+    let gzip: GzipRandomAccess?
+    let cache: RegionCache
+
+    init(number: Int, index: LayerIndex, blobPath: String, zstdCopyPath: String, cache: RegionCache) throws(StoreError) {
+        self.number = number
+        digest = index.layer
+        compression = index.compression
+        uncompressedSize = index.uncompressedSize
+        self.cache = cache
+        let path = index.compression == .zstd ? zstdCopyPath : blobPath
+        fd = try Files.open(path, O_RDONLY)
+        if index.compression == .gzip {
+            gzip = GzipRandomAccess(fd: fd, blobSize: index.compressedSize, accessPoints: index.accessPoints)
+            var starts: [Int64] = [0]
+            for p in index.accessPoints where p.uncompressedOffset > starts[starts.count - 1] {
+                starts.append(p.uncompressedOffset)
+            }
+            regionStarts = starts
+        } else {
+            gzip = nil
+            regionStarts = []
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Fills `buffer` from uncompressed `offset`; returns the count, short only at the end.
+    func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) -> Int {
+        guard offset < uncompressedSize, buffer.count > 0 else { return 0 }
+        let wanted = Int(min(Int64(buffer.count), uncompressedSize - offset))
+        guard gzip != nil else {
+            var done = 0
+            while done < wanted {
+                let n = Files.retrying { pread(fd, buffer.baseAddress! + done, wanted - done, off_t(offset) + off_t(done)) }
+                if n < 0 { throw StoreError.system("read layer", "\(digest)") }
+                if n == 0 { throw StoreError("layer \(digest): blob is shorter than its index says") }
+                done += n
+            }
+            return done
+        }
+        var done = 0
+        while done < wanted {
+            let position = offset + Int64(done)
+            let r = region(containing: position)
+            let bytes = try regionBytes(r)
+            let within = Int(position - regionStarts[r])
+            guard within < bytes.count else { throw StoreError("layer \(digest): stream ends before offset \(position)") }
+            let n = min(wanted - done, bytes.count - within)
+            bytes.withUnsafeBytes { src in
+                (buffer.baseAddress! + done).copyMemory(from: src.baseAddress! + within, byteCount: n)
+            }
+            done += n
+        }
+        return done
+    }
+
+    func region(containing offset: Int64) -> Int {
+        var lo = 0, hi = regionStarts.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if regionStarts[mid] <= offset { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
+
+    func regionBytes(_ r: Int) throws(StoreError) -> [UInt8] {
+        let key = RegionCache.Key(layer: Int32(number), region: Int32(r))
+        if let hit = cache.get(key) { return hit }
+        let start = regionStarts[r]
+        let end = r + 1 < regionStarts.count ? regionStarts[r + 1] : uncompressedSize
+        var bytes = [UInt8](repeating: 0, count: Int(end - start))
+        var failure: StoreError?
+        let n = bytes.withUnsafeMutableBytes { buf -> Int in
+            do throws(StoreError) {
+                return try gzip!.read(at: start, into: buf)
+            } catch {
+                failure = error
+                return 0
+            }
+        }
+        if let failure { throw failure }
+        guard n == bytes.count else {
+            throw StoreError("layer \(digest): gzip stream ends at \(start + Int64(n)), its index says \(end)")
+        }
+        cache.put(key, bytes)
+        return bytes
+    }
+}
+
+/// A bounded least-recently-used cache of inflated gzip regions, shared by the layers of a
+/// view and safe for concurrent readers (one lock around a small table).
+final class RegionCache: Sendable {
+    struct Key: Hashable { var layer: Int32; var region: Int32 }
+    private struct State {
+        var entries: [Key: (bytes: [UInt8], used: UInt64)] = [:]
+        var clock: UInt64 = 0
+        var total = 0
+    }
+
+    let capacity: Int
+    private let state = Mutex(State())
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func get(_ key: Key) -> [UInt8]? {
+        state.withLock { s in
+            guard let e = s.entries[key] else { return nil }
+            s.clock += 1
+            s.entries[key] = (e.bytes, s.clock)
+            return e.bytes
+        }
+    }
+
+    func put(_ key: Key, _ bytes: [UInt8]) {
+        guard bytes.count <= capacity else { return }
+        state.withLock { s in
+            s.clock += 1
+            if let old = s.entries.updateValue((bytes, s.clock), forKey: key) { s.total -= old.bytes.count }
+            s.total += bytes.count
+            while s.total > capacity, let victim = s.entries.min(by: { $0.value.used < $1.value.used }) {
+                s.total -= victim.value.bytes.count
+                s.entries[victim.key] = nil
+            }
+        }
+    }
+}

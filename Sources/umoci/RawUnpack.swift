@@ -1,0 +1,46 @@
+import ArgumentParser
+import LayerStore
+
+extension Umoci {
+    struct RawUnpack: LoggingCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "unpack", abstract: "unpacks a reference into a rootfs",
+            discussion: "usage: umoci raw unpack --image <image-path>[:<tag>] <rootfs>")
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var image: ImageOptions
+        @OptionGroup var layers: LayerOptions
+        @Argument(help: "the directory to extract the root filesystem into") var arguments: [String] = []
+
+        func run() throws {
+            let ref = try image.reference()
+            try expectArguments(arguments, 1, "<rootfs>")
+            let rootfs = arguments[0]
+            try ImageLayout.withLocked(ref.layout, .shared) { layout in
+                let img = try layout.loadImage(tag: ref.tag)
+                let view = try MergedView.open(layout: layout, image: img, cache: layers.cache(), options: layers.viewOptions())
+                Log.info("unpacking rootfs ...")
+                try RootfsExtractor.extract(view, to: rootfs)
+                Log.info("... done")
+            }
+        }
+    }
+}
+
+/// Flags of the commands that read layers.
+struct LayerOptions: ParsableArguments {
+    @Flag(name: .customLong("keep-dirlinks"),
+          help: "don't replace a symlink to a directory with a directory from a layer; put the layer's contents into the symlink's target")
+    var keepDirlinks = false
+
+    @Option(name: .customLong("cache-dir"), help: "where layer indexes are kept (default: $UMOCI_CACHE_DIR, $XDG_CACHE_HOME/umoci, ~/.cache/umoci)")
+    var cacheDir: String?
+
+    func cache() -> IndexCache {
+        IndexCache(directory: cacheDir ?? IndexCache.defaultDirectory(environment: Environment.variables))
+    }
+
+    func viewOptions() -> MergedView.Options {
+        MergedView.Options(keepDirlinks: keepDirlinks)
+    }
+}
