@@ -16,7 +16,7 @@ for p in pigz isal; do
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
 done
 bash scripts/build-bench-image.sh >/dev/null
-swift build -c release 2>&1 | grep -E "error|warning: unre" || true
+swift build -c release > /tmp/umoci-bench-build.log 2>&1 || { cat /tmp/umoci-bench-build.log; exit 1; }
 bin=$(swift build -c release --show-bin-path)
 image=bench-work/debian:bench
 layout=bench-work/debian

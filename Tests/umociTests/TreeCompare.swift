@@ -89,7 +89,7 @@ func describeTree(_ root: String) throws -> [String: TreeEntry] {
 /// says so: a directory that no tar entry defines gets the extraction time from umoci.
 func expectSameTree(
     _ ours: String, _ theirs: String, compareDirectoryMtime: (String) -> Bool = { _ in true },
-    sourceLocation: SourceLocation = #_sourceLocation
+    wholeSecondMtimes: Bool = false, sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
     let a = try describeTree(ours), b = try describeTree(theirs)
     let onlyOurs = Set(a.keys).subtracting(b.keys).sorted()
@@ -99,6 +99,13 @@ func expectSameTree(
     var differences: [String] = []
     for path in a.keys.sorted() {
         guard var x = a[path], var y = b[path] else { continue }
+        if wholeSecondMtimes {
+            // A layer keeps whole seconds, rounded to the nearest as Go's tar writer does.
+            x.mtime += x.mtimeNanoseconds >= 500_000_000 ? 1 : 0
+            x.mtimeNanoseconds = 0
+            y.mtime += y.mtimeNanoseconds >= 500_000_000 ? 1 : 0
+            y.mtimeNanoseconds = 0
+        }
         if x.type == "dir" && !compareDirectoryMtime(path) {
             x.mtime = 0; x.mtimeNanoseconds = 0
             y.mtime = 0; y.mtimeNanoseconds = 0

@@ -19,6 +19,16 @@ public struct Image: Sendable {
     public var config: ImageConfig
 }
 
+extension Image {
+    /// Adds a layer on top: its descriptor to the manifest, its diff_id to the config, and
+    /// the history entry that describes it.
+    public mutating func appendLayer(_ layer: Descriptor, diffID: Digest, history: History?) {
+        manifest.setLayers(manifest.layers + [layer])
+        config.appendDiffID(diffID)
+        if let history { config.appendHistory(history) }
+    }
+}
+
 extension Descriptor {
     /// This descriptor pointing at other content of the same kind; every other field is kept.
     public func withContent(_ other: Descriptor) -> Descriptor {

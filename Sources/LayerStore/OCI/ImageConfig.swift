@@ -51,11 +51,11 @@ public struct ImageConfig: Sendable, Equatable {
         json["rootfs"]?.object?["diff_ids"]?.strings ?? []
     }
 
-    public mutating func setDiffIDs(_ ids: [Digest]) {
+    public mutating func appendDiffID(_ id: Digest) {
         var rootfs = json[object: "rootfs"]
         if rootfs["type"] == nil { rootfs["type"] = .string("layers") }
-        rootfs["diff_ids"] = .strings(ids.map(\.description))
-        json["rootfs"] = .object(rootfs)
+        rootfs["diff_ids"] = .strings(diffIDs + [id.description])
+        json.set("rootfs", .object(rootfs), order: ImageConfig.fieldOrder)
     }
 
     public var history: [History] {

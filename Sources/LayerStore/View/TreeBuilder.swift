@@ -4,7 +4,7 @@ import Glibc
 
 /// Lexical cleaning of a tar name: the components of the path it names inside the root.
 /// Works on the UTF-8 bytes: this runs for every entry of every layer when a view opens.
-func cleanComponents(_ name: String) -> [String] {
+public func cleanComponents(_ name: String) -> [String] {
     var out: [String] = []
     var name = name
     name.withUTF8 { bytes in

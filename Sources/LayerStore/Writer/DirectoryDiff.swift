@@ -1,0 +1,243 @@
+import CLinux
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes a directory tree as the entries of an OCI layer, the way umoci writes layers: Go-style
+/// tar (ustar unless a value needs PAX), directories with a trailing '/', empty uname/gname,
+/// whole-second mtimes, xattrs as SCHILY.xattr, the first path of an inode a file and later ones
+/// hardlinks, entries in path order (a directory before its contents, names in byte order).
+///
+/// A file named `.wh.NAME` is an OCI whiteout and becomes a whiteout entry (name only, mode 0,
+/// mtime 0); `.wh..wh..opq` marks its directory opaque. This is exactly the format of a bundle's
+/// upper directory, so repack is this walk over it.
+///
+/// The walk is anchored at directory file descriptors opened with O_NOFOLLOW: a symlink in the
+/// tree is recorded, never followed. A file that changes while it is read (size, mtime or
+/// ctime differ after reading, or it ends early) throws `FileChanged`, so a layer never holds a
+/// torn file; the caller may start over.
+public struct DirectoryDiff {
+    public struct FileChanged: Error, CustomStringConvertible {
+        public var path: String
+        public var description: String { "\(path) changed while it was being read" }
+    }
+
+    public enum Failure: Error, CustomStringConvertible {
+        case store(StoreError)
+        case changed(FileChanged)
+        public var description: String {
+            switch self {
+            case .store(let e): return e.message
+            case .changed(let c): return c.description
+            }
+        }
+    }
+
+    let writer: LayerBlobWriter
+    /// Paths (cleaned, relative, no trailing slash) left out with everything below them.
+    let masks: Set<String>
+    var hardlinks: [UInt64: [UInt64: String]] = [:]
+    public private(set) var entryCount = 0
+    let buffer: UnsafeMutableRawBufferPointer
+
+    public init(writer: LayerBlobWriter, masks: [String] = []) {
+        self.writer = writer
+        self.masks = Set(masks.map { cleanComponents($0).joined(separator: "/") }.filter { !$0.isEmpty })
+        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+    }
+
+    public func release() { buffer.deallocate() }
+
+    func isMasked(_ path: String) -> Bool {
+        if masks.isEmpty { return false }
+        if masks.contains(path) { return true }
+        var p = Substring(path)
+        while let slash = p.lastIndex(of: "/") {
+            p = p[..<slash]
+            if masks.contains(String(p)) { return true }
+        }
+        return false
+    }
+
+    /// Adds everything below the directory `root` (not the directory itself), with entry names
+    /// `prefix` + relative path.
+    public mutating func addContents(ofDirectory root: String, prefix: String = "") throws(Failure) {
+        let fd: Int32
+        do { fd = try Files.open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
+        defer { close(fd) }
+        try walk(directory: fd, displayPath: root, relative: prefix)
+    }
+
+    /// Adds one file, directory (with its contents) or symlink at `path` as the entry `name`.
+    public mutating func add(path: String, as name: String) throws(Failure) {
+        let parentPath = Files.directoryName(path)
+        let base = String(path.split(separator: "/").last ?? "")
+        let parent: Int32
+        do { parent = try Files.open(parentPath, O_RDONLY | O_DIRECTORY) } catch { throw .store(error) }
+        defer { close(parent) }
+        try addEntry(parent: parent, name: base, displayPath: path, entryName: name, recurse: true)
+    }
+
+    /// A whiteout entry for `name` (its parent path plus `.wh.` plus its base name).
+    public mutating func addWhiteout(for path: String) throws(Failure) {
+        var components = cleanComponents(path)
+        guard let base = components.popLast() else { throw .store(StoreError("cannot white out the root")) }
+        try emit(TarEntry(name: (components + [".wh." + base]).joined(separator: "/"), type: .regular, mode: 0))
+    }
+
+    /// An opaque marker for the directory `path`.
+    public mutating func addOpaqueMarker(for path: String) throws(Failure) {
+        try emit(TarEntry(name: (cleanComponents(path) + [".wh..wh..opq"]).joined(separator: "/"), type: .regular, mode: 0))
+    }
+
+    /// Ends the archive.
+    public mutating func finish() throws(Failure) {
+        do { try writer.write(TarWriter.endOfArchive) } catch { throw .store(error) }
+    }
+
+    mutating func emit(_ entry: TarEntry) throws(Failure) {
+        do {
+            try writer.write(try TarWriter.header(for: entry))
+        } catch let e as StoreError {
+            throw .store(e)
+        } catch {
+            throw .store(StoreError("\(entry.name): \(error)"))
+        }
+        entryCount += 1
+    }
+
+    mutating func walk(directory fd: Int32, displayPath: String, relative: String) throws(Failure) {
+        let names: [String]
+        do { names = try Files.list(fd: fd, path: displayPath) } catch { throw .store(error) }
+        for name in names.sorted(by: namePrecedes) {
+            try addEntry(parent: fd, name: name, displayPath: displayPath + "/" + name,
+                         entryName: relative.isEmpty ? name : relative + "/" + name, recurse: true)
+        }
+    }
+
+    mutating func addEntry(parent: Int32, name: String, displayPath: String, entryName: String, recurse: Bool) throws(Failure) {
+        if isMasked(entryName) { return }
+        var st = stat()
+        guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+            if errno == ENOENT { throw .changed(FileChanged(path: displayPath)) }
+            throw .store(.system("stat", displayPath))
+        }
+        let kind = st.st_mode & S_IFMT
+        if name.hasPrefix(".wh.") {
+            // An OCI whiteout or opaque marker: its name is all that counts.
+            try emit(TarEntry(name: entryName, type: .regular, mode: 0))
+            return
+        }
+        var entry = TarEntry(name: entryName, type: .regular, mode: UInt32(st.st_mode & 0o7777), uid: Int64(st.st_uid),
+                             gid: Int64(st.st_gid), size: 0, mtime: Int64(st.st_mtim.tv_sec))
+        entry.mtimeNanoseconds = Int32(st.st_mtim.tv_nsec)
+
+        if kind != S_IFDIR && st.st_nlink > 1 {
+            if let first = hardlinks[UInt64(st.st_dev)]?[UInt64(st.st_ino)] {
+                entry.type = .hardlink
+                entry.linkName = first
+                try emit(entry)
+                return
+            }
+            hardlinks[UInt64(st.st_dev), default: [:]][UInt64(st.st_ino)] = entryName
+        }
+
+        switch kind {
+        case S_IFDIR:
+            let fd = Files.retrying { openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            guard fd >= 0 else { throw .store(.system("open", displayPath)) }
+            defer { close(fd) }
+            entry.type = .directory
+            entry.name = entryName + "/"
+            entry.xattrs = Xattrs.list(fd: fd)
+            try emit(entry)
+            if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName) }
+        case S_IFREG:
+            let fd = Files.retrying { openat(parent, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+            guard fd >= 0 else { throw .store(.system("open", displayPath)) }
+            defer { close(fd) }
+            var before = stat()
+            guard fstat(fd, &before) == 0, before.st_ino == st.st_ino else { throw .changed(FileChanged(path: displayPath)) }
+            entry.size = Int64(before.st_size)
+            entry.mtime = Int64(before.st_mtim.tv_sec)
+            entry.mtimeNanoseconds = Int32(before.st_mtim.tv_nsec)
+            entry.xattrs = Xattrs.list(fd: fd)
+            try emit(entry)
+            try copyData(fd: fd, size: entry.size, path: displayPath)
+            var after = stat()
+            guard fstat(fd, &after) == 0, after.st_size == before.st_size,
+                  after.st_mtim.tv_sec == before.st_mtim.tv_sec, after.st_mtim.tv_nsec == before.st_mtim.tv_nsec,
+                  after.st_ctim.tv_sec == before.st_ctim.tv_sec, after.st_ctim.tv_nsec == before.st_ctim.tv_nsec else {
+                throw .changed(FileChanged(path: displayPath))
+            }
+        case S_IFLNK:
+            entry.type = .symlink
+            var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = readlinkat(parent, name, &target, target.count)
+            guard n >= 0 else { throw .store(.system("readlink", displayPath)) }
+            entry.linkName = String(decoding: target[0..<n], as: UTF8.self)
+            entry.xattrs = Xattrs.list(parent: parent, name: name)
+            try emit(entry)
+        case S_IFCHR, S_IFBLK, S_IFIFO:
+            entry.type = kind == S_IFCHR ? .characterDevice : kind == S_IFBLK ? .blockDevice : .fifo
+            if kind != S_IFIFO {
+                entry.devMajor = umoci_major(st.st_rdev)
+                entry.devMinor = umoci_minor(st.st_rdev)
+            }
+            entry.xattrs = Xattrs.list(parent: parent, name: name)
+            try emit(entry)
+        default:
+            // Sockets have no tar representation; umoci skips them too.
+            return
+        }
+    }
+
+    func copyData(fd: Int32, size: Int64, path: String) throws(Failure) {
+        var offset: Int64 = 0
+        while offset < size {
+            let want = Int(min(Int64(buffer.count), size - offset))
+            let n = Files.retrying { pread(fd, buffer.baseAddress, want, off_t(offset)) }
+            if n < 0 { throw .store(.system("read", path)) }
+            if n == 0 { throw .changed(FileChanged(path: path)) }
+            do { try writer.write(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) } catch { throw .store(error) }
+            offset += Int64(n)
+        }
+        do { try writer.writeZeros(TarWriter.padding(forSize: size)) } catch { throw .store(error) }
+    }
+}
+
+/// Extended attributes of a file, in the order the kernel lists them.
+enum Xattrs {
+    static func list(fd: Int32) -> [TarXattr] {
+        read(listing: { flistxattr(fd, $0, $1) }, value: { fgetxattr(fd, $0, $1, $2) })
+    }
+
+    /// For what cannot be opened (symlinks, devices): by name under a pinned directory.
+    static func list(parent: Int32, name: String) -> [TarXattr] {
+        let path = "/proc/self/fd/\(parent)/\(name)"
+        return read(listing: { llistxattr(path, $0, $1) }, value: { lgetxattr(path, $0, $1, $2) })
+    }
+
+    static func read(listing: (UnsafeMutablePointer<CChar>?, Int) -> Int,
+                     value: (UnsafePointer<CChar>, UnsafeMutableRawPointer?, Int) -> Int) -> [TarXattr] {
+        let size = listing(nil, 0)
+        guard size > 0 else { return [] }
+        var names = [CChar](repeating: 0, count: size)
+        let n = names.withUnsafeMutableBufferPointer { listing($0.baseAddress, size) }
+        guard n > 0 else { return [] }
+        var out: [TarXattr] = []
+        var start = 0
+        for i in 0..<n where names[i] == 0 {
+            let name = names[start..<i].withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0), as: UTF8.self) }
+            start = i + 1
+            let length = value(name, nil, 0)
+            guard length >= 0 else { continue }
+            var bytes = [UInt8](repeating: 0, count: length)
+            let got = bytes.withUnsafeMutableBytes { value(name, $0.baseAddress, length) }
+            guard got >= 0 else { continue }
+            out.append(TarXattr(name: name, value: Array(bytes[0..<got])))
+        }
+        return out
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import LayerStore
+
+extension Umoci {
+    struct Insert: LoggingCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "insert", abstract: "insert content into an OCI image",
+            discussion: """
+                usage: umoci insert [--opaque] --image <image-path>[:<tag>] [--tag <new-tag>] <source> <target>
+                       umoci insert --whiteout --image <image-path>[:<tag>] [--tag <new-tag>] <target>
+                """)
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var image: ImageOptions
+        @OptionGroup var history: HistoryOptions
+        @OptionGroup var compression: CompressionOption
+        @Option(name: .customLong("tag"), help: "new tag name (if empty, overwrite --image tag)") var tag: String?
+        @Flag(name: .customLong("opaque"), help: "hide the target's existing contents (an opaque whiteout first)") var opaque = false
+        @Flag(name: .customLong("whiteout"), help: "remove the target from the image") var whiteout = false
+        @Argument(help: "source and target") var arguments: [String] = []
+
+        func run() throws {
+            let ref = try image.reference()
+            try history.check()
+            if let tag { try ImageReference.validateTag(tag) }
+            if whiteout {
+                guard !opaque else { throw UsageError("--whiteout and --opaque may not be specified together") }
+                try expectArguments(arguments, 1, "<target>")
+            } else {
+                try expectArguments(arguments, 2, "<source> <target>")
+                guard Files.exists(arguments[0]) else { throw StoreError("insert: source \(arguments[0]) does not exist") }
+            }
+            let target = cleanComponents(arguments.last!).joined(separator: "/")
+            guard !target.isEmpty || (!whiteout && !opaque) else { throw UsageError("insert: target must not be the root") }
+            let requested = try compression.choice()
+            try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
+                var img = try layout.loadImage(tag: ref.tag)
+                let layerCompression = try requested ?? .gzip
+                let layer = try LayerWriting.write(compression: layerCompression, layout: layout) { diff throws(DirectoryDiff.Failure) in
+                    if whiteout {
+                        try diff.addWhiteout(for: target)
+                        return
+                    }
+                    if opaque { try diff.addOpaqueMarker(for: target) }
+                    if target.isEmpty {
+                        try diff.addContents(ofDirectory: arguments[0])
+                    } else {
+                        try diff.add(path: arguments[0], as: target)
+                    }
+                }
+                let entry = try history.entry(createdBy: "umoci insert", author: img.config.author, emptyLayer: layer == nil)
+                if let layer {
+                    img.appendLayer(layer.descriptor, diffID: layer.diffID, history: entry)
+                } else if let entry {
+                    img.config.appendHistory(entry)
+                }
+                try layout.commit(img, tag: tag ?? ref.tag)
+            }
+        }
+    }
+
+    struct RawAddLayer: LoggingCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "add-layer", abstract: "add a layer archive verbatim to an image",
+            discussion: "usage: umoci raw add-layer --image <image-path>[:<tag>] [--tag <new-tag>] <layer.tar>")
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var image: ImageOptions
+        @OptionGroup var history: HistoryOptions
+        @OptionGroup var compression: CompressionOption
+        @Option(name: .customLong("tag"), help: "new tag name (if empty, overwrite --image tag)") var tag: String?
+        @Argument(help: "an uncompressed tar archive") var arguments: [String] = []
+
+        func run() throws {
+            let ref = try image.reference()
+            try expectArguments(arguments, 1, "<layer.tar>")
+            try history.check()
+            if let tag { try ImageReference.validateTag(tag) }
+            let requested = try compression.choice()
+            let source = arguments[0]
+            try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
+                var img = try layout.loadImage(tag: ref.tag)
+                let writer = try LayerBlobWriter(layout: layout, compression: requested ?? .gzip)
+                do {
+                    try TarCopy.copy(source, to: writer)
+                } catch {
+                    writer.abort()
+                    throw error
+                }
+                let layer = try writer.finish()
+                let entry = try history.entry(createdBy: "umoci raw add-layer", author: img.config.author, emptyLayer: false)
+                img.appendLayer(layer.descriptor, diffID: layer.diffID, history: entry)
+                try layout.commit(img, tag: tag ?? ref.tag)
+            }
+        }
+    }
+}

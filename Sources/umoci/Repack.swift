@@ -1,0 +1,136 @@
+import ArgumentParser
+import LayerStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Umoci {
+    struct Repack: LoggingCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "repack", abstract: "repacks an OCI runtime bundle into a reference",
+            discussion: """
+                usage: umoci repack --image <image-path>[:<tag>] <bundle>
+
+                The new layer holds exactly the bundle's upper directory: what changed through \
+                the mount, whiteouts included. Like umoci, repack always builds on the image the \
+                bundle was unpacked from.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var image: ImageOptions
+        @OptionGroup var history: HistoryOptions
+        @OptionGroup var compression: CompressionOption
+        @Option(name: .customLong("mask-path"), help: "a path to leave out of the layer (repeatable)") var maskPaths: [String] = []
+        @Flag(name: .customLong("no-mask-volumes"), help: "include the image's volumes in the layer") var noMaskVolumes = false
+        @Flag(name: .customLong("refresh-bundle"), help: "make the new image the bundle's base afterwards")
+        var refreshBundle = false
+        @Argument(help: "the bundle") var arguments: [String] = []
+
+        func run() throws {
+            let ref = try image.reference()
+            try expectArguments(arguments, 1, "<bundle>")
+            try history.check()
+            let requested = try compression.choice()
+            let paths = BundlePaths(arguments[0])
+            var metadata = try BundleMetadata.read(bundle: paths.bundle)
+            let mounted = false  // mounted bundles: see Mounting (FuseFS)
+
+            try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
+                let from = try metadata.fromDescriptorPath()
+                var base: Image
+                do {
+                    base = try layout.loadImage(from)
+                } catch {
+                    throw StoreError("repack: the bundle's base image \(from.manifest.digest) cannot be read from \(ref.layout) (a different layout, or garbage-collected?): \(error)")
+                }
+                let masks = maskPaths + (noMaskVolumes ? [] : base.config.runConfig["Volumes"]?.object?.keys ?? [])
+                let layerCompression = try requested ?? base.manifest.layers.last.map { try LayerCompression(mediaType: $0.mediaType) } ?? .gzip
+                let layer = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks) { diff throws(DirectoryDiff.Failure) in
+                    try diff.addContents(ofDirectory: paths.upper)
+                }
+                let entry = try history.entry(createdBy: "umoci repack", author: base.config.author, emptyLayer: layer == nil)
+                if let layer {
+                    base.appendLayer(layer.descriptor, diffID: layer.diffID, history: entry)
+                } else if let entry {
+                    base.config.appendHistory(entry)
+                }
+                let newPath = try layout.commit(base, tag: ref.tag)
+                Log.info("new image manifest created: \(newPath.manifest.digest)")
+                if refreshBundle {
+                    try Refresh.rebase(paths, metadata: &metadata, onto: newPath, mounted: mounted)
+                }
+            }
+        }
+    }
+}
+
+/// --compress, for the commands that write layers.
+struct CompressionOption: ParsableArguments {
+    @Option(name: .customLong("compress"), help: "layer compression: auto (the previous layer's, else gzip), gzip, zstd or none")
+    var compress: String = "auto"
+
+    /// nil for auto.
+    func choice() throws -> LayerCompression? {
+        switch compress {
+        case "auto": return nil
+        case "gzip": return .gzip
+        case "zstd": return .zstd
+        case "none": return LayerCompression.none
+        default: throw UsageError("invalid --compress \(quoted: compress): must be auto, gzip, zstd or none")
+        }
+    }
+}
+
+/// Writing one layer through DirectoryDiff, starting over when a file changes while it is read.
+enum LayerWriting {
+    static let attempts = 3
+
+    /// The new layer, or nil when `fill` produced no entry at all (nothing changed).
+    static func write(
+        compression: LayerCompression, layout: ImageLayout, masks: [String] = [],
+        fill: (inout DirectoryDiff) throws(DirectoryDiff.Failure) -> Void
+    ) throws -> (descriptor: Descriptor, diffID: Digest)? {
+        var lastChange = ""
+        for _ in 0..<attempts {
+            let writer = try LayerBlobWriter(layout: layout, compression: compression)
+            var diff = DirectoryDiff(writer: writer, masks: masks)
+            defer { diff.release() }
+            do throws(DirectoryDiff.Failure) {
+                try fill(&diff)
+                if diff.entryCount == 0 {
+                    writer.abort()
+                    return nil
+                }
+                try diff.finish()
+            } catch {
+                writer.abort()
+                switch error {
+                case .changed(let change):
+                    lastChange = change.path
+                    Log.info("\(change); starting the layer over")
+                    continue
+                case .store(let error):
+                    throw error
+                }
+            }
+            return try writer.finish()
+        }
+        throw StoreError("\(lastChange) kept changing while it was being read (\(attempts) attempts); stop writing to it and try again")
+    }
+}
+
+/// --refresh-bundle: the new image becomes the bundle's base and the upper directory starts
+/// empty, since everything in it is now in the image.
+enum Refresh {
+    static func rebase(_ paths: BundlePaths, metadata: inout BundleMetadata, onto path: DescriptorPath, mounted: Bool) throws {
+        if mounted {
+            throw StoreError("--refresh-bundle on a mounted bundle is not supported yet: run umoci umount first")
+        }
+        metadata.setFromDescriptorPath(path)
+        try metadata.write(bundle: paths.bundle)
+        let fd = try Files.open(paths.upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        defer { close(fd) }
+        try Files.removeContents(of: fd, path: paths.upper)
+    }
+}
