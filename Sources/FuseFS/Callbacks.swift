@@ -1,0 +1,378 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CFuse
+import LayerStore
+
+// The libfuse low-level callback table. Each callback is a non-capturing C function that finds
+// the OverlayFS through fuse_req_userdata, runs one method, and replies exactly once: every
+// Errno becomes fuse_reply_err at this boundary, nothing is thrown or unwinds across C.
+
+@inline(__always)
+private func filesystem(_ req: fuse_req_t?) -> OverlayFS {
+    Unmanaged<OverlayFS>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+}
+
+@inline(__always)
+private func handle(_ fi: UnsafeMutablePointer<fuse_file_info>?) -> Handle? {
+    guard let fi, fi.pointee.fh != 0 else { return nil }
+    return Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).takeUnretainedValue()
+}
+
+private func store(_ h: Handle, in fi: UnsafeMutablePointer<fuse_file_info>?) {
+    fi?.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(h).toOpaque()))
+}
+
+@inline(__always)
+private func name(_ p: UnsafePointer<CChar>?) -> String? {
+    guard let p else { return nil }
+    return String(validatingCString: p)
+}
+
+private func replyEntry(_ req: fuse_req_t?, _ id: UInt64, _ st: stat) {
+    var e = fuse_entry_param()
+    e.ino = id
+    e.generation = 0
+    e.attr = st
+    e.attr_timeout = OverlayFS.timeout
+    e.entry_timeout = OverlayFS.timeout
+    fuse_reply_entry(req, &e)
+}
+
+private func entryParam(_ id: UInt64, _ st: stat) -> fuse_entry_param {
+    var e = fuse_entry_param()
+    e.ino = id
+    e.attr = st
+    e.attr_timeout = OverlayFS.timeout
+    e.entry_timeout = OverlayFS.timeout
+    return e
+}
+
+private func caller(_ req: fuse_req_t?) -> (uid_t, gid_t) {
+    let ctx = fuse_req_ctx(req)!.pointee
+    return (ctx.uid, ctx.gid)
+}
+
+private func reply(_ req: fuse_req_t?, _ body: () throws(Errno) -> Void) {
+    do {
+        try body()
+    } catch {
+        fuse_reply_err(req, error.code)
+    }
+}
+
+private func readDirectory(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ off: off_t,
+                           _ fi: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
+    guard let h = handle(fi) else { fuse_reply_err(req, EBADF); return }
+    let fs = filesystem(req)
+    let buffer = ThreadBuffer.get(max(size, 1))
+    let base = buffer.baseAddress!.assumingMemoryBound(to: CChar.self)
+    var used = 0
+    var index = Int(off)
+    let total = h.entries.count + 2
+    while index < total {
+        let next = off_t(index + 1)
+        let added: Int
+        if index < 2 {
+            var st = stat()
+            st.st_ino = numericCast(h.inode >= 0 ? UInt64(h.inode) : 1)
+            st.st_mode = S_IFDIR
+            let dots = index == 0 ? "." : ".."
+            if plus {
+                var e = entryParam(0, st)
+                added = fuse_add_direntry_plus(req, base + used, size - used, dots, &e, next)
+            } else {
+                added = fuse_add_direntry(req, base + used, size - used, dots, &st, next)
+            }
+        } else {
+            let entry = h.entries[index - 2]
+            if plus {
+                guard let (id, st) = try? fs.lookup(ino, entry.name) else { index += 1; continue }
+                var e = entryParam(id, st)
+                added = fuse_add_direntry_plus(req, base + used, size - used, entry.name, &e, next)
+                if added > size - used { fs.forget(id, 1) }
+            } else {
+                var st = stat()
+                st.st_ino = numericCast(entry.ino)
+                st.st_mode = mode_t(entry.type) << 12
+                added = fuse_add_direntry(req, base + used, size - used, entry.name, &st, next)
+            }
+        }
+        if added > size - used { break }
+        used += added
+        index += 1
+    }
+    fuse_reply_buf(req, base, used)
+}
+
+func makeOperations() -> fuse_lowlevel_ops {
+    var ops = fuse_lowlevel_ops()
+    ops.`init` = { _, conn in
+        guard let conn else { return }
+        let wanted = UInt32(FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS
+                            | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE)
+        conn.pointee.want |= wanted & conn.pointee.capable
+        conn.pointee.want &= ~UInt32(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK)
+        conn.pointee.max_write = 1 << 20
+        conn.pointee.max_readahead = max(conn.pointee.max_readahead, 1 << 20)
+    }
+    ops.lookup = { req, parent, cname in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname) else { throw Errno(ENOENT) }
+            let (id, st) = try filesystem(req).lookup(parent, n)
+            replyEntry(req, id, st)
+        }
+    }
+    ops.forget = { req, ino, count in
+        filesystem(req).forget(ino, count)
+        fuse_reply_none(req)
+    }
+    ops.forget_multi = { req, count, forgets in
+        let fs = filesystem(req)
+        if let forgets {
+            for i in 0..<count { fs.forget(forgets[i].ino, forgets[i].nlookup) }
+        }
+        fuse_reply_none(req)
+    }
+    ops.getattr = { req, ino, fi in
+        reply(req) { () throws(Errno) in
+            let fs = filesystem(req)
+            let fd = handle(fi).flatMap { $0.fd >= 0 ? $0.fd : nil }
+            var st = try fs.shared { () throws(Errno) -> stat in try fs.getattr(ino, fd: fd) }
+            fuse_reply_attr(req, &st, OverlayFS.timeout)
+        }
+    }
+    ops.setattr = { req, ino, attr, toSet, fi in
+        reply(req) { () throws(Errno) in
+            guard let a = attr?.pointee else { throw Errno(EINVAL) }
+            var c = OverlayFS.AttrChange()
+            if toSet & FUSE_SET_ATTR_MODE != 0 { c.mode = a.st_mode }
+            if toSet & FUSE_SET_ATTR_UID != 0 { c.uid = a.st_uid }
+            if toSet & FUSE_SET_ATTR_GID != 0 { c.gid = a.st_gid }
+            if toSet & FUSE_SET_ATTR_SIZE != 0 { c.size = a.st_size }
+            if toSet & FUSE_SET_ATTR_ATIME_NOW != 0 {
+                c.atime = timespec(tv_sec: 0, tv_nsec: Sys.UTIME_NOW)
+            } else if toSet & FUSE_SET_ATTR_ATIME != 0 {
+                c.atime = a.st_atim
+            }
+            if toSet & FUSE_SET_ATTR_MTIME_NOW != 0 {
+                c.mtime = timespec(tv_sec: 0, tv_nsec: Sys.UTIME_NOW)
+            } else if toSet & FUSE_SET_ATTR_MTIME != 0 {
+                c.mtime = a.st_mtim
+            }
+            let fd = handle(fi).flatMap { $0.fd >= 0 ? $0.fd : nil }
+            var st = try filesystem(req).setattr(ino, c, fd: fd)
+            fuse_reply_attr(req, &st, OverlayFS.timeout)
+        }
+    }
+    ops.readlink = { req, ino in
+        reply(req) { () throws(Errno) in
+            let target = try filesystem(req).readlink(ino)
+            target.withUnsafeBufferPointer { _ = fuse_reply_readlink(req, $0.baseAddress) }
+        }
+    }
+    ops.mknod = { req, parent, cname, mode, rdev in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname) else { throw Errno(EINVAL) }
+            let (uid, gid) = caller(req)
+            let type = mode & S_IFMT
+            let kind: OverlayFS.Kind = type == S_IFREG || type == 0 ? .file(flags: O_RDONLY) : .node(type: type, rdev: rdev)
+            let c = try filesystem(req).create(parent, n, kind, mode: mode, uid: uid, gid: gid)
+            if c.fd >= 0 { close(c.fd) }
+            replyEntry(req, c.id, c.attr)
+        }
+    }
+    ops.mkdir = { req, parent, cname, mode in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname) else { throw Errno(EINVAL) }
+            let (uid, gid) = caller(req)
+            let c = try filesystem(req).create(parent, n, .directory, mode: mode, uid: uid, gid: gid)
+            replyEntry(req, c.id, c.attr)
+        }
+    }
+    ops.symlink = { req, link, parent, cname in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname), let link else { throw Errno(EINVAL) }
+            let (uid, gid) = caller(req)
+            let c = try filesystem(req).create(parent, n, .symlink(String(cString: link)), mode: 0o777, uid: uid, gid: gid)
+            replyEntry(req, c.id, c.attr)
+        }
+    }
+    ops.unlink = { req, parent, cname in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname) else { throw Errno(ENOENT) }
+            try filesystem(req).remove(parent, n, directory: false)
+            fuse_reply_err(req, 0)
+        }
+    }
+    ops.rmdir = { req, parent, cname in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname) else { throw Errno(ENOENT) }
+            try filesystem(req).remove(parent, n, directory: true)
+            fuse_reply_err(req, 0)
+        }
+    }
+    ops.rename = { req, parent, cname, newParent, cnewName, flags in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname), let nn = name(cnewName) else { throw Errno(EINVAL) }
+            try filesystem(req).rename(parent, n, newParent, nn, flags: flags)
+            fuse_reply_err(req, 0)
+        }
+    }
+    ops.link = { req, ino, newParent, cnewName in
+        reply(req) { () throws(Errno) in
+            guard let nn = name(cnewName) else { throw Errno(EINVAL) }
+            let fs = filesystem(req)
+            let (id, st) = try fs.link(ino, newParent, nn)
+            // Names are separate kernel inodes: drop the source's cached attributes (st_nlink)
+            // before replying, so a stat right after link() sees the new count. With a negative
+            // offset the kernel only bumps the attribute version (no page or inode locks), so
+            // this cannot wait on the link operation in progress.
+            if let se = fs.session { fuse_lowlevel_notify_inval_inode(se, ino, -1, 0) }
+            replyEntry(req, id, st)
+        }
+    }
+    ops.open = { req, ino, fi in
+        reply(req) { () throws(Errno) in
+            guard let fi else { throw Errno(EINVAL) }
+            let h = try filesystem(req).open(ino, flags: fi.pointee.flags)
+            fi.pointee.keep_cache = h.fd < 0 ? 1 : 0
+            store(h, in: fi)
+            if fuse_reply_open(req, fi) != 0 { Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release() }
+        }
+    }
+    ops.create = { req, parent, cname, mode, fi in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname), let fi else { throw Errno(EINVAL) }
+            let (uid, gid) = caller(req)
+            let c = try filesystem(req).create(parent, n, .file(flags: fi.pointee.flags), mode: mode, uid: uid, gid: gid)
+            let h = Handle()
+            h.fd = c.fd
+            store(h, in: fi)
+            var e = entryParam(c.id, c.attr)
+            if fuse_reply_create(req, &e, fi) != 0 { Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release() }
+        }
+    }
+    ops.read = { req, ino, size, off, fi in
+        reply(req) { () throws(Errno) in
+            guard let h = handle(fi) else { throw Errno(EBADF) }
+            let buffer = ThreadBuffer.get(max(size, 1))
+            var count = 0
+            if h.fd >= 0 {
+                while count < size {
+                    let r = pread(h.fd, buffer.baseAddress! + count, size - count, off + off_t(count))
+                    if r < 0 { if errno == EINTR { continue }; throw Errno.current }
+                    if r == 0 { break }
+                    count += r
+                }
+            } else {
+                do {
+                    count = try filesystem(req).view.read(inode: h.inode, at: Int64(off),
+                                                          into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
+                } catch {
+                    throw Errno(EIO)
+                }
+            }
+            fuse_reply_buf(req, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), count)
+        }
+    }
+    ops.write = { req, ino, buf, size, off, fi in
+        reply(req) { () throws(Errno) in
+            guard let h = handle(fi), h.fd >= 0, let buf else { throw Errno(EBADF) }
+            var done = 0
+            while done < size {
+                let r = pwrite(h.fd, buf + done, size - done, off + off_t(done))
+                if r < 0 { if errno == EINTR { continue }; throw Errno.current }
+                done += r
+            }
+            fuse_reply_write(req, done)
+        }
+    }
+    ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
+    ops.release = { req, _, fi in
+        if let fi, fi.pointee.fh != 0 {
+            Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release()
+            fi.pointee.fh = 0
+        }
+        fuse_reply_err(req, 0)
+    }
+    ops.fsync = { req, _, datasync, fi in
+        if let h = handle(fi), h.fd >= 0 {
+            let r = datasync != 0 ? fdatasync(h.fd) : fsync(h.fd)
+            fuse_reply_err(req, r == 0 ? 0 : errno)
+        } else {
+            fuse_reply_err(req, 0)
+        }
+    }
+    ops.opendir = { req, ino, fi in
+        reply(req) { () throws(Errno) in
+            let h = Handle()
+            h.entries = try filesystem(req).listDirectory(ino)
+            h.inode = Int32(truncatingIfNeeded: ino)
+            store(h, in: fi)
+            if fuse_reply_open(req, fi) != 0, let fi {
+                Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release()
+            }
+        }
+    }
+    ops.readdir = { req, ino, size, off, fi in readDirectory(req, ino, size, off, fi, plus: false) }
+    ops.readdirplus = { req, ino, size, off, fi in readDirectory(req, ino, size, off, fi, plus: true) }
+    ops.releasedir = { req, _, fi in
+        if let fi, fi.pointee.fh != 0 {
+            Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release()
+            fi.pointee.fh = 0
+        }
+        fuse_reply_err(req, 0)
+    }
+    ops.fsyncdir = { req, _, _, _ in fuse_reply_err(req, 0) }
+    ops.statfs = { req, _ in
+        var st = statvfs()
+        if fstatvfs(filesystem(req).upperRoot, &st) != 0 { fuse_reply_err(req, errno); return }
+        fuse_reply_statfs(req, &st)
+    }
+    ops.setxattr = { req, ino, cname, value, size, flags in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname) else { throw Errno(EINVAL) }
+            try filesystem(req).setxattr(ino, n, UnsafeRawBufferPointer(start: value, count: size), flags: flags)
+            fuse_reply_err(req, 0)
+        }
+    }
+    ops.getxattr = { req, ino, cname, size in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname) else { throw Errno(ENODATA) }
+            let fs = filesystem(req)
+            if size == 0 {
+                fuse_reply_xattr(req, try fs.getxattr(ino, n, nil))
+            } else {
+                let buffer = ThreadBuffer.get(size)
+                let count = try fs.getxattr(ino, n, buffer)
+                fuse_reply_buf(req, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), count)
+            }
+        }
+    }
+    ops.listxattr = { req, ino, size in
+        reply(req) { () throws(Errno) in
+            let fs = filesystem(req)
+            if size == 0 {
+                fuse_reply_xattr(req, try fs.listxattr(ino, nil))
+            } else {
+                let buffer = ThreadBuffer.get(size)
+                let count = try fs.listxattr(ino, buffer)
+                fuse_reply_buf(req, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), count)
+            }
+        }
+    }
+    ops.removexattr = { req, ino, cname in
+        reply(req) { () throws(Errno) in
+            guard let n = name(cname) else { throw Errno(ENODATA) }
+            try filesystem(req).removexattr(ino, n)
+            fuse_reply_err(req, 0)
+        }
+    }
+    ops.fallocate = { req, _, mode, off, length, fi in
+        guard let h = handle(fi), h.fd >= 0 else { fuse_reply_err(req, EBADF); return }
+        let r = Sys.fallocate(h.fd, mode, Int64(off), Int64(length))
+        fuse_reply_err(req, r == 0 ? 0 : errno)
+    }
+    return ops
+}

@@ -1,0 +1,339 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import LayerStore
+
+/// An open file or directory, retained in `fuse_file_info.fh` from open to release.
+final class Handle {
+    /// The upper file's descriptor, or -1 for a lower file (read from the view).
+    var fd: Int32 = -1
+    /// The lower inode read when fd is -1.
+    var inode: Int32 = -1
+    /// A directory listing taken at opendir (offsets index it, so they stay stable).
+    var entries: [OverlayFS.DirEntry] = []
+    init() {}
+    deinit { if fd >= 0 { close(fd) } }
+}
+
+extension OverlayFS {
+    // MARK: Removal
+
+    func remove(_ parentId: UInt64, _ name: String, directory: Bool) throws(Errno) {
+        try exclusive { () throws(Errno) in
+            let parent = try snapshot(parentId)
+            guard let r = try resolve(parentId, parent, name) else { throw Errno(ENOENT) }
+            if directory && !r.isDirectory { throw Errno(ENOTDIR) }
+            if !directory && r.isDirectory { throw Errno(EISDIR) }
+            if directory {
+                try checkEmpty(parentId, parent, name, r)
+            }
+            let needsWhiteout = lowerAt(parent, name) != nil
+            if needsWhiteout || r.upper { try ensureUpper(parentId) }
+            let dir = try openUpperDir(parentId)
+            defer { dir.close() }
+            if r.upper {
+                if directory {
+                    try removeWhiteouts(dir.fd, name)
+                    if unlinkat(dir.fd, name, AT_REMOVEDIR) != 0 { throw Errno.current }
+                } else if unlinkat(dir.fd, name, 0) != 0 {
+                    throw Errno.current
+                }
+            }
+            if needsWhiteout { try makeMarker(dir.fd, ".wh." + name) }
+            if let id = existingChild(parentId, name) { detach(id) }
+        }
+    }
+
+    /// ENOTEMPTY unless the merged directory parent/name (resolved as r) shows no entries.
+    func checkEmpty(_ parentId: UInt64, _ parent: Snapshot, _ name: String, _ r: Resolved) throws(Errno) {
+        let entries: [DirEntry]
+        if r.upper {
+            let dir = try openUpperDir(parentId)
+            defer { dir.close() }
+            let sub = try openChildDir(dir.fd, name)
+            defer { close(sub) }
+            entries = try mergedEntries(upper: sub, lower: r.lower)
+        } else {
+            entries = try mergedEntries(upper: nil, lower: r.lower)
+        }
+        if !entries.isEmpty { throw Errno(ENOTEMPTY) }
+    }
+
+    // MARK: Rename
+
+    func rename(_ parentId: UInt64, _ name: String, _ newParentId: UInt64, _ newName: String, flags: UInt32) throws(Errno) {
+        if flags & Sys.RENAME_EXCHANGE != 0 || flags & ~Sys.RENAME_NOREPLACE != 0 { throw Errno(EINVAL) }
+        if newName.isWhiteoutName { throw Errno(EINVAL) }
+        if name.isWhiteoutName { throw Errno(ENOENT) }
+        try exclusive { () throws(Errno) in
+            let parent = try snapshot(parentId)
+            let newParent = try snapshot(newParentId)
+            guard let source = try resolve(parentId, parent, name) else { throw Errno(ENOENT) }
+            let target = try resolve(newParentId, newParent, newName)
+            if parentId == newParentId && name == newName { return }
+            if let target {
+                if flags & Sys.RENAME_NOREPLACE != 0 { throw Errno(EEXIST) }
+                if source.isDirectory && !target.isDirectory { throw Errno(ENOTDIR) }
+                if !source.isDirectory && target.isDirectory { throw Errno(EISDIR) }
+                if target.isDirectory { try checkEmpty(newParentId, newParent, newName, target) }
+            }
+            // The source, upper and whole.
+            let sourceId = install(parent: parentId, name: name, upper: source.upper, lower: source.lower)
+            defer { forget(sourceId, 1) }
+            try ensureUpper(sourceId)
+            try ensureUpper(newParentId)
+            let from = try openUpperDir(parentId)
+            defer { from.close() }
+            let to = try openUpperDir(newParentId)
+            defer { to.close() }
+            var madeOpaque = false
+            if source.isDirectory && source.lower >= 0 {
+                let sub = try openChildDir(from.fd, name)
+                defer { close(sub) }
+                try copyUpTree(dirfd: sub, lower: source.lower)
+                try makeMarker(sub, OverlayFS.opaqueName)
+                madeOpaque = true
+            }
+            // The target: an upper directory loses its whiteouts (it is merged-empty).
+            if let target, target.upper, target.isDirectory { try removeWhiteouts(to.fd, newName) }
+            if unlinkat(to.fd, ".wh." + newName, 0) != 0 && errno != ENOENT { throw Errno.current }
+            if renameat(from.fd, name, to.fd, newName) != 0 { throw Errno.current }
+            if lowerAt(parent, name) != nil { try makeMarker(from.fd, ".wh." + name) }
+            if source.isDirectory && !madeOpaque, let l = lowerAt(newParent, newName), viewIsDirectory(l) {
+                try makeOpaque(to.fd, newName)
+            }
+            if let targetId = existingChild(newParentId, newName) { detach(targetId) }
+            move(sourceId, to: newParentId, newName)
+            markSubtreeUpper(sourceId)
+        }
+    }
+
+    // MARK: Link
+
+    func link(_ id: UInt64, _ newParentId: UInt64, _ newName: String) throws(Errno) -> (UInt64, stat) {
+        if newName.isWhiteoutName { throw Errno(EINVAL) }
+        return try exclusive { () throws(Errno) -> (UInt64, stat) in
+            let newParent = try snapshot(newParentId)
+            if try resolve(newParentId, newParent, newName) != nil { throw Errno(EEXIST) }
+            try ensureUpper(id)
+            let n = try snapshot(id)
+            guard n.parent != 0 else { throw Errno(ENOENT) }
+            try ensureUpper(newParentId)
+            let from = try openUpperDir(n.parent)
+            defer { from.close() }
+            let to = try openUpperDir(newParentId)
+            defer { to.close() }
+            if unlinkat(to.fd, ".wh." + newName, 0) != 0 && errno != ENOENT { throw Errno.current }
+            if linkat(from.fd, n.name, to.fd, newName, 0) != 0 { throw Errno.current }
+            var st = stat()
+            if fstatat(to.fd, newName, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+            let newId = install(parent: newParentId, name: newName, upper: true, lower: -1)
+            return (newId, presentUpper(st, mergedDir: false))
+        }
+    }
+
+    // MARK: Setattr
+
+    struct AttrChange {
+        var mode: mode_t?
+        var uid: uid_t?
+        var gid: gid_t?
+        var size: off_t?
+        var atime: timespec?
+        var mtime: timespec?
+    }
+
+    func setattr(_ id: UInt64, _ change: AttrChange, fd: Int32?) throws(Errno) -> stat {
+        try exclusive { () throws(Errno) -> stat in
+            if let fd {
+                try apply(change, fd: fd, dirfd: -1, name: "")
+                return try getattr(id, fd: fd)
+            }
+            try ensureUpper(id, data: change.size != 0)
+            let n = try snapshot(id)
+            if id == OverlayFS.rootId {
+                try apply(change, fd: upperRoot, dirfd: -1, name: "")
+            } else {
+                guard n.parent != 0 else { throw Errno(ENOENT) }
+                let dir = try openUpperDir(n.parent)
+                defer { dir.close() }
+                try apply(change, fd: -1, dirfd: dir.fd, name: n.name)
+            }
+            return try getattr(id)
+        }
+    }
+
+    /// Applies a change to fd, or to dirfd/name without following a symlink.
+    private func apply(_ c: AttrChange, fd: Int32, dirfd: Int32, name: String) throws(Errno) {
+        let target = fd >= 0 ? "" : name
+        let base = fd >= 0 ? fd : dirfd
+        let nofollow = fd >= 0 ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
+        if c.uid != nil || c.gid != nil {
+            if fchownat(base, target, c.uid ?? uid_t.max, c.gid ?? gid_t.max, nofollow) != 0 { throw Errno.current }
+        }
+        if let mode = c.mode {
+            let r = fd >= 0 ? fchmod(fd, mode & 0o7777) : fchmodat(dirfd, name, mode & 0o7777, 0)
+            if r != 0 { throw Errno.current }
+        }
+        if let size = c.size {
+            if fd >= 0 {
+                if ftruncate(fd, size) != 0 { throw Errno.current }
+            } else {
+                let f = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+                if f < 0 { throw Errno.current }
+                defer { close(f) }
+                if ftruncate(f, size) != 0 { throw Errno.current }
+            }
+        }
+        if c.atime != nil || c.mtime != nil {
+            let omit = timespec(tv_sec: 0, tv_nsec: Sys.UTIME_OMIT)
+            var times = (c.atime ?? omit, c.mtime ?? omit)
+            let r = withUnsafePointer(to: &times) { p in
+                p.withMemoryRebound(to: timespec.self, capacity: 2) { t in
+                    fd >= 0 ? futimens(fd, t) : utimensat(dirfd, name, t, AT_SYMLINK_NOFOLLOW)
+                }
+            }
+            if r != 0 { throw Errno.current }
+        }
+    }
+
+    // MARK: Open
+
+    /// Opens a regular file: lower files read-only from the view (no copy-up), anything else
+    /// through an upper fd (copying up first when opened for writing or truncation).
+    func open(_ id: UInt64, flags: Int32) throws(Errno) -> Handle {
+        let writing = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
+        let upperFlags = (flags & O_ACCMODE) | (flags & (O_TRUNC | O_SYNC | O_DSYNC)) | O_NOFOLLOW | O_CLOEXEC
+        if writing {
+            return try exclusive { () throws(Errno) -> Handle in
+                try ensureUpper(id, data: flags & O_TRUNC == 0)
+                return try openUpper(id, upperFlags)
+            }
+        }
+        return try shared { () throws(Errno) -> Handle in
+            let n = try snapshot(id)
+            if n.upper { return try openUpper(id, upperFlags) }
+            guard n.lower >= 0 else { throw Errno(ENOENT) }
+            let h = Handle()
+            h.inode = view.inodeNumber(of: n.lower)
+            return h
+        }
+    }
+
+    private func openUpper(_ id: UInt64, _ flags: Int32) throws(Errno) -> Handle {
+        let n = try snapshot(id)
+        guard n.parent != 0 else { throw Errno(ENOENT) }
+        let dir = try openUpperDir(n.parent)
+        defer { dir.close() }
+        let fd = openat(dir.fd, n.name, flags)
+        if fd < 0 { throw Errno.current }
+        let h = Handle()
+        h.fd = fd
+        return h
+    }
+
+    // MARK: Readlink
+
+    func readlink(_ id: UInt64) throws(Errno) -> [CChar] {
+        try shared { () throws(Errno) -> [CChar] in
+            let n = try snapshot(id)
+            if n.upper {
+                guard n.parent != 0 else { throw Errno(ENOENT) }
+                let dir = try openUpperDir(n.parent)
+                defer { dir.close() }
+                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                let count = readlinkat(dir.fd, n.name, &buffer, buffer.count - 1)
+                if count < 0 { throw Errno.current }
+                buffer[count] = 0
+                return buffer
+            }
+            guard n.lower >= 0 else { throw Errno(ENOENT) }
+            let inode = view.inode(of: n.lower)
+            guard inode.type == .symlink else { throw Errno(EINVAL) }
+            return Array(inode.linkName.utf8CString)
+        }
+    }
+
+    // MARK: Extended attributes
+
+    /// The path that reaches node id's upper object through /proc without following it.
+    private func procPath(_ id: UInt64, _ body: (String) throws(Errno) -> Int) throws(Errno) -> Int {
+        if id == OverlayFS.rootId { return try body("/proc/self/fd/\(upperRoot)") }
+        let n = try snapshot(id)
+        guard n.parent != 0 else { throw Errno(ENOENT) }
+        let dir = try openUpperDir(n.parent)
+        defer { dir.close() }
+        return try body("/proc/self/fd/\(dir.fd)/\(n.name)")
+    }
+
+    /// Fills `buffer` (nil: size query) with the value; returns its size.
+    func getxattr(_ id: UInt64, _ key: String, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+        try shared { () throws(Errno) -> Int in
+            let n = try snapshot(id)
+            if n.upper {
+                return try procPath(id) { path throws(Errno) -> Int in
+                    let r = lgetxattr(path, key, buffer?.baseAddress, buffer?.count ?? 0)
+                    if r < 0 { throw Errno.current }
+                    return r
+                }
+            }
+            guard n.lower >= 0 else { throw Errno(ENOENT) }
+            guard let x = view.inode(of: n.lower).xattrs.first(where: { $0.name == key }) else { throw Errno(ENODATA) }
+            guard let buffer else { return x.value.count }
+            if buffer.count < x.value.count { throw Errno(ERANGE) }
+            x.value.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            return x.value.count
+        }
+    }
+
+    func listxattr(_ id: UInt64, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+        try shared { () throws(Errno) -> Int in
+            let n = try snapshot(id)
+            if n.upper {
+                return try procPath(id) { path throws(Errno) -> Int in
+                    let r = llistxattr(path, buffer?.baseAddress?.assumingMemoryBound(to: CChar.self), buffer?.count ?? 0)
+                    if r < 0 { throw Errno.current }
+                    return r
+                }
+            }
+            guard n.lower >= 0 else { throw Errno(ENOENT) }
+            var names: [UInt8] = []
+            for x in view.inode(of: n.lower).xattrs {
+                names.append(contentsOf: x.name.utf8)
+                names.append(0)
+            }
+            guard let buffer else { return names.count }
+            if buffer.count < names.count { throw Errno(ERANGE) }
+            names.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            return names.count
+        }
+    }
+
+    func setxattr(_ id: UInt64, _ key: String, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
+        try exclusive { () throws(Errno) in
+            try ensureUpper(id)
+            _ = try procPath(id) { path throws(Errno) -> Int in
+                if lsetxattr(path, key, value.baseAddress, value.count, flags) != 0 { throw Errno.current }
+                return 0
+            }
+        }
+    }
+
+    func removexattr(_ id: UInt64, _ key: String) throws(Errno) {
+        try exclusive { () throws(Errno) in
+            let n = try snapshot(id)
+            if !n.upper {
+                // Nothing to copy up for an attribute the file does not have.
+                guard n.lower >= 0, view.inode(of: n.lower).xattrs.contains(where: { $0.name == key }) else {
+                    throw Errno(ENODATA)
+                }
+            }
+            try ensureUpper(id)
+            _ = try procPath(id) { path throws(Errno) -> Int in
+                if lremovexattr(path, key) != 0 { throw Errno.current }
+                return 0
+            }
+        }
+    }
+}
