@@ -20,7 +20,7 @@ struct Umoci: ParsableCommand {
         version: "umoci version \(umociVersion)",
         subcommands: [
             Config.self, New.self, Tag.self, Remove.self, Stat.self,
-            GC.self, Init.self, List.self, Raw.self, Repack.self, Insert.self,
+            GC.self, Init.self, List.self, Raw.self, Repack.self, Insert.self, Unpack.self, Mount.self, Umount.self, Serve.self,
         ]
     )
 

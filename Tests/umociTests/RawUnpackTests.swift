@@ -8,7 +8,7 @@ let fixtureLayout: String = {
     let dir = NSTemporaryDirectory() + "umoci-fixtures-" + UUID().uuidString
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts/fixtures/make_image.py").path
-    for c in ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "broken-hardlink"] {
+    for c in ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "broken-hardlink", "busybox"] {
         let out = try! run("/usr/bin/env", ["python3", script, dir + "/L", c])
         precondition(out.status == 0, "make_image.py \(c): \(out)")
     }

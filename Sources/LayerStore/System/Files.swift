@@ -7,7 +7,7 @@ import Glibc
 public enum Files {
     /// Retries a system call interrupted by a signal.
     @inline(__always)
-    static func retrying<T: BinaryInteger>(_ body: () -> T) -> T {
+    public static func retrying<T: BinaryInteger>(_ body: () -> T) -> T {
         while true {
             let r = body()
             if r == -1 && errno == EINTR { continue }

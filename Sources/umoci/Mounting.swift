@@ -1,0 +1,182 @@
+import Dispatch
+import FuseFS
+import LayerStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starting, finding and stopping the server that keeps a bundle's rootfs mounted. The server
+/// is this same binary run as `umoci __serve BUNDLE` in its own session, logging to the
+/// bundle's log file; it tells the starter over a pipe once the mount is in place.
+enum Mounting {
+    enum State { case notMounted, live, dead }
+
+    /// Whether `path` is a mount point, and whether its server still answers.
+    static func state(of path: String) -> State {
+        guard let mounts = try? Files.read("/proc/self/mountinfo") else { return .notMounted }
+        let target = canonical(path)
+        var found = false
+        for line in String(decoding: mounts, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if fields.count > 4, unescapeMountPath(String(fields[4])) == target { found = true }
+        }
+        guard found else { return .notMounted }
+        // statvfs always reaches the server (stat may be answered from the kernel's cache).
+        var fs = statvfs()
+        if statvfs(path, &fs) != 0 && (errno == ENOTCONN || errno == ECONNABORTED || errno == EIO) { return .dead }
+        return .live
+    }
+
+    /// The absolute path, resolving symlinks in the parent only: the path itself may be a
+    /// mount whose server is gone, which must not be touched.
+    static func canonical(_ path: String) -> String {
+        let parent = Files.directoryName(path)
+        let base = String(path.split(separator: "/").last ?? "")
+        guard let resolved = realpath(parent, nil) else { return path }
+        defer { free(resolved) }
+        let dir = String(cString: resolved)
+        if base.isEmpty || base == "." { return dir }
+        return dir == "/" ? "/" + base : dir + "/" + base
+    }
+
+    /// /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
+    static func unescapeMountPath(_ s: String) -> String {
+        guard s.contains("\\") else { return s }
+        var out: [UInt8] = []
+        let b = Array(s.utf8)
+        var i = 0
+        while i < b.count {
+            if b[i] == 0x5C, i + 3 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(b[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Detaches a mount whose server is gone ("Transport endpoint is not connected").
+    static func cleanUpDeadMount(_ path: String) {
+        if state(of: path) == .dead { umount2(path, Int32(MNT_DETACH)) }
+    }
+
+    /// Checks that FUSE can work here before anything is created.
+    static func checkFuse() throws {
+        guard access("/dev/fuse", F_OK) == 0 else {
+            throw StoreError("FUSE is not available: /dev/fuse does not exist (load the fuse module or run where FUSE is allowed)")
+        }
+        let fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw StoreError("FUSE is not available: cannot open /dev/fuse: \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+    }
+
+    /// Starts the server for `bundle` and returns once its rootfs is mounted.
+    static func start(_ paths: BundlePaths) throws {
+        try checkFuse()
+        var pipeFds: [Int32] = [0, 0]
+        guard pipe(&pipeFds) == 0 else { throw StoreError.system("pipe", "for the mount server") }
+        let (readEnd, writeEnd) = (pipeFds[0], pipeFds[1])
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+        defer { close(readEnd) }
+
+        // The server must not hold anything of ours open but what it is given (a pipe inherited
+        // by accident would keep whoever reads our output waiting for the server to exit).
+        closeOnExecAbove(2)
+        let logFd = try Files.open(paths.log, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
+        defer { close(logFd) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, logFd, 1)
+        posix_spawn_file_actions_adddup2(&actions, logFd, 2)
+        // The pipe's write end becomes fd 3 in the server (dup2 clears close-on-exec).
+        posix_spawn_file_actions_adddup2(&actions, writeEnd, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // glibc's POSIX_SPAWN_SETSID (a GNU extension the Glibc module does not export): the
+        // server gets its own session, so it outlives the terminal that ran unpack.
+        let spawnSetsid: Int16 = 0x80
+        posix_spawnattr_setflags(&attributes, spawnSetsid)
+
+        let executable = selfExecutable()
+        let arguments = [executable, "__serve", paths.bundle, "--ready-fd", "3", "--log", Log.level.rawValue]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, &argv, environ)
+        close(writeEnd)
+        guard rc == 0 else { throw StoreError("start the mount server: \(String(cString: strerror(rc)))") }
+
+        // Wait for "ok" or an error line; EOF without either means the server died.
+        var message: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = Files.retrying { read(readEnd, &chunk, chunk.count) }
+            if n <= 0 { break }
+            message.append(contentsOf: chunk[0..<n])
+        }
+        let text = String(decoding: message, as: UTF8.self).trimmingCharacters(in: "\n")
+        if text == "ok" { return }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        umount2(paths.rootfs, Int32(MNT_DETACH))
+        throw StoreError(text.isEmpty ? "the mount server exited before the mount was ready; see \(paths.log)" : text)
+    }
+
+    /// Marks every open descriptor above `n` close-on-exec.
+    static func closeOnExecAbove(_ n: Int32) {
+        guard let names = try? Files.list("/proc/self/fd") else { return }
+        for name in names {
+            if let fd = Int32(name), fd > n { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        }
+    }
+
+    /// Unmounts a bundle's rootfs; the server then exits by itself. Waits for it.
+    static func stop(_ paths: BundlePaths) throws {
+        switch state(of: paths.rootfs) {
+        case .notMounted:
+            throw StoreError("\(paths.rootfs) is not mounted")
+        case .dead:
+            umount2(paths.rootfs, Int32(MNT_DETACH))
+        case .live:
+            if umount2(paths.rootfs, 0) != 0 {
+                if errno == EBUSY {
+                    throw StoreError("\(paths.rootfs) is busy: stop the containers and processes that use it first")
+                }
+                throw StoreError.system("unmount", paths.rootfs)
+            }
+        }
+        if let text = try? Files.read(paths.pid), let pid = pid_t(String(decoding: text, as: UTF8.self).trimmingCharacters(in: "\n")) {
+            for _ in 0..<200 where kill(pid, 0) == 0 && isServer(pid) { usleep(50_000) }
+        }
+    }
+
+    /// The process is a mount server of this tool (the pid file may be stale).
+    static func isServer(_ pid: pid_t) -> Bool {
+        guard let cmdline = try? Files.read("/proc/\(pid)/cmdline") else { return false }
+        return cmdline.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "__serve" }
+    }
+
+    static func selfExecutable() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        return n > 0 ? String(cString: buffer) : CommandLine.arguments[0]
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: Character) -> String {
+        var s = Substring(self)
+        while s.last == set { s.removeLast() }
+        while s.first == set { s.removeFirst() }
+        return String(s)
+    }
+}

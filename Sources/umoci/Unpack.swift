@@ -1,0 +1,143 @@
+import ArgumentParser
+import LayerStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Umoci {
+    struct Unpack: LoggingCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "unpack", abstract: "unpacks a reference into an OCI runtime bundle",
+            discussion: """
+                usage: umoci unpack --image <image-path>[:<tag>] <bundle>
+
+                The bundle's rootfs is not extracted: it is the image mounted copy-on-write \
+                (FUSE), with every change written to the bundle's upper directory, which \
+                `umoci repack` turns into the next layer.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var image: ImageOptions
+        @OptionGroup var layers: LayerOptions
+        @Flag(name: .customLong("rootless"), help: .hidden) var rootless = false
+        @Option(name: .customLong("uid-map"), help: .hidden) var uidMap: [String] = []
+        @Option(name: .customLong("gid-map"), help: .hidden) var gidMap: [String] = []
+        @Argument(help: "the bundle directory to create") var arguments: [String] = []
+
+        func run() throws {
+            let ref = try image.reference()
+            try expectArguments(arguments, 1, "<bundle>")
+            if rootless || !uidMap.isEmpty || !gidMap.isEmpty {
+                throw UsageError("--rootless, --uid-map and --gid-map are not supported yet")
+            }
+            let paths = BundlePaths(arguments[0])
+            for existing in [paths.config, paths.rootfs, paths.metadata] where Files.exists(existing) {
+                throw StoreError("create runtime bundle: \(existing) already exists")
+            }
+            try Mounting.checkFuse()
+            let cache = layers.cache()
+            let layoutPath = Mounting.canonical(ref.layout)
+            let (loaded, created) = try ImageLayout.withLocked(ref.layout, .shared) { layout in
+                let loaded = try layout.loadImage(tag: ref.tag)
+                // Index the layers now, with progress, so that the server opens a warm view.
+                _ = try MergedView.open(layout: layout, image: loaded, cache: cache, options: layers.viewOptions(),
+                                        progress: IndexProgress.start(loaded))
+                IndexProgress.finish()
+                return (loaded, try BundleCreation(paths))
+            }
+            do {
+                var metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
+                    layout: layoutPath, cacheDirectory: Mounting.canonical(cache.directory), keepDirlinks: layers.keepDirlinks))
+                metadata.mount?.layout = layoutPath
+                try metadata.write(bundle: paths.bundle)
+                try Mounting.start(paths)
+                let spec = try RuntimeSpec.generate(config: loaded.config, rootfs: paths.rootfs, rootPath: "rootfs",
+                                                    warn: { Log.warn($0) })
+                try Files.writeAtomically(paths.config, JSON.object(spec).serialized(indent: "\t") + [0x0A])
+            } catch {
+                if Mounting.state(of: paths.rootfs) != .notMounted { try? Mounting.stop(paths) }
+                created.undo()
+                throw error
+            }
+            Log.info("unpacked image bundle: \(paths.bundle)")
+        }
+    }
+
+    struct Mount: LoggingCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "mount", abstract: "mounts the rootfs of a bundle made by unpack again",
+            discussion: "usage: umoci mount <bundle>\n\nEvery change in the bundle's upper directory is kept. A mount whose server died is cleaned up first.")
+
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "the bundle") var arguments: [String] = []
+
+        func run() throws {
+            try expectArguments(arguments, 1, "<bundle>")
+            let paths = BundlePaths(arguments[0])
+            let metadata = try BundleMetadata.read(bundle: paths.bundle)
+            guard metadata.mount != nil else {
+                throw StoreError("\(paths.metadata) has no mount information: the bundle was not made by this umoci's unpack")
+            }
+            switch Mounting.state(of: paths.rootfs) {
+            case .live: throw StoreError("\(paths.rootfs) is already mounted")
+            case .dead: Mounting.cleanUpDeadMount(paths.rootfs)
+            case .notMounted: break
+            }
+            try Files.makeDirectory(paths.upper)
+            try Files.makeDirectory(paths.rootfs)
+            try Mounting.start(paths)
+            Log.info("mounted \(paths.rootfs)")
+        }
+    }
+
+    struct Umount: LoggingCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "umount", abstract: "unmounts the rootfs of a bundle and stops its server",
+            discussion: "usage: umoci umount <bundle>")
+
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "the bundle") var arguments: [String] = []
+
+        func run() throws {
+            try expectArguments(arguments, 1, "<bundle>")
+            let paths = BundlePaths(arguments[0])
+            _ = try BundleMetadata.read(bundle: paths.bundle)
+            try Mounting.stop(paths)
+            Log.info("unmounted \(paths.rootfs)")
+        }
+    }
+}
+
+/// What unpack created, so that a failure removes exactly that and leaves nothing half-made.
+struct BundleCreation {
+    let paths: BundlePaths
+    let createdBundle: Bool
+
+    init(_ paths: BundlePaths) throws {
+        self.paths = paths
+        if Files.exists(paths.bundle) {
+            guard Files.isDirectory(paths.bundle) else { throw StoreError("create runtime bundle: \(paths.bundle) is not a directory") }
+            createdBundle = false
+        } else {
+            if mkdir(paths.bundle, 0o700) != 0 { throw StoreError.system("create runtime bundle", paths.bundle) }
+            createdBundle = true
+        }
+        chmod(paths.bundle, 0o700)
+        for dir in [paths.upper, paths.rootfs] where mkdir(dir, 0o755) != 0 {
+            let e = StoreError.system("create runtime bundle", dir)
+            undo()
+            throw e
+        }
+    }
+
+    func undo() {
+        if createdBundle {
+            try? Files.removeTree(paths.bundle)
+        } else {
+            for p in [paths.config, paths.metadata, paths.log, paths.pid] { unlink(p) }
+            try? Files.removeTree(paths.upper)
+            rmdir(paths.rootfs)
+        }
+    }
+}
