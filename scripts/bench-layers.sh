@@ -40,13 +40,17 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 # seconds a command takes
 seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
 timed() { local xs=(); for _ in $(seq "$runs"); do xs+=("$("$@")"); done; printf '%s\n' "${xs[@]}" | median; }
+# Like timed, but runs a preparation (not timed) before each run.
+timed_after() { local prep=$1; shift; local xs=(); for _ in $(seq "$runs"); do $prep; xs+=("$("$@")"); done; printf '%s\n' "${xs[@]}" | median; }
 
 floor_pigz() { xargs -P "$cores" -I{} sh -c 'pigz -dc {} | openssl dgst -sha256' < "$work/layers"; }
 floor_igzip() { xargs -P "$cores" -I{} sh -c 'igzip -dc {} | openssl dgst -sha256' < "$work/layers"; }
 ours_cold_index() { rm -rf "$work/cache"; "$bin/umoci-bench" index "$image" "$work/cache"; }
-ours_raw_unpack() { rm -rf "$work/rootfs"; "$bin/umoci" raw unpack --cache-dir "$work/cache" --image "$image" "$work/rootfs"; }
-ours_raw_unpack_cold() { rm -rf "$work/rootfs" "$work/cache"; "$bin/umoci" raw unpack --cache-dir "$work/cache" --image "$image" "$work/rootfs"; }
-umoci_raw_unpack() { rm -rf "$work/theirs"; /usr/bin/umoci raw unpack --image "$image" "$work/theirs"; }
+# Removing the previous tree (and writing it back) is not part of what is measured.
+clear_trees() { rm -rf "$work/rootfs" "$work/theirs"; sync; }
+clear_trees_and_cache() { clear_trees; rm -rf "$work/cache"; }
+ours_raw_unpack() { "$bin/umoci" raw unpack --cache-dir "$work/cache" --image "$image" "$work/rootfs"; }
+umoci_raw_unpack() { /usr/bin/umoci raw unpack --image "$image" "$work/theirs"; }
 
 # Warm the page cache for the blobs so every contender reads them from memory.
 cat $(cat "$work/layers") > /dev/null
@@ -54,10 +58,11 @@ cat $(cat "$work/layers") > /dev/null
 t_pigz=$(timed seconds floor_pigz)
 t_igzip=$(timed seconds floor_igzip)
 t_index=$(timed seconds ours_cold_index)
-t_ours_unpack_cold=$(timed seconds ours_raw_unpack_cold)
+t_ours_unpack_cold=$(timed_after clear_trees_and_cache seconds ours_raw_unpack)
 uncompressed=$("$bin/umoci-bench" index "$image" "$work/cache" | sed -n 's/.*uncompressed_bytes \([0-9]*\).*/\1/p')
-t_ours_unpack=$(timed seconds ours_raw_unpack)
-t_umoci_unpack=$(timed seconds umoci_raw_unpack)
+t_ours_unpack=$(timed_after clear_trees seconds ours_raw_unpack)
+t_umoci_unpack=$(timed_after clear_trees seconds umoci_raw_unpack)
+ours_raw_unpack
 open_ms=$("$bin/umoci-bench" open "$image" "$work/cache" 20 | awk '{print $2}')
 cache_bytes=$(du -sb "$work/cache" | awk '{print $1}')
 big=$(python3 - "$work/rootfs" <<'EOF'

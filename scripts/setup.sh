@@ -4,12 +4,13 @@
 #   C libraries (headers via pkg-config): libssl-dev (libcrypto), zlib1g-dev, libzstd-dev, libfuse3-dev
 #   FUSE at run time: fuse3
 #   peers for interop tests and benchmarks: umoci, skopeo, runc, fuse-overlayfs, hyperfine
-#   fixtures: busybox-static (the embedded default image), debootstrap (benchmark image)
+#   fixtures: busybox-static (the embedded default image), python3 and zstd (test images),
+#   debootstrap (benchmark image), bc (benchmark arithmetic)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(pkg-config libssl-dev zlib1g-dev libzstd-dev libfuse3-dev fuse3 umoci skopeo runc
-          fuse-overlayfs hyperfine busybox-static debootstrap)
+          fuse-overlayfs hyperfine busybox-static debootstrap python3 zstd bc)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -34,7 +34,10 @@ extension Umoci {
             let requested = try compression.choice()
             let paths = BundlePaths(arguments[0])
             var metadata = try BundleMetadata.read(bundle: paths.bundle)
-            let mounted = false  // mounted bundles: see Mounting (FuseFS)
+            let mounted = Mounting.state(of: paths.rootfs) == .live
+            // Every write that returned before now is in the upper directory already (the
+            // server writes through); sync also pushes out pages dirtied through mmap.
+            if mounted { sync() }
 
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 let from = try metadata.fromDescriptorPath()
