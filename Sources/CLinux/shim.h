@@ -5,8 +5,17 @@
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <sys/sysmacros.h>
+#include <malloc.h>
 
 static inline dev_t umoci_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
 static inline unsigned int umoci_major(dev_t dev) { return major(dev); }
 static inline unsigned int umoci_minor(dev_t dev) { return minor(dev); }
+/// For a long-running server whose large buffers come and go: few arenas, and every block of
+/// 128 KiB or more mmapped (glibc's adaptive threshold would otherwise keep freed megabyte
+/// buffers in the heap, counted in the resident size).
+static inline void umoci_tune_malloc_for_server(void) {
+    mallopt(M_ARENA_MAX, 2);
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
+}
 #endif

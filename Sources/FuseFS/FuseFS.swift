@@ -4,6 +4,7 @@
 import Glibc
 #endif
 import CFuse
+import CLinux
 import LayerStore
 import Synchronization
 
@@ -113,6 +114,13 @@ public final class OverlayServer: @unchecked Sendable {
     /// Creates the FUSE session and mounts `view` with `upperDirectory` (existing directory) at
     /// `mountpoint` (existing empty directory). Returns once the mount is in place (requests
     /// queue until serve()).
+    /// Process-wide memory settings for a process whose job is serving a mount: few malloc
+    /// arenas and large buffers returned to the system when freed, so that the resident size
+    /// reflects what is in use. Call first thing in the serving process.
+    public static func tuneProcessForServing() {
+        umoci_tune_malloc_for_server()
+    }
+
     public init(view: MergedView, upperDirectory: String, mountpoint: String, options: MountOptions) throws(StoreError) {
         if access("/dev/fuse", R_OK | W_OK) != 0 {
             throw StoreError("cannot use /dev/fuse (\(String(cString: strerror(errno)))): FUSE is not available here")

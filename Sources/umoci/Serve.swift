@@ -16,7 +16,12 @@ extension Umoci {
         @Option(name: .customLong("ready-fd")) var readyFd: Int32 = -1
         @Option(name: .customLong("log")) var log: String = "warn"
 
+        /// Inflated gzip regions kept by the server: enough for the working set of a few
+        /// readers, within the server's memory target (see docs/benchmarks.md).
+        static let regionCacheBytes = 32 << 20
+
         func run() throws {
+            OverlayServer.tuneProcessForServing()
             Log.level = Log.Level(rawValue: log) ?? .warn
             let paths = BundlePaths(bundle)
             func ready(_ message: String) {
@@ -32,7 +37,8 @@ extension Umoci {
                 let view = try ImageLayout.withLocked(mount.layout, .shared) { layout in
                     let image = try layout.loadImage(metadata.fromDescriptorPath())
                     return try MergedView.open(layout: layout, image: image, cache: IndexCache(directory: mount.cacheDirectory),
-                                               options: MergedView.Options(keepDirlinks: mount.keepDirlinks))
+                                               options: MergedView.Options(keepDirlinks: mount.keepDirlinks,
+                                                                           regionCacheBytes: Serve.regionCacheBytes))
                 }
                 server = try OverlayServer(view: view, upperDirectory: paths.upper, mountpoint: paths.rootfs, options: MountOptions())
                 try Files.writeAtomically(paths.pid, Array("\(getpid())\n".utf8))

@@ -40,10 +40,13 @@ extension Umoci {
             let layoutPath = Mounting.canonical(ref.layout)
             let (loaded, created) = try ImageLayout.withLocked(ref.layout, .shared) { layout in
                 let loaded = try layout.loadImage(tag: ref.tag)
-                // Index the layers now, with progress, so that the server opens a warm view.
-                _ = try MergedView.open(layout: layout, image: loaded, cache: cache, options: layers.viewOptions(),
-                                        progress: IndexProgress.start(loaded))
-                IndexProgress.finish()
+                // Index the layers now, with progress, so that the server opens a warm view;
+                // with a warm cache the server's own open (which verifies) is enough.
+                if !cache.isWarm(image: loaded, keepDirlinks: layers.keepDirlinks) {
+                    _ = try MergedView.open(layout: layout, image: loaded, cache: cache, options: layers.viewOptions(),
+                                            progress: IndexProgress.start(loaded))
+                    IndexProgress.finish()
+                }
                 return (loaded, try BundleCreation(paths))
             }
             do {

@@ -1,6 +1,7 @@
 import CLinux
 import Foundation
 import LayerStore
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -177,6 +178,40 @@ struct UnpackTests {
         let again = try unpack(dir, L + ":new")
         try expectSameTree(again.paths.rootfs, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
         ok(try run(skopeo, ["copy", "oci:\(L):new", "oci:\(dir("copy")):new"]))
+    }
+
+    /// A file written while repack reads it never ends up torn in the layer: repack starts the
+    /// layer over, or fails saying so.
+    @Test func writesRacingWithRepack() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let b = try unpack(dir, L + ":basic")
+        let file = b.paths.rootfs + "/racy"
+        let line = String(repeating: "x", count: 99) + "\n"
+        let stopWriting = Mutex(false)
+        let writer = Thread {
+            let fd = open(file, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            defer { close(fd) }
+            while !stopWriting.withLock({ $0 }) {
+                _ = line.withCString { write(fd, $0, 100) }
+            }
+        }
+        writer.start()
+        defer { stopWriting.withLock { $0 = true } }
+        usleep(200_000)
+        for attempt in 0..<3 {
+            let out = try umoci("repack", "--image", L + ":race\(attempt)", b.paths.bundle)
+            if out.status != 0 {
+                #expect(out.stderr.contains("kept changing"), "\(out)")
+                continue
+            }
+            ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":race\(attempt)", dir("r\(attempt)")]))
+            let data = try String(contentsOfFile: dir("r\(attempt)/racy"), encoding: .utf8)
+            #expect(data.count % 100 == 0 && data.split(separator: "\n").allSatisfy { $0.count == 99 })
+        }
+        stopWriting.withLock { $0 = true }
+        usleep(100_000)
     }
 
     /// The seed workflow, word for word (umoci-workflow.txt).

@@ -122,6 +122,14 @@ public struct IndexCache: Sendable {
         return try DigestHasher.digest(of: Array(text.utf8)).encoded
     }
 
+    /// Whether opening this image's view will find everything in the cache (a cheap check of
+    /// which files exist; opening still verifies them).
+    public func isWarm(image: Image, keepDirlinks: Bool) -> Bool {
+        guard let key = try? viewKey(image: image, keepDirlinks: keepDirlinks),
+              Files.exists("\(directory)/view/\(key)") else { return false }
+        return image.manifest.layers.allSatisfy { Files.exists(indexPath($0.digest)) }
+    }
+
     func storedView(_ key: String) -> ViewStorage? {
         (try? Files.read("\(directory)/view/\(key)")).flatMap(ViewStorage.decode)
     }
