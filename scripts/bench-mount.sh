@@ -28,15 +28,19 @@ seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.
 timed() { local xs=(); for _ in $(seq "$runs"); do xs+=("$("$@")"); done; printf '%s\n' "${xs[@]}" | median; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
-ours_unpack() { "$bin/umoci" umount "$work/ours" >/dev/null 2>&1 || true; rm -rf "$work/ours"; "$bin/umoci" unpack --cache-dir "$work/cache" --image "$image" "$work/ours"; }
-ours_unpack_cold() { rm -rf "$work/cache"; ours_unpack; }
-umoci_unpack() { rm -rf "$work/theirs"; /usr/bin/umoci unpack --image "$image" "$work/theirs"; }
+# Removing the previous bundle is not part of what is measured.
+clear_ours() { "$bin/umoci" umount "$work/ours" >/dev/null 2>&1 || true; rm -rf "$work/ours"; sync; }
+clear_ours_and_cache() { clear_ours; rm -rf "$work/cache"; }
+clear_theirs() { rm -rf "$work/theirs"; sync; }
+ours_unpack() { "$bin/umoci" unpack --cache-dir "$work/cache" --image "$image" "$work/ours"; }
+umoci_unpack() { /usr/bin/umoci unpack --image "$image" "$work/theirs"; }
+timed_after() { local prep=$1; shift; local xs=(); for _ in $(seq "$runs"); do $prep; xs+=("$("$@")"); done; printf '%s\n' "${xs[@]}" | median; }
 
 # The bundles' blobs in the page cache for every contender.
 cat bench-work/debian/blobs/sha256/* > /dev/null
-t_ours_cold=$(timed seconds ours_unpack_cold)
-t_ours_warm=$(timed seconds ours_unpack)
-t_umoci=$(timed seconds umoci_unpack)
+t_ours_cold=$(timed_after clear_ours_and_cache seconds ours_unpack)
+t_ours_warm=$(timed_after clear_ours seconds ours_unpack)
+t_umoci=$(timed_after clear_theirs seconds umoci_unpack)
 
 # fuse-overlayfs over Debian umoci's extracted rootfs.
 mkdir -p "$work/ovl/upper" "$work/ovl/work" "$work/ovl/mnt"

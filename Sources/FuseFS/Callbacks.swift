@@ -119,8 +119,17 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.lookup = { req, parent, cname in
         reply(req) { () throws(Errno) in
             guard let n = name(cname) else { throw Errno(ENOENT) }
-            let (id, st) = try filesystem(req).lookup(parent, n)
-            replyEntry(req, id, st)
+            do throws(Errno) {
+                let (id, st) = try filesystem(req).lookup(parent, n)
+                replyEntry(req, id, st)
+            } catch where error.code == ENOENT {
+                // A negative entry the kernel may cache: programs probe many missing paths
+                // (an interpreter's module search), and creating one goes through the kernel.
+                var e = fuse_entry_param()
+                e.ino = 0
+                e.entry_timeout = OverlayFS.timeout
+                fuse_reply_entry(req, &e)
+            }
         }
     }
     ops.forget = { req, ino, count in

@@ -25,7 +25,11 @@ import Synchronization
 final class OverlayFS: @unchecked Sendable {
     static let rootId: UInt64 = 1
     static let opaqueName = ".wh..wh..opq"
-    static let timeout: Double = 1.0
+    /// How long the kernel may keep entries (also negative ones) and attributes. Every change
+    /// goes through this mount, so the kernel's caches only go stale for changes made behind
+    /// its back (edits of the upper directory from outside, which are not supported) and for
+    /// the attributes of other names of a hardlinked lower file after one name is copied up.
+    static let timeout: Double = 10.0
     static let upperInoBase: UInt64 = 1 << 40
 
     let view: MergedView
@@ -460,6 +464,22 @@ final class OverlayFS: @unchecked Sendable {
 
     static func direntType(_ mode: mode_t) -> UInt8 { UInt8((mode & S_IFMT) >> 12) }
 
+    /// Calls `body` with the name, d_ino and d_type of each entry of an upper directory
+    /// (without "." and ".."; names that are not UTF-8 are skipped).
+    func forEachEntry(of directory: Int32, _ body: (String, ino_t, UInt8) -> Void) throws(Errno) {
+        let fd = openat(directory, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw Errno.current }
+        guard let dir = fdopendir(fd) else { close(fd); throw Errno.current }
+        defer { closedir(dir) }
+        while let e = readdir(dir) {
+            guard let name = withUnsafeBytes(of: e.pointee.d_name, { raw in
+                String(validatingCString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }) else { continue }
+            if name == "." || name == ".." { continue }
+            body(name, e.pointee.d_ino, e.pointee.d_type)
+        }
+    }
+
     /// The merged entries of a directory whose upper directory is `upper` (an fd listing may
     /// consume; nil if none) and lower directory `lower` (-1: none).
     func mergedEntries(upper: Int32?, lower: Int32) throws(Errno) -> [DirEntry] {
@@ -467,26 +487,18 @@ final class OverlayFS: @unchecked Sendable {
         var upperNames = Set<String>()
         var whiteouts = Set<String>()
         if let upper {
-            let fd = openat(upper, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if fd < 0 { throw Errno.current }
-            guard let dir = fdopendir(fd) else { close(fd); throw Errno.current }
-            defer { closedir(dir) }
-            while let e = readdir(dir) {
-                guard let name = withUnsafeBytes(of: e.pointee.d_name, { raw in
-                    String(validatingCString: raw.bindMemory(to: CChar.self).baseAddress!)
-                }) else { continue }
-                if name == "." || name == ".." { continue }
+            try forEachEntry(of: upper) { name, ino, type in
                 if name.isWhiteoutName {
                     if lower >= 0 { whiteouts.insert(String(name.utf8.dropFirst(4))!) }
-                    continue
+                    return
                 }
                 upperNames.insert(name)
                 // d_ino with the upper root's device (no stat per entry; readdirplus and stat
                 // give the exact number).
                 var st = stat()
                 st.st_dev = upperDev
-                st.st_ino = e.pointee.d_ino
-                entries.append(DirEntry(name: name, ino: reportedIno(st), type: e.pointee.d_type))
+                st.st_ino = ino
+                entries.append(DirEntry(name: name, ino: reportedIno(st), type: type))
             }
         }
         if lower >= 0 {
@@ -627,18 +639,8 @@ final class OverlayFS: @unchecked Sendable {
     func copyUpTree(dirfd: Int32, lower: Int32) throws(Errno) {
         var upperNames = Set<String>()
         var whiteouts: [String] = []
-        do {
-            let fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if fd < 0 { throw Errno.current }
-            guard let dir = fdopendir(fd) else { close(fd); throw Errno.current }
-            defer { closedir(dir) }
-            while let e = readdir(dir) {
-                guard let name = withUnsafeBytes(of: e.pointee.d_name, { raw in
-                    String(validatingCString: raw.bindMemory(to: CChar.self).baseAddress!)
-                }) else { continue }
-                if name == "." || name == ".." { continue }
-                if name.isWhiteoutName { whiteouts.append(name) } else { upperNames.insert(name) }
-            }
+        try forEachEntry(of: dirfd) { name, _, _ in
+            if name.isWhiteoutName { whiteouts.append(name) } else { upperNames.insert(name) }
         }
         let hidden = Set(whiteouts.filter { $0 != OverlayFS.opaqueName }.map { String($0.utf8.dropFirst(4))! })
         let opaque = whiteouts.contains(OverlayFS.opaqueName)

@@ -91,16 +91,9 @@ public enum Files {
 
     /// The names in a directory, without "." and "..".
     public static func list(_ path: String) throws(StoreError) -> [String] {
-        guard let dir = opendir(path) else { throw .system("open directory", path) }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+        let fd = try open(path, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        return try list(fd: fd, path: path)
     }
 
     /// A name for a temporary file that no other process picks: pid plus random bits.
