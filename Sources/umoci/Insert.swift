@@ -35,7 +35,7 @@ extension Umoci {
             let requested = try compression.choice()
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 var img = try layout.loadImage(tag: ref.tag)
-                let layerCompression = try requested ?? .gzip
+                let layerCompression = requested ?? .gzip
                 let layer = try LayerWriting.write(compression: layerCompression, layout: layout) { diff throws(DirectoryDiff.Failure) in
                     if whiteout {
                         try diff.addWhiteout(for: target)

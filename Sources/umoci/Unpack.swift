@@ -50,9 +50,8 @@ extension Umoci {
                 return (loaded, try BundleCreation(paths))
             }
             do {
-                var metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
+                let metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
                     layout: layoutPath, cacheDirectory: Mounting.canonical(cache.directory), keepDirlinks: layers.keepDirlinks))
-                metadata.mount?.layout = layoutPath
                 try metadata.write(bundle: paths.bundle)
                 try Mounting.start(paths)
                 let spec = try RuntimeSpec.generate(config: loaded.config, rootfs: paths.rootfs, rootPath: "rootfs",

@@ -20,7 +20,7 @@ public struct BundleMetadata: Sendable {
     public init(from path: DescriptorPath, mount: Mount) {
         json = JSONObject()
         json["umoci_version"] = .string(BundleMetadata.umociVersion)
-        json["from_descriptor_path"] = .object(JSONObject(["descriptor_walk": .array(path.walk.map { .object($0.json) })]))
+        setFromDescriptorPath(path)
         json["map_options"] = .object(JSONObject([
             "uid_mappings": .null, "gid_mappings": .null, "rootless": .bool(false),
         ]))
