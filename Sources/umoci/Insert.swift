@@ -36,7 +36,7 @@ extension Umoci {
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 var img = try layout.loadImage(tag: ref.tag)
                 let layerCompression = requested ?? .gzip
-                let layer = try LayerWriting.write(compression: layerCompression, layout: layout) { diff throws(DirectoryDiff.Failure) in
+                let (layer, _) = try LayerWriting.write(compression: layerCompression, layout: layout) { diff throws(DirectoryDiff.Failure) in
                     if whiteout {
                         try diff.addWhiteout(for: target)
                         return

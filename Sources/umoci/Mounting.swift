@@ -78,6 +78,9 @@ enum Mounting {
     /// Starts the server for `bundle` and returns once its rootfs is mounted.
     static func start(_ paths: BundlePaths) throws {
         try checkFuse()
+        // After a refresh while mounted, the upper directory must describe changes against
+        // the new base before it is served on it.
+        try UpperBaseline.read(paths.baseline)?.reconcile(upperDirectory: paths.upper)
         var pipeFds: [Int32] = [0, 0]
         guard pipe(&pipeFds) == 0 else { throw StoreError.system("pipe", "for the mount server") }
         let (readEnd, writeEnd) = (pipeFds[0], pipeFds[1])

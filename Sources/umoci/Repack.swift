@@ -49,7 +49,9 @@ extension Umoci {
                 }
                 let masks = maskPaths + (noMaskVolumes ? [] : base.config.runConfig["Volumes"]?.object?.keys ?? [])
                 let layerCompression = try requested ?? base.manifest.layers.last.map { try LayerCompression(mediaType: $0.mediaType) } ?? .gzip
-                let layer = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks) { diff throws(DirectoryDiff.Failure) in
+                let baseline = try UpperBaseline.read(paths.baseline)
+                let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks,
+                                                           baseline: baseline) { diff throws(DirectoryDiff.Failure) in
                     try diff.addContents(ofDirectory: paths.upper)
                 }
                 let entry = try history.entry(createdBy: "umoci repack", author: base.config.author, emptyLayer: layer == nil)
@@ -61,7 +63,7 @@ extension Umoci {
                 let newPath = try layout.commit(base, tag: ref.tag)
                 Log.info("new image manifest created: \(newPath.manifest.digest)")
                 if refreshBundle {
-                    try Refresh.rebase(paths, metadata: &metadata, onto: newPath, mounted: mounted)
+                    try Refresh.rebase(paths, metadata: &metadata, onto: newPath, mounted: mounted, packed: seen)
                 }
             }
         }
@@ -89,21 +91,23 @@ struct CompressionOption: ParsableArguments {
 enum LayerWriting {
     static let attempts = 3
 
-    /// The new layer, or nil when `fill` produced no entry at all (nothing changed).
+    /// The new layer, or nil when `fill` produced no entry at all (nothing changed), and
+    /// every entry the walk saw (the baseline for the next repack).
     static func write(
-        compression: LayerCompression, layout: ImageLayout, masks: [String] = [],
+        compression: LayerCompression, layout: ImageLayout, masks: [String] = [], baseline: UpperBaseline? = nil,
         fill: (inout DirectoryDiff) throws(DirectoryDiff.Failure) -> Void
-    ) throws -> (descriptor: Descriptor, diffID: Digest)? {
+    ) throws -> (layer: (descriptor: Descriptor, diffID: Digest)?, seen: UpperBaseline) {
         var lastChange = ""
         for _ in 0..<attempts {
             let writer = try LayerBlobWriter(layout: layout, compression: compression)
-            var diff = DirectoryDiff(writer: writer, masks: masks)
+            var diff = DirectoryDiff(writer: writer, masks: masks, baseline: baseline)
             defer { diff.release() }
             do throws(DirectoryDiff.Failure) {
                 try fill(&diff)
+                try diff.addWhiteoutsForRemovedEntries()
                 if diff.entryCount == 0 {
                     writer.abort()
-                    return nil
+                    return (nil, diff.seen)
                 }
                 try diff.finish()
             } catch {
@@ -117,23 +121,32 @@ enum LayerWriting {
                     throw error
                 }
             }
-            return try writer.finish()
+            return (try writer.finish(), diff.seen)
         }
         throw StoreError("\(lastChange) kept changing while it was being read (\(attempts) attempts); stop writing to it and try again")
     }
 }
 
-/// --refresh-bundle: the new image becomes the bundle's base and the upper directory starts
-/// empty, since everything in it is now in the image.
+/// --refresh-bundle: the new image becomes the bundle's base, and what the upper directory
+/// holds no longer counts as a change. An unmounted bundle's upper directory is emptied. A
+/// mounted one cannot be (its server and the containers on it keep using it), so what was just
+/// packed is recorded as the baseline instead: the next repack leaves it out, and whites out
+/// what is removed from it. The mount keeps showing the same tree throughout, and a later
+/// `umoci mount` serves the new base under the same upper directory, which shows it too.
 enum Refresh {
-    static func rebase(_ paths: BundlePaths, metadata: inout BundleMetadata, onto path: DescriptorPath, mounted: Bool) throws {
-        if mounted {
-            throw StoreError("--refresh-bundle on a mounted bundle is not supported yet: run umoci umount first")
-        }
+    static func rebase(_ paths: BundlePaths, metadata: inout BundleMetadata, onto path: DescriptorPath,
+                       mounted: Bool, packed: UpperBaseline) throws {
+        // The new base first: a crash before the baseline is written only makes the next layer
+        // repeat what this one holds, never miss a change.
         metadata.setFromDescriptorPath(path)
         try metadata.write(bundle: paths.bundle)
-        let fd = try Files.open(paths.upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-        defer { close(fd) }
-        try Files.removeContents(of: fd, path: paths.upper)
+        if mounted {
+            try packed.write(paths.baseline)
+        } else {
+            let fd = try Files.open(paths.upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            defer { close(fd) }
+            try Files.removeContents(of: fd, path: paths.upper)
+            try Files.unlink(paths.baseline)
+        }
     }
 }

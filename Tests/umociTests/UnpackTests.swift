@@ -214,6 +214,42 @@ struct UnpackTests {
         usleep(100_000)
     }
 
+    /// repack --refresh-bundle of a mounted bundle: the mount keeps working unchanged, and the
+    /// next repack holds only the newer changes (and whiteouts for what was removed since).
+    @Test func refreshBundleWhileMounted() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let b = try unpack(dir, L + ":whiteouts-gzip")
+        let r = b.paths.rootfs
+        try "1\n".write(toFile: r + "/first", atomically: false, encoding: .utf8)
+        try "edited\n".write(toFile: r + "/a/y", atomically: false, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: r + "/newdir/sub", withIntermediateDirectories: true)
+        try "n\n".write(toFile: r + "/newdir/sub/f", atomically: false, encoding: .utf8)
+        ok(try umoci("repack", "--image", L + ":r1", "--refresh-bundle", b.paths.bundle))
+        #expect(FileManager.default.fileExists(atPath: b.paths.baseline))
+        #expect(try String(contentsOfFile: r + "/first", encoding: .utf8) == "1\n")
+
+        try "2\n".write(toFile: r + "/second", atomically: false, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: r + "/first")
+        try FileManager.default.removeItem(atPath: r + "/newdir")
+        try "edited again\n".write(toFile: r + "/a/y", atomically: false, encoding: .utf8)
+        ok(try umoci("repack", "--image", L + ":r2", b.paths.bundle))
+        let layout = try ImageLayout(opening: L)
+        let r1 = try layout.loadImage(tag: "r1"), r2 = try layout.loadImage(tag: "r2")
+        #expect(r2.manifest.layers.count == r1.manifest.layers.count + 1)
+        let listing = ok(try run("/bin/tar", ["-tzf", layout.blobPath(r2.manifest.layers.last!.digest)]))
+        #expect(Set(listing.split(separator: "\n")) == [".wh.first", ".wh.newdir", "a/y", "second"], "\(listing)")
+        ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":r2", dir("theirs")]))
+        try expectSameTree(r, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        // Served again on the new base, the same upper directory shows the same tree.
+        ok(try umoci("umount", b.paths.bundle))
+        ok(try umoci("mount", b.paths.bundle))
+        try expectSameTree(r, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        ok(try umoci("repack", "--image", L + ":r3", b.paths.bundle))
+        #expect(try layout.loadImage(tag: "r3").manifest.layers.count == r1.manifest.layers.count + 1)
+    }
+
     /// The seed workflow, word for word (umoci-workflow.txt).
     @Test func seedWorkflow() throws {
         let dir = TemporaryDirectory()

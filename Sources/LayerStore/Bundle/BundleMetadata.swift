@@ -97,4 +97,6 @@ public struct BundlePaths: Sendable {
     public var log: String { bundle + "/umoci-mount.log" }
     /// The mount server's process id while it runs.
     public var pid: String { bundle + "/umoci-mount.pid" }
+    /// What of the upper directory is already in the bundle's base image (UpperBaseline).
+    public var baseline: String { bundle + "/umoci-upper-baseline" }
 }

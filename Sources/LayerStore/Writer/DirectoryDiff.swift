@@ -37,12 +37,18 @@ public struct DirectoryDiff {
     let writer: LayerBlobWriter
     /// Paths (cleaned, relative, no trailing slash) left out with everything below them.
     let masks: Set<String>
+    /// What was already packed (see UpperBaseline): unchanged entries are left out, and
+    /// entries that have gone since get whiteouts.
+    let baseline: UpperBaseline?
+    /// Every entry walked, as a baseline for the next time.
+    public private(set) var seen = UpperBaseline()
     var hardlinks: [UInt64: [UInt64: String]] = [:]
     public private(set) var entryCount = 0
     let buffer: UnsafeMutableRawBufferPointer
 
-    public init(writer: LayerBlobWriter, masks: [String] = []) {
+    public init(writer: LayerBlobWriter, masks: [String] = [], baseline: UpperBaseline? = nil) {
         self.writer = writer
+        self.baseline = baseline
         self.masks = Set(masks.map { cleanComponents($0).joined(separator: "/") }.filter { !$0.isEmpty })
         buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
     }
@@ -91,6 +97,20 @@ public struct DirectoryDiff {
         try emit(TarEntry(name: (cleanComponents(path) + [".wh..wh..opq"]).joined(separator: "/"), type: .regular, mode: 0))
     }
 
+    /// Whiteouts for what the baseline had and the walk did not find any more (removed since
+    /// it was packed): one for the topmost missing path, none where a whiteout file was seen.
+    public mutating func addWhiteoutsForRemovedEntries() throws(Failure) {
+        guard let baseline else { return }
+        for path in baseline.stamps.keys.sorted(by: namePrecedes) where seen.stamps[path] == nil {
+            var components = cleanComponents(path)
+            guard let base = components.popLast(), !base.hasPrefix(".wh.") else { continue }
+            let parent = components.joined(separator: "/")
+            if !parent.isEmpty, baseline.stamps[parent] != nil, seen.stamps[parent] == nil { continue }
+            if seen.stamps[(components + [".wh." + base]).joined(separator: "/")] != nil { continue }
+            try addWhiteout(for: path)
+        }
+    }
+
     /// Ends the archive.
     public mutating func finish() throws(Failure) {
         do { try writer.write(TarWriter.endOfArchive) } catch { throw .store(error) }
@@ -124,9 +144,25 @@ public struct DirectoryDiff {
             throw .store(.system("stat", displayPath))
         }
         let kind = st.st_mode & S_IFMT
+        let stamp = UpperBaseline.stamp(st)
+        seen.stamps[entryName] = stamp
+        let unchanged = baseline?.stamps[entryName] == stamp
         if name.hasPrefix(".wh.") {
             // An OCI whiteout or opaque marker: its name is all that counts.
-            try emit(TarEntry(name: entryName, type: .regular, mode: 0))
+            if !unchanged { try emit(TarEntry(name: entryName, type: .regular, mode: 0)) }
+            return
+        }
+        if unchanged {
+            // Packed before: only what is below a directory may have changed.
+            if kind != S_IFDIR && st.st_nlink > 1, hardlinks[UInt64(st.st_dev)]?[UInt64(st.st_ino)] == nil {
+                hardlinks[UInt64(st.st_dev), default: [:]][UInt64(st.st_ino)] = entryName
+            }
+            if kind == S_IFDIR && recurse {
+                let fd = Files.retrying { openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                guard fd >= 0 else { throw .store(.system("open", displayPath)) }
+                defer { close(fd) }
+                try walk(directory: fd, displayPath: displayPath, relative: entryName)
+            }
             return
         }
         var entry = TarEntry(name: entryName, type: .regular, mode: UInt32(st.st_mode & 0o7777), uid: Int64(st.st_uid),
@@ -239,5 +275,77 @@ enum Xattrs {
             out.append(TarXattr(name: name, value: Array(bytes[0..<got])))
         }
         return out
+    }
+}
+
+/// What an upper directory held when it was last packed into a layer while it could not be
+/// emptied (`repack --refresh-bundle` of a mounted bundle): for each path, its type, inode,
+/// size, mtime and ctime. The next repack leaves out what is unchanged, so it holds only newer
+/// changes. One line per path: stamp, a tab, the path.
+public struct UpperBaseline: Sendable, Equatable {
+    public var stamps: [String: String] = [:]
+
+    public init() {}
+
+    static func stamp(_ st: stat) -> String {
+        "\(st.st_mode & S_IFMT) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
+    }
+
+    public static func read(_ path: String) throws(StoreError) -> UpperBaseline? {
+        guard Files.exists(path) else { return nil }
+        var baseline = UpperBaseline()
+        for line in String(decoding: try Files.read(path), as: UTF8.self).split(separator: "\n") {
+            guard let tab = line.firstIndex(of: "\t") else { throw StoreError("\(path): malformed line \(quoted: String(line))") }
+            baseline.stamps[String(line[line.index(after: tab)...])] = String(line[..<tab])
+        }
+        return baseline
+    }
+
+    public func write(_ path: String) throws(StoreError) {
+        var text = ""
+        for key in stamps.keys.sorted(by: namePrecedes) { text += stamps[key]! + "\t" + key + "\n" }
+        try Files.writeAtomically(path, Array(text.utf8))
+    }
+}
+
+extension UpperBaseline {
+    /// Makes an upper directory describe its changes relative to the new base again, before a
+    /// server serves it on that base: what was packed and has been removed since (which the
+    /// old base did not have, so no whiteout was needed then) gets its whiteout now, so the
+    /// new base's copy stays hidden. The whiteouts are what the next repack writes anyway.
+    public func reconcile(upperDirectory upper: String) throws(StoreError) {
+        let root = try Files.open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        defer { close(root) }
+        // Opens a directory below the upper root one component at a time, never following a symlink.
+        func openDirectory(_ components: [String]) -> Int32 {
+            var fd = dup(root)
+            for c in components {
+                let next = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                close(fd)
+                if next < 0 { return -1 }
+                fd = next
+            }
+            return fd
+        }
+        var missing = Set<String>()
+        for path in stamps.keys.sorted(by: namePrecedes) {
+            var components = cleanComponents(path)
+            guard let base = components.popLast(), !base.hasPrefix(".wh.") else { continue }
+            let parentPath = components.joined(separator: "/")
+            if missing.contains(parentPath) {
+                missing.insert(path)
+                continue
+            }
+            let parent = openDirectory(components)
+            guard parent >= 0 else { continue }
+            defer { close(parent) }
+            var st = stat()
+            if fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
+            missing.insert(path)
+            if fstatat(parent, ".wh." + base, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
+            let fd = openat(parent, ".wh." + base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
+            if fd < 0 { throw StoreError.system("create whiteout for", upper + "/" + path) }
+            close(fd)
+        }
     }
 }
