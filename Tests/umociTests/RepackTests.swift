@@ -189,10 +189,11 @@ import Testing
 /// insert and raw add-layer give what Debian's umoci gives.
 @Suite struct InsertTests {
     func twoLayouts(_ dir: TemporaryDirectory) throws -> (ours: String, theirs: String) {
+        // One file for both bases, so that its mtime is the same in both.
+        FileManager.default.createFile(atPath: dir("base.txt"), contents: Data("base\n".utf8))
         for L in [dir("ours"), dir("theirs")] {
             ok(try run(debianUmoci, ["init", "--layout", L]))
             ok(try run(debianUmoci, ["new", "--image", L + ":t"]))
-            FileManager.default.createFile(atPath: dir("base.txt"), contents: Data("base\n".utf8))
             ok(try run(debianUmoci, ["insert", "--image", L + ":t", dir("base.txt"), "/opt/d/old"]))
         }
         return (dir("ours"), dir("theirs"))
