@@ -172,15 +172,10 @@ public struct IndexCache: Sendable {
         let fd = try Files.open(blob, O_RDONLY)
         defer { close(fd) }
         let hasher = try DigestHasher(algorithm: layer.digest.isVerifiable ? layer.digest.algorithm : Digest.sha256)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buffer.deallocate() }
         var total: Int64 = 0
-        while true {
-            let n = Files.retrying { read(fd, buffer.baseAddress, buffer.count) }
-            if n < 0 { throw StoreError.system("read", blob) }
-            if n == 0 { break }
-            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-            total += Int64(n)
+        try Files.forEachChunk(of: fd, path: blob) { chunk in
+            hasher.update(chunk)
+            total += Int64(chunk.count)
         }
         guard total == layer.size else {
             throw StoreError("layer \(layer.digest): size mismatch: descriptor says \(layer.size) bytes, blob has \(total)")

@@ -8,7 +8,6 @@ import Glibc
 public enum LayerIndexer {
     /// Uncompressed bytes between two gzip access points.
     public static let accessPointSpacing: Int64 = 1 << 20
-    static let readSize = 1 << 20
 
     /// - zstdCopy: for zstd layers, a file to receive the decompressed stream (random reads of
     ///   zstd layers are served from that copy; see docs/formats.md).
@@ -52,20 +51,14 @@ public enum LayerIndexer {
 
         let gzip = compression == .gzip ? try GzipDecoder(accessPointSpacing: accessPointSpacing) : nil
         let zstd = compression == .zstd ? try ZstdDecoder() : nil
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readSize, alignment: 64)
-        defer { buffer.deallocate() }
         var compressed: Int64 = 0
-        while true {
-            let n = Files.retrying { read(fd, buffer.baseAddress, readSize) }
-            if n < 0 { throw StoreError.system("read", blobPath) }
-            if n == 0 { break }
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+        try Files.forEachChunk(of: fd, path: blobPath) { (chunk) throws(StoreError) in
             blobHasher.update(chunk)
-            compressed += Int64(n)
+            compressed += Int64(chunk.count)
             guard compressed <= layer.size else {
                 throw fail("size mismatch: descriptor says \(layer.size) bytes, blob is larger")
             }
-            do {
+            do throws(StoreError) {
                 if let gzip {
                     try gzip.decode(chunk, output: consume)
                 } else if let zstd {

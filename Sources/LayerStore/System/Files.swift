@@ -49,6 +49,20 @@ public enum Files {
         return out
     }
 
+    /// Reads an open file from its position to its end, in 1 MiB chunks into one buffer.
+    public static func forEachChunk(
+        of fd: Int32, path: String, _ body: (UnsafeRawBufferPointer) throws(StoreError) -> Void
+    ) throws(StoreError) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let n = retrying { Glibc.read(fd, buffer.baseAddress, buffer.count) }
+            if n < 0 { throw .system("read", path) }
+            if n == 0 { return }
+            try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+    }
+
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreError) {
         var offset = 0
         while offset < bytes.count {

@@ -118,13 +118,7 @@ public enum TarCopy {
         let fd = try Files.open(path, O_RDONLY)
         defer { close(fd) }
         var scanner = TarScanner()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buffer.deallocate() }
-        while true {
-            let n = Files.retrying { read(fd, buffer.baseAddress, buffer.count) }
-            if n < 0 { throw .system("read", path) }
-            if n == 0 { break }
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+        try Files.forEachChunk(of: fd, path: path) { (chunk) throws(StoreError) in
             do { try scanner.consume(chunk) } catch { throw StoreError("\(path) is not a valid tar archive: \(error)") }
             _ = scanner.takeEntries()
             try writer.write(chunk)
