@@ -156,9 +156,10 @@ public enum Files {
         }
     }
 
-    /// The names in an open directory, without "." and "..".
+    /// The names in an open directory, without "." and "..". Reads through a new open file
+    /// description (a dup would share, and leave at its end, the directory's read position).
     public static func list(fd directory: Int32, path: String) throws(StoreError) -> [String] {
-        let listing = dup(directory)
+        let listing = openat(directory, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard listing >= 0, let dir = fdopendir(listing) else {
             if listing >= 0 { close(listing) }
             throw .system("open directory", path)
