@@ -127,16 +127,27 @@ public struct DirectoryDiff {
         entryCount += 1
     }
 
-    mutating func walk(directory fd: Int32, displayPath: String, relative: String) throws(Failure) {
+    /// `useBaseline`: false below a directory made opaque since the baseline, whose layer entry
+    /// hides everything the base has there, so all of its contents must be written again.
+    mutating func walk(directory fd: Int32, displayPath: String, relative: String, useBaseline: Bool = true) throws(Failure) {
         let names: [String]
         do { names = try Files.list(fd: fd, path: displayPath) } catch { throw .store(error) }
+        var useBaseline = useBaseline
+        if useBaseline, let baseline, names.contains(".wh..wh..opq") {
+            let marker = relative.isEmpty ? ".wh..wh..opq" : relative + "/.wh..wh..opq"
+            var st = stat()
+            if fstatat(fd, ".wh..wh..opq", &st, AT_SYMLINK_NOFOLLOW) == 0, baseline.stamps[marker] != UpperBaseline.stamp(st) {
+                useBaseline = false
+            }
+        }
         for name in names.sorted(by: namePrecedes) {
             try addEntry(parent: fd, name: name, displayPath: displayPath + "/" + name,
-                         entryName: relative.isEmpty ? name : relative + "/" + name, recurse: true)
+                         entryName: relative.isEmpty ? name : relative + "/" + name, recurse: true, useBaseline: useBaseline)
         }
     }
 
-    mutating func addEntry(parent: Int32, name: String, displayPath: String, entryName: String, recurse: Bool) throws(Failure) {
+    mutating func addEntry(parent: Int32, name: String, displayPath: String, entryName: String, recurse: Bool,
+                           useBaseline: Bool = true) throws(Failure) {
         if isMasked(entryName) { return }
         var st = stat()
         guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
@@ -146,7 +157,7 @@ public struct DirectoryDiff {
         let kind = st.st_mode & S_IFMT
         let stamp = UpperBaseline.stamp(st)
         seen.stamps[entryName] = stamp
-        let unchanged = baseline?.stamps[entryName] == stamp
+        let unchanged = useBaseline && baseline?.stamps[entryName] == stamp
         if name.hasPrefix(".wh.") {
             // An OCI whiteout or opaque marker: its name is all that counts.
             if !unchanged { try emit(TarEntry(name: entryName, type: .regular, mode: 0)) }
@@ -161,7 +172,7 @@ public struct DirectoryDiff {
                 let fd = Files.retrying { openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
                 guard fd >= 0 else { throw .store(.system("open", displayPath)) }
                 defer { close(fd) }
-                try walk(directory: fd, displayPath: displayPath, relative: entryName)
+                try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline)
             }
             return
         }
@@ -188,7 +199,7 @@ public struct DirectoryDiff {
             entry.name = entryName + "/"
             entry.xattrs = Xattrs.list(fd: fd)
             try emit(entry)
-            if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName) }
+            if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline) }
         case S_IFREG:
             let fd = Files.retrying { openat(parent, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw .store(.system("open", displayPath)) }
@@ -287,7 +298,7 @@ public struct UpperBaseline: Sendable, Equatable {
 
     public init() {}
 
-    static func stamp(_ st: stat) -> String {
+    public static func stamp(_ st: stat) -> String {
         "\(st.st_mode & S_IFMT) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
     }
 
@@ -316,6 +327,11 @@ extension UpperBaseline {
     public func reconcile(upperDirectory upper: String) throws(StoreError) {
         let root = try Files.open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
         defer { close(root) }
+        try reconcile(upperRoot: root, path: upper)
+    }
+
+    /// reconcile, given an fd of the upper directory (`path` names it in errors).
+    public func reconcile(upperRoot root: Int32, path upper: String) throws(StoreError) {
         // Opens a directory below the upper root one component at a time, never following a symlink.
         func openDirectory(_ components: [String]) -> Int32 {
             var fd = dup(root)
