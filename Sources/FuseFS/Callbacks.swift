@@ -23,6 +23,15 @@ private func store(_ h: Handle, in fi: UnsafeMutablePointer<fuse_file_info>?) {
     fi?.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(h).toOpaque()))
 }
 
+/// Ends a file handle stored by `store` (release, or a reply the kernel did not take).
+private func discard(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    guard let fi, fi.pointee.fh != 0 else { return }
+    let h = Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!)
+    filesystem(req).released(h.takeUnretainedValue())
+    h.release()
+    fi.pointee.fh = 0
+}
+
 @inline(__always)
 private func name(_ p: UnsafePointer<CChar>?) -> String? {
     guard let p else { return nil }
@@ -146,8 +155,8 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.getattr = { req, ino, fi in
         reply(req) { () throws(Errno) in
             let fs = filesystem(req)
-            let fd = handle(fi).flatMap { $0.fd >= 0 ? $0.fd : nil }
-            var st = try fs.shared { () throws(Errno) -> stat in try fs.getattr(ino, fd: fd) }
+            let h = handle(fi)
+            var st = try fs.shared { () throws(Errno) -> stat in try fs.getattr(ino, fd: fs.currentFd(h)) }
             fuse_reply_attr(req, &st, OverlayFS.timeout)
         }
     }
@@ -169,8 +178,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             } else if toSet & FUSE_SET_ATTR_MTIME != 0 {
                 c.mtime = a.st_mtim
             }
-            let fd = handle(fi).flatMap { $0.fd >= 0 ? $0.fd : nil }
-            var st = try filesystem(req).setattr(ino, c, fd: fd)
+            var st = try filesystem(req).setattr(ino, c, handle: handle(fi))
             fuse_reply_attr(req, &st, OverlayFS.timeout)
         }
     }
@@ -247,19 +255,22 @@ func makeOperations() -> fuse_lowlevel_ops {
             let h = try filesystem(req).open(ino, flags: fi.pointee.flags)
             fi.pointee.keep_cache = h.fd < 0 ? 1 : 0
             store(h, in: fi)
-            if fuse_reply_open(req, fi) != 0 { Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release() }
+            if fuse_reply_open(req, fi) != 0 { discard(req, fi) }
         }
     }
     ops.create = { req, parent, cname, mode, fi in
         reply(req) { () throws(Errno) in
             guard let n = name(cname), let fi else { throw Errno(EINVAL) }
             let (uid, gid) = caller(req)
-            let c = try filesystem(req).create(parent, n, .file(flags: fi.pointee.flags), mode: mode, uid: uid, gid: gid)
+            let fs = filesystem(req)
+            let c = try fs.create(parent, n, .file(flags: fi.pointee.flags), mode: mode, uid: uid, gid: gid)
             let h = Handle()
             h.fd = c.fd
+            h.generation = fs.generation.load(ordering: .relaxed)
+            if fi.pointee.flags & O_ACCMODE != O_RDONLY { fs.registerWriter(h) }
             store(h, in: fi)
             var e = entryParam(c.id, c.attr)
-            if fuse_reply_create(req, &e, fi) != 0 { Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release() }
+            if fuse_reply_create(req, &e, fi) != 0 { discard(req, fi) }
         }
     }
     ops.read = { req, ino, size, off, fi in
@@ -276,8 +287,8 @@ func makeOperations() -> fuse_lowlevel_ops {
                 }
             } else {
                 do {
-                    count = try filesystem(req).view.read(inode: h.inode, at: Int64(off),
-                                                          into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
+                    guard let view = h.view else { throw Errno(EBADF) }
+                    count = try view.read(inode: h.inode, at: Int64(off), into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
                 } catch {
                     throw Errno(EIO)
                 }
@@ -299,10 +310,7 @@ func makeOperations() -> fuse_lowlevel_ops {
     }
     ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
     ops.release = { req, _, fi in
-        if let fi, fi.pointee.fh != 0 {
-            Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release()
-            fi.pointee.fh = 0
-        }
+        discard(req, fi)
         fuse_reply_err(req, 0)
     }
     ops.fsync = { req, _, datasync, fi in
@@ -319,18 +327,13 @@ func makeOperations() -> fuse_lowlevel_ops {
             h.entries = try filesystem(req).listDirectory(ino)
             h.inode = Int32(truncatingIfNeeded: ino)
             store(h, in: fi)
-            if fuse_reply_open(req, fi) != 0, let fi {
-                Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release()
-            }
+            if fuse_reply_open(req, fi) != 0 { discard(req, fi) }
         }
     }
     ops.readdir = { req, ino, size, off, fi in readDirectory(req, ino, size, off, fi, plus: false) }
     ops.readdirplus = { req, ino, size, off, fi in readDirectory(req, ino, size, off, fi, plus: true) }
     ops.releasedir = { req, _, fi in
-        if let fi, fi.pointee.fh != 0 {
-            Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release()
-            fi.pointee.fh = 0
-        }
+        discard(req, fi)
         fuse_reply_err(req, 0)
     }
     ops.fsyncdir = { req, _, _, _ in fuse_reply_err(req, 0) }

@@ -78,6 +78,13 @@ public struct MountOptions: Sendable {
 /// the life of the mount, so it follows renames and links). FUSE node ids are per path, allocated
 /// from a counter and never reused.
 ///
+/// ## Rebase
+/// `rebase(onto:...)` replaces the lower view while mounted with one that already holds what
+/// the upper directory held when it was packed; what is still as packed leaves the upper
+/// directory. The mount shows the same tree and the same st_ino before and after (lower inode
+/// numbers are then carried over path by path instead of being view number + 1). See
+/// OverlayFS.rebase.
+///
 /// ## Permissions and ownership
 /// Mounted with default_permissions (the kernel checks access against getattr), allow_other
 /// (`MountOptions.allowOther`), suid, nodev (device nodes show, but opening one through the
@@ -100,7 +107,8 @@ public struct MountOptions: Sendable {
 /// OverlayFS for the locking of the shared state.
 ///
 /// ## Known limits
-/// - A file opened read-only before it is copied up keeps reading the lower data.
+/// - A file opened read-only before it is copied up keeps reading the lower data (and one
+///   opened before a rebase moved it out of the upper directory, the copy it opened).
 /// - Names that are not valid UTF-8 are not supported (they are skipped in listings).
 /// - stop() while files under the mount are open (or processes have their cwd in it) unmounts
 ///   lazily; serve() returns once the kernel releases the connection.
@@ -197,5 +205,22 @@ public final class OverlayServer: @unchecked Sendable {
         guard let se else { return }
         fuse_session_unmount(se)
         fuse_session_destroy(se)
+    }
+}
+
+extension OverlayServer {
+    /// Makes `view` the lower layer while mounted (`repack --refresh-bundle`), for a view built
+    /// from the current one plus a layer packed from the upper directory; `packed` holds the
+    /// stamps of what that layer was made from. What is still exactly as packed leaves the
+    /// upper directory for `trashDirectory` (an existing directory on the upper directory's
+    /// file system, which the caller deletes afterwards); `commit` receives the stamps of what
+    /// stays unchanged before anything moves. The mount shows the same tree, with the same
+    /// st_ino, before and after; open files keep working. See OverlayFS.rebase.
+    public func rebase(onto view: MergedView, packed: UpperBaseline, trashDirectory: String,
+                       commit: (UpperBaseline) throws(StoreError) -> Void) throws(StoreError) -> RebaseReport {
+        let trash = Glibc.open(trashDirectory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if trash < 0 { throw .system("open", trashDirectory) }
+        defer { close(trash) }
+        return try fs.rebase(onto: view, packed: packed, trash: trash, commit: commit)
     }
 }

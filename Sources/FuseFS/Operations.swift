@@ -6,10 +6,19 @@ import LayerStore
 
 /// An open file or directory, retained in `fuse_file_info.fh` from open to release.
 final class Handle {
-    /// The upper file's descriptor, or -1 for a lower file (read from the view).
+    /// The upper file's descriptor, or -1 for a lower file (read from `view`).
     var fd: Int32 = -1
-    /// The lower inode read when fd is -1.
+    /// The view and its inode read when fd is -1: the view the file was opened on, which a
+    /// rebase does not disturb.
+    var view: MergedView?
     var inode: Int32 = -1
+    /// For a handle that can write: its upper file, counted in OverlayFS.State.writers until
+    /// release, so that a rebase leaves the file where it is.
+    var writer: OverlayFS.UpperKey?
+    /// The rebase generation it was opened in. A read-only upper fd from an earlier one may be
+    /// a file a rebase moved out of the upper directory (same data, no longer the file at its
+    /// path), so metadata requests do not use it (see OverlayFS.currentFd).
+    var generation: UInt64 = 0
     /// A directory listing taken at opendir (offsets index it, so they stay stable).
     var entries: [OverlayFS.DirEntry] = []
     init() {}
@@ -144,9 +153,9 @@ extension OverlayFS {
         var mtime: timespec?
     }
 
-    func setattr(_ id: UInt64, _ change: AttrChange, fd: Int32?) throws(Errno) -> stat {
+    func setattr(_ id: UInt64, _ change: AttrChange, handle: Handle?) throws(Errno) -> stat {
         try exclusive { () throws(Errno) -> stat in
-            if let fd {
+            if let fd = currentFd(handle) {
                 try apply(change, fd: fd, dirfd: -1, name: "")
                 return try getattr(id, fd: fd)
             }
@@ -208,7 +217,9 @@ extension OverlayFS {
         if writing {
             return try exclusive { () throws(Errno) -> Handle in
                 try ensureUpper(id, data: flags & O_TRUNC == 0)
-                return try openUpper(id, upperFlags)
+                let h = try openUpper(id, upperFlags)
+                if flags & O_ACCMODE != O_RDONLY { registerWriter(h) }
+                return h
             }
         }
         return try shared { () throws(Errno) -> Handle in
@@ -216,9 +227,35 @@ extension OverlayFS {
             if n.upper { return try openUpper(id, upperFlags) }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
             let h = Handle()
+            h.view = view
             h.inode = view.inodeNumber(of: n.lower)
             return h
         }
+    }
+
+    /// Counts an upper handle that can write as a writer of its file (until release).
+    func registerWriter(_ h: Handle) {
+        var st = stat()
+        guard h.fd >= 0, fstat(h.fd, &st) == 0 else { return }
+        let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        h.writer = key
+        state.withLock { s in s.writers[key, default: 0] += 1 }
+    }
+
+    /// Called on release of a handle.
+    func released(_ h: Handle) {
+        guard let key = h.writer else { return }
+        state.withLock { s in
+            let count = (s.writers[key] ?? 1) - 1
+            s.writers[key] = count > 0 ? count : nil
+        }
+    }
+
+    /// A handle's upper fd, if metadata requests may use it: it can write (rebase never moves
+    /// such a file), or no rebase happened since it was opened. Caller holds the tree lock.
+    func currentFd(_ h: Handle?) -> Int32? {
+        guard let h, h.fd >= 0 else { return nil }
+        return h.writer != nil || h.generation == generation.load(ordering: .relaxed) ? h.fd : nil
     }
 
     private func openUpper(_ id: UInt64, _ flags: Int32) throws(Errno) -> Handle {
@@ -230,6 +267,7 @@ extension OverlayFS {
         if fd < 0 { throw Errno.current }
         let h = Handle()
         h.fd = fd
+        h.generation = generation.load(ordering: .relaxed)
         return h
     }
 

@@ -9,8 +9,10 @@ import Synchronization
 /// either returns a result or throws an `Errno`; the C callbacks turn that into the reply.
 ///
 /// Concurrency and ownership:
-/// - `view` is immutable and thread-safe; `upperRoot` is an fd owned by this object, closed in
-///   deinit (after the session is destroyed).
+/// - `view` (immutable and thread-safe itself) and `lowerInos` are replaced only by rebase(),
+///   under the exclusive `tree` lock; everything else reads them under the lock, shared or
+///   exclusive. Open lower handles keep the view they were opened on. `upperRoot` is an fd
+///   owned by this object, closed in deinit (after the session is destroyed).
 /// - `tree` (a writer-preferring pthread rwlock) orders namespace operations: anything that
 ///   changes the upper directory's names or copies up (create, mkdir, mknod, symlink, link,
 ///   unlink, rmdir, rename, setattr, setxattr, removexattr, open for writing) holds it
@@ -32,7 +34,13 @@ final class OverlayFS: @unchecked Sendable {
     static let timeout: Double = 10.0
     static let upperInoBase: UInt64 = 1 << 40
 
-    let view: MergedView
+    /// The lower layer (see the ownership notes above).
+    var view: MergedView
+    /// The st_ino each view inode reports, indexed by view inode number; empty: number + 1.
+    /// Set by rebase(), so that the paths of a new view keep the numbers they had.
+    var lowerInos: [UInt64] = []
+    /// Counts rebases; a handle remembers the one it was opened in (see Handle.generation).
+    let generation = Atomic<UInt64>(0)
     let upperRoot: Int32
     private let tree: UnsafeMutablePointer<pthread_rwlock_t>
     let state: Mutex<State>
@@ -63,6 +71,8 @@ final class OverlayFS: @unchecked Sendable {
         var nextId: UInt64 = 2
         /// st_ino a copied-up object keeps: upper (st_dev, st_ino) -> the st_ino it had.
         var inoMap: [UpperKey: UInt64] = [:]
+        /// Upper files open for writing (count of handles): rebase() never moves them.
+        var writers: [UpperKey: Int] = [:]
     }
 
     struct Snapshot {
@@ -94,7 +104,7 @@ final class OverlayFS: @unchecked Sendable {
         s.nodes[OverlayFS.rootId] = Node(parent: 0, name: "", lookups: 1, lower: opaque ? -1 : MergedView.root, upper: true)
         upperDev = fstat(fd, &st) == 0 ? st.st_dev : 0
         if upperDev != 0 {
-            s.inoMap[UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))] = OverlayFS.lowerIno(view.inodeNumber(of: MergedView.root))
+            s.inoMap[UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))] = UInt64(view.inodeNumber(of: MergedView.root)) + 1
         }
         state = Mutex(s)
         try adoptRootMetadata(upperDirectory)
@@ -134,7 +144,7 @@ final class OverlayFS: @unchecked Sendable {
         return try body()
     }
 
-    func exclusive<R>(_ body: () throws(Errno) -> R) throws(Errno) -> R {
+    func exclusive<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         pthread_rwlock_wrlock(tree)
         defer { pthread_rwlock_unlock(tree) }
         return try body()
@@ -241,7 +251,10 @@ final class OverlayFS: @unchecked Sendable {
 
     // MARK: Inode numbers
 
-    static func lowerIno(_ inode: Int32) -> UInt64 { UInt64(inode) + 1 }
+    /// The st_ino a view inode reports (caller holds the tree lock).
+    func lowerIno(_ inode: Int32) -> UInt64 {
+        lowerInos.isEmpty ? UInt64(inode) + 1 : lowerInos[Int(inode)]
+    }
 
     func reportedIno(_ st: stat) -> UInt64 {
         let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
@@ -390,7 +403,7 @@ final class OverlayFS: @unchecked Sendable {
         let number = view.inodeNumber(of: node)
         let a = view.attributes(ofInode: number)
         var st = stat()
-        st.st_ino = numericCast(OverlayFS.lowerIno(number))
+        st.st_ino = numericCast(lowerIno(number))
         st.st_mode = OverlayFS.typeBits(a.type) | mode_t(a.mode & 0o7777)
         st.st_nlink = numericCast(max(a.linkCount, 1))
         st.st_uid = uid_t(truncatingIfNeeded: a.uid)
@@ -507,7 +520,7 @@ final class OverlayFS: @unchecked Sendable {
                 if upperNames.contains(name) || whiteouts.contains(name) { continue }
                 let number = view.inodeNumber(of: c)
                 let t = view.attributes(ofInode: number).type
-                entries.append(DirEntry(name: name, ino: OverlayFS.lowerIno(number), type: OverlayFS.direntType(OverlayFS.typeBits(t))))
+                entries.append(DirEntry(name: name, ino: lowerIno(number), type: OverlayFS.direntType(OverlayFS.typeBits(t))))
             }
         }
         return entries
@@ -578,7 +591,7 @@ final class OverlayFS: @unchecked Sendable {
                 unlinkat(dirfd, name, AT_REMOVEDIR)
                 throw error
             }
-            mapIno(dirfd: dirfd, name: name, to: OverlayFS.lowerIno(number))
+            mapIno(dirfd: dirfd, name: name, to: lowerIno(number))
             return
         }
         let temp = OverlayFS.temporaryName()
@@ -619,7 +632,7 @@ final class OverlayFS: @unchecked Sendable {
             unlinkat(dirfd, temp, 0)
             throw error
         }
-        mapIno(dirfd: dirfd, name: name, to: OverlayFS.lowerIno(number))
+        mapIno(dirfd: dirfd, name: name, to: lowerIno(number))
     }
 
     /// Makes sure node `id` has an upper object: copies up its parent chain, then itself.

@@ -81,6 +81,8 @@ enum Mounting {
         // After a refresh while mounted, the upper directory must describe changes against
         // the new base before it is served on it.
         try UpperBaseline.read(paths.baseline)?.reconcile(upperDirectory: paths.upper)
+        // Left by a rebase that was cut short.
+        try Files.removeTree(paths.trash)
         var pipeFds: [Int32] = [0, 0]
         guard pipe(&pipeFds) == 0 else { throw StoreError.system("pipe", "for the mount server") }
         let (readEnd, writeEnd) = (pipeFds[0], pipeFds[1])

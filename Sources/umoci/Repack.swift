@@ -63,9 +63,11 @@ extension Umoci {
                 let newPath = try layout.commit(base, tag: ref.tag)
                 Log.info("new image manifest created: \(newPath.manifest.digest)")
                 if refreshBundle {
-                    try Refresh.rebase(paths, metadata: &metadata, onto: newPath, mounted: mounted, packed: seen)
+                    try Refresh.rebase(paths, metadata: &metadata, onto: newPath, in: ref.layout, mounted: mounted, packed: seen)
                 }
             }
+            // The server opens the new base with the layout's shared lock: after ours is gone.
+            if refreshBundle && mounted { Refresh.rebaseMount(paths) }
         }
     }
 }
@@ -128,17 +130,23 @@ enum LayerWriting {
 }
 
 /// --refresh-bundle: the new image becomes the bundle's base, and what the upper directory
-/// holds no longer counts as a change. An unmounted bundle's upper directory is emptied. A
-/// mounted one cannot be (its server and the containers on it keep using it), so what was just
-/// packed is recorded as the baseline instead: the next repack leaves it out, and whites out
-/// what is removed from it. The mount keeps showing the same tree throughout, and a later
-/// `umoci mount` serves the new base under the same upper directory, which shows it too.
+/// holds no longer counts as a change.
+/// - An unmounted bundle's upper directory is emptied.
+/// - A mounted one is rebased by its server: repack records what it packed (the baseline,
+///   BUNDLE/umoci-upper-baseline) and asks the server to serve the new base, which empties the
+///   upper directory of everything still exactly as packed while the mount and the containers
+///   on it go on (see OverlayServer.rebase). What changed after repack read it, and files open
+///   for writing, stay and go into the next layer.
+/// - If the server cannot do it, the bundle stays consistent on the baseline alone: the next
+///   repack leaves out what is unchanged and whites out what was removed since, and `umoci
+///   mount` adds those whiteouts before serving the new base.
 enum Refresh {
-    static func rebase(_ paths: BundlePaths, metadata: inout BundleMetadata, onto path: DescriptorPath,
+    static func rebase(_ paths: BundlePaths, metadata: inout BundleMetadata, onto path: DescriptorPath, in layout: String,
                        mounted: Bool, packed: UpperBaseline) throws {
         // The new base first: a crash before the baseline is written only makes the next layer
         // repeat what this one holds, never miss a change.
         metadata.setFromDescriptorPath(path)
+        metadata.mount?.layout = Mounting.canonical(layout)
         try metadata.write(bundle: paths.bundle)
         if mounted {
             try packed.write(paths.baseline)
@@ -147,6 +155,21 @@ enum Refresh {
             defer { close(fd) }
             try Files.removeContents(of: fd, path: paths.upper)
             try Files.unlink(paths.baseline)
+        }
+    }
+
+    /// Asks the mount server to serve the new base; warns (the bundle is consistent either way)
+    /// when it cannot.
+    static func rebaseMount(_ paths: BundlePaths) {
+        do {
+            let reply = try MountControl.request(paths, "rebase")
+            guard reply.hasPrefix("ok") else {
+                throw StoreError(reply.hasPrefix("error ") ? String(reply.dropFirst(6)) : "unexpected reply \(quoted: reply)")
+            }
+            Log.info("the mount now serves the new image (\(reply))")
+            try Files.removeTree(paths.trash)
+        } catch {
+            Log.warn("the mount keeps serving the previous image with the upper directory as it is (the next repack still holds only newer changes): \(error)")
         }
     }
 }

@@ -32,15 +32,18 @@ extension Umoci {
             }
             let server: OverlayServer
             do {
-                let metadata = try BundleMetadata.read(bundle: paths.bundle)
-                guard let mount = metadata.mount else { throw StoreError("\(paths.metadata) has no mount information") }
-                let view = try ImageLayout.withLocked(mount.layout, .shared) { layout in
-                    let image = try layout.loadImage(metadata.fromDescriptorPath())
-                    return try MergedView.open(layout: layout, image: image, cache: IndexCache(directory: mount.cacheDirectory),
-                                               options: MergedView.Options(keepDirlinks: mount.keepDirlinks,
-                                                                           regionCacheBytes: Serve.regionCacheBytes))
+                server = try OverlayServer(view: Serve.openBase(paths), upperDirectory: paths.upper, mountpoint: paths.rootfs,
+                                           options: MountOptions())
+                try MountControl.serve(paths) { request in
+                    guard request == "rebase" else { return "error unknown request \(quoted: request)" }
+                    do {
+                        let report = try Serve.rebase(server, paths)
+                        return "ok moved=\(report.moved) kept=\(report.kept) pause_ms=\(Int((report.pauseSeconds * 1000).rounded()))"
+                    } catch {
+                        Log.error("rebase: \(error)")
+                        return "error \(error)"
+                    }
                 }
-                server = try OverlayServer(view: view, upperDirectory: paths.upper, mountpoint: paths.rootfs, options: MountOptions())
                 try Files.writeAtomically(paths.pid, Array("\(getpid())\n".utf8))
             } catch {
                 ready("\(error)")
@@ -59,10 +62,42 @@ extension Umoci {
             ready("ok")
             defer {
                 unlink(paths.pid)
+                unlink(paths.control)
                 _ = signals
             }
             try server.serve()
             Log.info("unmounted \(paths.rootfs)")
+        }
+
+        /// The merged view of the bundle's base image (umoci.json's from descriptor).
+        static func openBase(_ paths: BundlePaths) throws -> MergedView {
+            let metadata = try BundleMetadata.read(bundle: paths.bundle)
+            guard let mount = metadata.mount else { throw StoreError("\(paths.metadata) has no mount information") }
+            return try ImageLayout.withLocked(mount.layout, .shared) { layout in
+                let image = try layout.loadImage(metadata.fromDescriptorPath())
+                return try MergedView.open(layout: layout, image: image, cache: IndexCache(directory: mount.cacheDirectory),
+                                           options: MergedView.Options(keepDirlinks: mount.keepDirlinks,
+                                                                       regionCacheBytes: Serve.regionCacheBytes))
+            }
+        }
+
+        /// Serves the bundle's (new) base image under what of the upper directory is newer
+        /// than it (see OverlayServer.rebase). umoci.json names the base, and the baseline file
+        /// what repack packed into it; afterwards the baseline file holds what stays in the
+        /// upper directory unchanged, and is removed when nothing does.
+        static func rebase(_ server: OverlayServer, _ paths: BundlePaths) throws -> RebaseReport {
+            guard let packed = try UpperBaseline.read(paths.baseline) else {
+                throw StoreError("\(paths.baseline) is missing: nothing says what of the upper directory the base image holds")
+            }
+            let view = try openBase(paths)
+            try Files.removeTree(paths.trash)
+            try Files.makeDirectory(paths.trash, mode: 0o700)
+            let report = try server.rebase(onto: view, packed: packed, trashDirectory: paths.trash) { remaining throws(StoreError) in
+                if remaining.stamps.isEmpty { try Files.unlink(paths.baseline) } else { try remaining.write(paths.baseline) }
+            }
+            Log.info("rebased onto the new base (namespace paused \(Int(report.pauseSeconds * 1000)) ms): \(report.moved) entries left the upper directory, \(report.kept) stayed")
+            if let failure = report.moveFailure { Log.warn("rebase: \(failure)") }
+            return report
         }
     }
 }

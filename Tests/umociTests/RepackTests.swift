@@ -190,7 +190,7 @@ import Testing
 @Suite struct InsertTests {
     func twoLayouts(_ dir: TemporaryDirectory) throws -> (ours: String, theirs: String) {
         // One file for both bases, so that its mtime is the same in both.
-        FileManager.default.createFile(atPath: dir("base.txt"), contents: Data("base\n".utf8))
+        _ = FileManager.default.createFile(atPath: dir("base.txt"), contents: Data("base\n".utf8))
         for L in [dir("ours"), dir("theirs")] {
             ok(try run(debianUmoci, ["init", "--layout", L]))
             ok(try run(debianUmoci, ["new", "--image", L + ":t"]))
@@ -203,8 +203,8 @@ import Testing
         let dir = TemporaryDirectory()
         let (ours, theirs) = try twoLayouts(dir)
         try FileManager.default.createDirectory(atPath: dir("src/sub"), withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir("src/sub/f"), contents: Data("f\n".utf8))
-        FileManager.default.createFile(atPath: dir("file"), contents: Data("file\n".utf8))
+        _ = FileManager.default.createFile(atPath: dir("src/sub/f"), contents: Data("f\n".utf8))
+        _ = FileManager.default.createFile(atPath: dir("file"), contents: Data("file\n".utf8))
         let steps: [[String]] = [
             ["insert", dir("file"), "/etc/file"],
             ["insert", dir("src"), "/opt/d"],
@@ -231,7 +231,7 @@ import Testing
         let dir = TemporaryDirectory()
         let (ours, _) = try twoLayouts(dir)
         try FileManager.default.createDirectory(atPath: dir("tree/bin"), withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir("tree/bin/tool"), contents: Data("#!/bin/sh\n".utf8))
+        _ = FileManager.default.createFile(atPath: dir("tree/bin/tool"), contents: Data("#!/bin/sh\n".utf8))
         ok(try run("/bin/tar", ["-cf", dir("layer.tar"), "-C", dir("tree"), "."]))
         ok(try umoci("raw", "add-layer", "--image", ours + ":t", "--tag", "added", dir("layer.tar")))
         ok(try run(debianUmoci, ["raw", "unpack", "--image", ours + ":added", dir("r")]))
@@ -241,7 +241,7 @@ import Testing
         // The diff_id is the tar file's own digest.
         let tarDigest = try DigestHasher.digest(of: Array(try Data(contentsOf: URL(fileURLWithPath: dir("layer.tar")))))
         #expect(image.config.diffIDs.last == tarDigest.description)
-        FileManager.default.createFile(atPath: dir("junk.tar"), contents: Data(repeating: 0x41, count: 2000))
+        _ = FileManager.default.createFile(atPath: dir("junk.tar"), contents: Data(repeating: 0x41, count: 2000))
         fails(try umoci("raw", "add-layer", "--image", ours + ":t", dir("junk.tar")), containing: "not a valid tar archive")
     }
 }

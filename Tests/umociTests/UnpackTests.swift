@@ -10,6 +10,17 @@ import Glibc
 
 let fuseAvailable = access("/dev/fuse", R_OK | W_OK) == 0
 
+/// Every path under `root` (and "" for it) with its st_ino, not following symlinks.
+func inodeNumbers(_ root: String) throws -> [String: UInt64] {
+    var out: [String: UInt64] = [:]
+    for rel in [""] + (try FileManager.default.subpathsOfDirectory(atPath: root)) {
+        var st = stat()
+        guard lstat(rel.isEmpty ? root : root + "/" + rel, &st) == 0 else { throw StoreError.system("lstat", rel) }
+        out[rel] = UInt64(st.st_ino)
+    }
+    return out
+}
+
 /// A bundle unpacked by this tool, unmounted when the value goes away, whatever the test did.
 final class MountedBundle {
     let paths: BundlePaths
@@ -214,40 +225,173 @@ struct UnpackTests {
         usleep(100_000)
     }
 
-    /// repack --refresh-bundle of a mounted bundle: the mount keeps working unchanged, and the
-    /// next repack holds only the newer changes (and whiteouts for what was removed since).
+    /// repack --refresh-bundle of a mounted bundle: the server serves the new image, the upper
+    /// directory empties but for a file open for writing, and the mount shows the same tree
+    /// with the same inode numbers; open files keep working, and the next repack holds only
+    /// the newer changes.
     @Test func refreshBundleWhileMounted() throws {
         let dir = TemporaryDirectory()
         let L = dir("L")
         ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
         let b = try unpack(dir, L + ":whiteouts-gzip")
         let r = b.paths.rootfs
+        let fm = FileManager.default
         try "1\n".write(toFile: r + "/first", atomically: false, encoding: .utf8)
         try "edited\n".write(toFile: r + "/a/y", atomically: false, encoding: .utf8)
-        try FileManager.default.createDirectory(atPath: r + "/newdir/sub", withIntermediateDirectories: true)
+        try "next to y\n".write(toFile: r + "/a/new-in-a", atomically: false, encoding: .utf8)
+        try fm.createDirectory(atPath: r + "/newdir/sub", withIntermediateDirectories: true)
         try "n\n".write(toFile: r + "/newdir/sub/f", atomically: false, encoding: .utf8)
-        ok(try umoci("repack", "--image", L + ":r1", "--refresh-bundle", b.paths.bundle))
-        #expect(FileManager.default.fileExists(atPath: b.paths.baseline))
-        #expect(try String(contentsOfFile: r + "/first", encoding: .utf8) == "1\n")
+        try fm.removeItem(atPath: r + "/d")
+        try fm.createDirectory(atPath: r + "/d", withIntermediateDirectories: false)
+        try "only\n".write(toFile: r + "/d/only", atomically: false, encoding: .utf8)
+        try fm.removeItem(atPath: r + "/multi/f010")
+        #expect(chmod(r + "/multi/f011", 0o600) == 0)
+        #expect(link(r + "/first", r + "/first-link") == 0)
+        // Open across the refresh: a writer, readers of an upper and a lower file, a directory.
+        let writer = open(r + "/a/y", O_WRONLY | O_APPEND)
+        let upperReader = open(r + "/first", O_RDONLY)
+        let lowerReader = open(r + "/multi/f020", O_RDONLY)
+        let directory = open(r + "/newdir/sub", O_RDONLY | O_DIRECTORY)
+        var openFds = [writer, upperReader, lowerReader, directory].filter { $0 >= 0 }
+        defer { openFds.forEach { close($0) } }
+        #expect(writer >= 0 && upperReader >= 0 && lowerReader >= 0 && directory >= 0)
+        ok(try run("/bin/cp", ["-a", r, dir("before")]))
+        let inodesBefore = try inodeNumbers(r)
 
+        ok(try umoci("repack", "--image", L + ":r1", "--refresh-bundle", b.paths.bundle))
+        // Only the file open for writing (and its directory) stays, as it is in the new image.
+        var upper = try fm.subpathsOfDirectory(atPath: b.paths.upper).sorted()
+        #expect(upper == ["a", "a/y"])
+        #expect(Set(try String(contentsOfFile: b.paths.baseline, encoding: .utf8).split(separator: "\n").map { $0.split(separator: "\t").last! }) == ["a", "a/y"])
+        #expect(!fm.fileExists(atPath: b.paths.trash))
+        try expectSameTree(r, dir("before"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        #expect(try inodeNumbers(r) == inodesBefore)
+        // The open files.
+        _ = "appended\n".withCString { write(writer, $0, 9) }
+        #expect(try String(contentsOfFile: r + "/a/y", encoding: .utf8) == "edited\nappended\n")
+        var buffer = [UInt8](repeating: 0, count: 64)
+        #expect(pread(upperReader, &buffer, 64, 0) == 2 && buffer[0] == UInt8(ascii: "1"))
+        #expect(pread(lowerReader, &buffer, 64, 0) == 64)
+        let inside = openat(directory, "f", O_RDONLY)
+        #expect(inside >= 0 && read(inside, &buffer, 64) == 2)
+        close(inside)
+
+        // Newer changes only, in the next layer.
         try "2\n".write(toFile: r + "/second", atomically: false, encoding: .utf8)
-        try FileManager.default.removeItem(atPath: r + "/first")
-        try FileManager.default.removeItem(atPath: r + "/newdir")
-        try "edited again\n".write(toFile: r + "/a/y", atomically: false, encoding: .utf8)
+        try fm.removeItem(atPath: r + "/first")
+        try fm.removeItem(atPath: r + "/newdir")
+        try fm.removeItem(atPath: r + "/multi/f012")
         ok(try umoci("repack", "--image", L + ":r2", b.paths.bundle))
         let layout = try ImageLayout(opening: L)
         let r1 = try layout.loadImage(tag: "r1"), r2 = try layout.loadImage(tag: "r2")
         #expect(r2.manifest.layers.count == r1.manifest.layers.count + 1)
         let listing = ok(try run("/bin/tar", ["-tzf", layout.blobPath(r2.manifest.layers.last!.digest)]))
-        #expect(Set(listing.split(separator: "\n")) == [".wh.first", ".wh.newdir", "a/y", "second"], "\(listing)")
+        #expect(Set(listing.split(separator: "\n")) == [".wh.first", ".wh.newdir", "a/y", "multi/", "multi/.wh.f012", "second"], "\(listing)")
         ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":r2", dir("theirs")]))
         try expectSameTree(r, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
-        // Served again on the new base, the same upper directory shows the same tree.
+
+        // A refresh on top of that, then the bundle mounted again: still the same tree.
+        ok(try umoci("repack", "--image", L + ":r3", "--refresh-bundle", b.paths.bundle))
+        upper = try fm.subpathsOfDirectory(atPath: b.paths.upper).sorted()
+        #expect(upper == ["a", "a/y"])
+        try expectSameTree(r, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        openFds.forEach { close($0) }
+        openFds = []
         ok(try umoci("umount", b.paths.bundle))
         ok(try umoci("mount", b.paths.bundle))
         try expectSameTree(r, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
-        ok(try umoci("repack", "--image", L + ":r3", b.paths.bundle))
-        #expect(try layout.loadImage(tag: "r3").manifest.layers.count == r1.manifest.layers.count + 1)
+        // Nothing changed since r3: no layer.
+        ok(try umoci("repack", "--image", L + ":r4", b.paths.bundle))
+        #expect(try layout.loadImage(tag: "r4").manifest.layers.count == layout.loadImage(tag: "r3").manifest.layers.count)
+        // A directory made opaque around a file still as packed (a/y stayed): the next layer
+        // hides the base's a/, so it must hold a/y again.
+        #expect(rename(r + "/a", r + "/a2") == 0 && rename(r + "/a2", r + "/a") == 0)
+        ok(try umoci("repack", "--image", L + ":r5", b.paths.bundle))
+        let r5 = try layout.loadImage(tag: "r5")
+        let last = ok(try run("/bin/tar", ["-tzf", layout.blobPath(r5.manifest.layers.last!.digest)]))
+        #expect(last.split(separator: "\n").contains("a/y"), "\(last)")
+        ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":r5", dir("theirs5")]))
+        try expectSameTree(r, dir("theirs5"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+    }
+
+    /// A container running on the mount goes on across repack --refresh-bundle: its working
+    /// directory leaves the upper directory, and it keeps appending to a file there.
+    @Test func containerKeepsRunningAcrossRefresh() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let b = try unpack(dir, L + ":busybox")
+        var config = try readJSON(b.paths.config)
+        var process = config[object: "process"]
+        process["terminal"] = .bool(false)
+        process["user"] = .object(JSONObject(["uid": .int(0), "gid": .int(0)]))
+        process["args"] = .strings(["/bin/sh", "-c", "cd /root && i=0; while true; do echo $i >> counter; i=$((i+1)); sleep 0.05; done"])
+        config["process"] = .object(process)
+        try Data(JSON.object(config).serialized()).write(to: URL(fileURLWithPath: b.paths.config))
+        let id = "umoci-test-" + String(UUID().uuidString.prefix(8))
+        defer { _ = try? run("/usr/sbin/runc", ["delete", "-f", id]) }
+        ok(try run("/bin/sh", ["-c", "exec /usr/sbin/runc run -d -b '\(b.paths.bundle)' \(id) </dev/null >/dev/null 2>&1"]))
+        let counter = b.paths.rootfs + "/root/counter"
+        func lines() -> [String] {
+            ((try? String(contentsOfFile: counter, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+        usleep(500_000)
+        let refresh = try umoci("repack", "--image", L + ":live", "--refresh-bundle", b.paths.bundle)
+        ok(refresh)
+        #expect(!refresh.stderr.contains("keeps serving the previous image"), "\(refresh)")
+        let atRefresh = lines().count
+        #expect(atRefresh > 0)
+        usleep(600_000)
+        #expect(ok(try run("/usr/sbin/runc", ["state", id])).contains("\"running\""))
+        let after = lines()
+        #expect(after.count > atRefresh)
+        #expect(after == (0..<after.count).map { String($0) })
+        #expect(ok(try run("/usr/sbin/runc", ["exec", id, "cat", "/etc/os-release"])).contains("umoci test busybox"))
+    }
+
+    /// Appends racing with repack --refresh-bundle: a change made after repack read the file
+    /// and before the server rebased keeps the file in the upper directory, so no append is
+    /// ever lost from the mount or from the next layer.
+    @Test func writesRacingWithRefresh() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let b = try unpack(dir, L + ":basic")
+        let file = b.paths.rootfs + "/appended"
+        let stopWriting = Mutex(false)
+        let written = Mutex(0)
+        let writer = Thread {
+            var i = 0
+            while !stopWriting.withLock({ $0 }) {
+                let fd = open(file, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+                guard fd >= 0 else { break }
+                let line = "\(i)\n"
+                _ = line.withCString { write(fd, $0, line.utf8.count) }
+                close(fd)
+                i += 1
+                written.withLock { $0 = i }
+                usleep(2000)
+            }
+        }
+        writer.start()
+        defer { stopWriting.withLock { $0 = true } }
+        usleep(100_000)
+        var refreshed = 0
+        for attempt in 0..<4 {
+            let out = try umoci("repack", "--image", L + ":race\(attempt)", "--refresh-bundle", b.paths.bundle)
+            if out.status == 0 { refreshed += 1 } else { #expect(out.stderr.contains("kept changing"), "\(out)") }
+            #expect(!out.stderr.contains("keeps serving the previous image"), "\(out)")
+            usleep(50_000)
+        }
+        #expect(refreshed > 0)
+        stopWriting.withLock { $0 = true }
+        usleep(100_000)
+        let count = written.withLock { $0 }
+        let expected = (0..<count).map { "\($0)\n" }.joined()
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == expected)
+        ok(try umoci("repack", "--image", L + ":final", b.paths.bundle))
+        ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":final", dir("theirs")]))
+        #expect(try String(contentsOfFile: dir("theirs/appended"), encoding: .utf8) == expected)
     }
 
     /// The seed workflow, word for word (umoci-workflow.txt).

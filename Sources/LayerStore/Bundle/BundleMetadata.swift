@@ -99,4 +99,8 @@ public struct BundlePaths: Sendable {
     public var pid: String { bundle + "/umoci-mount.pid" }
     /// What of the upper directory is already in the bundle's base image (UpperBaseline).
     public var baseline: String { bundle + "/umoci-upper-baseline" }
+    /// The mount server's control socket (MountControl), while it runs.
+    public var control: String { bundle + "/umoci-mount.sock" }
+    /// Where a live rebase moves what leaves the upper directory, until it is deleted.
+    public var trash: String { bundle + "/umoci-upper-trash" }
 }

@@ -1,0 +1,295 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LayerStore
+
+/// What a rebase did (OverlayServer.rebase).
+public struct RebaseReport: Sendable {
+    /// Upper entries renamed into the trash (a directory counts once, with its contents).
+    public var moved = 0
+    /// Upper entries that stay (changed since they were packed, open for writing, or on
+    /// the way to one of those).
+    public var kept = 0
+    /// Why moving stopped early, if it did (what stays behind is identical to the new
+    /// view, so it only makes the next layer larger).
+    public var moveFailure: String?
+    /// How long namespace operations on the mount waited for it.
+    public var pauseSeconds = 0.0
+}
+
+/// Rebasing a live mount onto a new lower view: `repack --refresh-bundle` of a mounted bundle.
+///
+/// The new view is the image just packed from the upper directory, so it already shows what
+/// the upper directory held then (`packed`, the stamps of what the layer was made from). The
+/// mount shows the same tree before and after; what changes is only where each object comes
+/// from. Under the exclusive tree lock (namespace operations wait; reads and writes on open
+/// handles go on):
+/// 1. what was packed and has been removed since gets its whiteout, since the new view has it;
+/// 2. the st_ino of every path the new view has is carried over from what the mount reports
+///    for that path now, so numbers stay stable across the rebase;
+/// 3. the upper entries that are still exactly as packed are chosen to leave the upper
+///    directory. What changed since, what is open for writing, everything below a directory
+///    made opaque since, and the directories leading to any of these stay. `commit` gets the
+///    stamps of what stays unchanged (the bundle's new baseline) before anything moves, so a
+///    crash in between only leaves copies identical to the new view in the upper directory;
+/// 4. the leaving entries are renamed into `trash` (a directory on the same file system, which
+///    the caller deletes afterwards). Open read-only handles keep their files;
+/// 5. the view is swapped, and every node the kernel knows is resolved again by its path.
+extension OverlayFS {
+    func rebase(onto newView: MergedView, packed: UpperBaseline, trash: Int32,
+                commit: (UpperBaseline) throws(StoreError) -> Void) throws(StoreError) -> RebaseReport {
+        try exclusive { () throws(StoreError) -> RebaseReport in
+            let started = OverlayFS.now()
+            try packed.reconcile(upperRoot: upperRoot, path: "the upper directory")
+            let inos = carriedInos(to: newView)
+            var plan = Sweep(packed: packed, writers: state.withLock { $0.writers })
+            let moves = try plan.run(root: upperRoot)
+            try commit(plan.remaining)
+            var report = RebaseReport(moved: 0, kept: plan.kept)
+            moveAside(moves, trash: trash, &report)
+            // The directories things left have a new ctime: stamp them again, so that the next
+            // layer does not repeat them.
+            var restamped = false
+            for path in moves.keys where plan.remaining.stamps[path] != nil {
+                guard let fd = try? openDirectory(path) else { continue }
+                var st = stat()
+                if fstat(fd, &st) == 0 {
+                    plan.remaining.stamps[path] = UpperBaseline.stamp(st)
+                    restamped = true
+                }
+                close(fd)
+            }
+            if restamped { try? commit(plan.remaining) }
+
+            view = newView
+            lowerInos = inos
+            generation.add(1, ordering: .relaxed)
+            forgetMovedUpperInos()
+            resolveNodesAgain()
+            report.pauseSeconds = OverlayFS.now() - started
+            return report
+        }
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    // MARK: Inode numbers
+
+    /// For each inode of `newView`, the st_ino the mount reports now at (the first of) its
+    /// paths; a fresh number, above every upper and lower one, for what it does not show.
+    private func carriedInos(to newView: MergedView) -> [UInt64] {
+        var map = [UInt64](repeating: 0, count: newView.inodeCount)
+        let next = generation.load(ordering: .relaxed) + 1
+        func fresh(_ number: Int32) -> UInt64 { (1 << 41) + (next << 31) + UInt64(number) }
+        var st = stat()
+        let rootNumber = newView.inodeNumber(of: MergedView.root)
+        map[Int(rootNumber)] = fstat(upperRoot, &st) == 0 ? reportedIno(st) : fresh(rootNumber)
+        let rootLower = (try? snapshot(OverlayFS.rootId).lower) ?? -1
+
+        func walk(_ newParent: Int32, oldLower: Int32, upper: Int32) {
+            for c in newView.children(of: newParent) {
+                let number = newView.inodeNumber(of: c)
+                let isDirectory = newView.attributes(ofInode: number).type == .directory
+                let name = newView.name(of: c)
+                var ino: UInt64 = 0
+                var subUpper: Int32 = -1
+                var subLower: Int32 = -1
+                if upper >= 0 && fstatat(upper, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+                    ino = reportedIno(st)
+                    if isDirectory && (st.st_mode & S_IFMT) == S_IFDIR {
+                        subUpper = openat(upper, name, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                        if subUpper >= 0, oldLower >= 0, !exists(subUpper, OverlayFS.opaqueName),
+                           let l = view.child(oldLower, named: name), viewIsDirectory(l) {
+                            subLower = l
+                        }
+                    }
+                } else if upper >= 0 && exists(upper, ".wh." + name) {
+                    // Hidden until now: nothing to carry over.
+                } else if oldLower >= 0, let l = view.child(oldLower, named: name) {
+                    ino = lowerIno(view.inodeNumber(of: l))
+                    if isDirectory && viewIsDirectory(l) { subLower = l }
+                }
+                if map[Int(number)] == 0 { map[Int(number)] = ino != 0 ? ino : fresh(number) }
+                if isDirectory { walk(c, oldLower: subLower, upper: subUpper) }
+                if subUpper >= 0 { close(subUpper) }
+            }
+        }
+        walk(MergedView.root, oldLower: rootLower, upper: upperRoot)
+        return map
+    }
+
+    /// Drops the kept st_ino of upper objects that are no longer in the upper directory (their
+    /// numbers may be reused by new files); their paths now carry it through the new view.
+    private func forgetMovedUpperInos() {
+        var present = Set<UpperKey>()
+        func walk(_ fd: Int32) {
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { return }
+            present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
+            guard let names = try? Files.list(fd: fd, path: "") else { return }
+            for name in names where fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+                if (st.st_mode & S_IFMT) == S_IFDIR {
+                    let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    if sub >= 0 { walk(sub); close(sub) }
+                } else {
+                    present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
+                }
+            }
+        }
+        walk(upperRoot)
+        state.withLock { s in s.inoMap = s.inoMap.filter { present.contains($0.key) } }
+    }
+
+    // MARK: What leaves the upper directory
+
+    struct Sweep {
+        let packed: UpperBaseline
+        let writers: [UpperKey: Int]
+        /// What stays and is unchanged since it was packed.
+        var remaining = UpperBaseline()
+        var kept = 0
+
+        /// The entries to move out of the upper directory, by the path of their parent.
+        mutating func run(root: Int32) throws(StoreError) -> [String: [String]] {
+            try sweep(directory: root, path: "", frozen: false).moves
+        }
+
+        private func join(_ path: String, _ name: String) -> String { path.isEmpty ? name : path + "/" + name }
+
+        private func unchanged(_ path: String, _ st: stat, frozen: Bool) -> Bool {
+            !frozen && packed.stamps[path] == UpperBaseline.stamp(st)
+        }
+
+        /// The moves below `directory` (path relative to the upper root), and whether anything
+        /// in it has to stay.
+        private mutating func sweep(directory fd: Int32, path: String, frozen: Bool) throws(StoreError) -> (mustStay: Bool, moves: [String: [String]]) {
+            let names = try Files.list(fd: fd, path: path.isEmpty ? "the upper directory" : path)
+            var st = stat()
+            // Below a directory made opaque since it was packed, the new view's contents are
+            // hidden: everything there stays.
+            var frozen = frozen
+            if names.contains(OverlayFS.opaqueName), fstatat(fd, OverlayFS.opaqueName, &st, AT_SYMLINK_NOFOLLOW) == 0,
+               !unchanged(join(path, OverlayFS.opaqueName), st, frozen: false) {
+                frozen = true
+            }
+            var mustStay = false
+            var moves: [String: [String]] = [:]
+            var leaving: [String] = []
+            for name in names {
+                guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                let child = join(path, name)
+                let same = unchanged(child, st, frozen: frozen)
+                var stays: Bool
+                if (st.st_mode & S_IFMT) == S_IFDIR {
+                    let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    guard sub >= 0 else { throw StoreError.system("open", child) }
+                    defer { close(sub) }
+                    let inner = try sweep(directory: sub, path: child, frozen: frozen)
+                    stays = !same || inner.mustStay
+                    if stays { moves.merge(inner.moves) { a, _ in a } }
+                } else {
+                    let writing = (st.st_mode & S_IFMT) == S_IFREG
+                        && writers[UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))] != nil
+                    stays = !same || writing
+                }
+                if stays {
+                    mustStay = true
+                    kept += 1
+                    if same { remaining.stamps[child] = UpperBaseline.stamp(st) }
+                } else {
+                    leaving.append(name)
+                }
+            }
+            if !leaving.isEmpty { moves[path] = leaving }
+            return (mustStay, moves)
+        }
+    }
+
+    /// Renames the planned entries into `trash`, keeping the times of the directories they
+    /// leave; stops at the first failure.
+    private func moveAside(_ moves: [String: [String]], trash: Int32, _ report: inout RebaseReport) {
+        for (path, names) in moves {
+            let dir: Int32
+            do throws(Errno) { dir = try openDirectory(path) } catch {
+                report.moveFailure = "cannot open \(path) in the upper directory: \(String(cString: strerror(error.code)))"
+                return
+            }
+            defer { if dir != upperRoot { close(dir) } }
+            var before = stat()
+            guard fstat(dir, &before) == 0 else { return }
+            defer { restoreTimes(dir, before) }
+            for name in names {
+                if renameat(dir, name, trash, "\(report.moved)") != 0 {
+                    let path = path.isEmpty ? name : path + "/" + name
+                    report.moveFailure = "cannot move \(path) out of the upper directory: \(String(cString: strerror(errno)))"
+                    return
+                }
+                report.moved += 1
+            }
+        }
+    }
+
+    private func restoreTimes(_ fd: Int32, _ st: stat) {
+        var times = (st.st_atim, st.st_mtim)
+        _ = withUnsafePointer(to: &times) { p in
+            p.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) }
+        }
+    }
+
+    /// An upper directory by relative path, one component at a time without following
+    /// symlinks (the root itself is returned borrowed).
+    private func openDirectory(_ path: String) throws(Errno) -> Int32 {
+        if path.isEmpty { return upperRoot }
+        var current = upperRoot
+        for part in path.split(separator: "/") {
+            let fd = openat(current, String(part), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let saved = errno
+            if current != upperRoot { close(current) }
+            if fd < 0 { throw Errno(saved) }
+            current = fd
+        }
+        return current
+    }
+
+    // MARK: Nodes
+
+    /// Resolves every attached node again, parents first, against the new view and what stays
+    /// in the upper directory; a node whose path is gone is detached. Detached nodes lose
+    /// their lower object (its number meant the old view).
+    private func resolveNodesAgain() {
+        let order: [(id: UInt64, parent: UInt64, name: String)] = state.withLock { s in
+            var out: [(UInt64, UInt64, String)] = []
+            var queue = [OverlayFS.rootId]
+            var i = 0
+            while i < queue.count {
+                let id = queue[i]
+                i += 1
+                for (name, child) in s.nodes[id]?.children ?? [:] {
+                    out.append((child, id, name))
+                    queue.append(child)
+                }
+            }
+            for (id, n) in s.nodes where n.parent == 0 && id != OverlayFS.rootId {
+                s.nodes[id]!.lower = -1
+            }
+            return out
+        }
+        update(OverlayFS.rootId, upper: true, lower: exists(upperRoot, OverlayFS.opaqueName) ? -1 : MergedView.root)
+        for (id, parent, name) in order {
+            guard let p = try? snapshot(parent), p.parent != 0 || parent == OverlayFS.rootId else {
+                // Below a node detached in this pass.
+                update(id, upper: false, lower: -1)
+                continue
+            }
+            if let r = try? resolve(parent, p, name) {
+                update(id, upper: r.upper, lower: r.lower)
+            } else {
+                detach(id)
+            }
+        }
+    }
+}
