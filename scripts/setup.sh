@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(pkg-config libssl-dev zlib1g-dev libzstd-dev libfuse3-dev fuse3 umoci skopeo runc
-          fuse-overlayfs hyperfine busybox-static debootstrap python3 zstd bc)
+          fuse-overlayfs hyperfine busybox-static debootstrap python3 zstd bc time)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
