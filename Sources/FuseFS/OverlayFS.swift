@@ -73,6 +73,11 @@ final class OverlayFS: @unchecked Sendable {
         var inoMap: [UpperKey: UInt64] = [:]
         /// Upper files open for writing (count of handles): rebase() never moves them.
         var writers: [UpperKey: Int] = [:]
+        /// Upper-derived st_ino values (upper st_ino + 2^40) that paths of the lower view now
+        /// carry, after rebase() moved their files out: a new upper file whose own number
+        /// would be one of them gets a fresh number instead (from nextFreshIno).
+        var retired: Set<UInt64> = []
+        var nextFreshIno: UInt64 = 1 << 50
     }
 
     struct Snapshot {
@@ -258,8 +263,17 @@ final class OverlayFS: @unchecked Sendable {
 
     func reportedIno(_ st: stat) -> UInt64 {
         let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
-        if let mapped = state.withLock({ s in s.inoMap[key] }) { return mapped }
-        return UInt64(st.st_ino) &+ OverlayFS.upperInoBase
+        let own = UInt64(st.st_ino) &+ OverlayFS.upperInoBase
+        return state.withLock { s in
+            if let mapped = s.inoMap[key] { return mapped }
+            guard s.retired.contains(own) else { return own }
+            // The upper inode number of a file that a rebase moved out, whose path still
+            // reports it: this new file gets a number of its own.
+            let fresh = s.nextFreshIno
+            s.nextFreshIno += 1
+            s.inoMap[key] = fresh
+            return fresh
+        }
     }
 
     func mapIno(dirfd: Int32, name: String, to ino: UInt64) {

@@ -42,29 +42,36 @@ extension OverlayFS {
             let started = OverlayFS.now()
             try packed.reconcile(upperRoot: upperRoot, path: "the upper directory")
             let inos = carriedInos(to: newView)
+            // What stays unchanged was stamped before packing started (the sweep counts later
+            // ctimes as changed), so any later change gives it a later ctime: the remaining
+            // stamps need no start time.
             var plan = Sweep(packed: packed, writers: state.withLock { $0.writers })
             let moves = try plan.run(root: upperRoot)
             try commit(plan.remaining)
             var report = RebaseReport(moved: 0, kept: plan.kept)
             moveAside(moves, trash: trash, &report)
             // The directories things left have a new ctime: stamp them again, so that the next
-            // layer does not repeat them.
-            var restamped = false
+            // layer does not repeat them. The lock is released only once the file system clock
+            // has moved past those ctimes, so a change right after the rebase cannot keep one.
+            var restamped = plan.remaining
+            var latest: UpperBaseline.FileTime?
             for path in moves.keys where plan.remaining.stamps[path] != nil {
                 guard let fd = try? openDirectory(path) else { continue }
                 var st = stat()
                 if fstat(fd, &st) == 0 {
-                    plan.remaining.stamps[path] = UpperBaseline.stamp(st)
-                    restamped = true
+                    restamped.stamps[path] = UpperBaseline.stamp(st)
+                    latest = max(latest ?? UpperBaseline.FileTime(st.st_ctim), UpperBaseline.FileTime(st.st_ctim))
                 }
                 close(fd)
             }
-            if restamped { try? commit(plan.remaining) }
+            if let latest, waitForClock(after: latest, probeIn: trash) { try? commit(restamped) }
 
+            // Files still open on the old view read it uncached from now on.
+            view.dropRegionCache()
             view = newView
             lowerInos = inos
             generation.add(1, ordering: .relaxed)
-            forgetMovedUpperInos()
+            forgetMovedUpperInos(carried: inos)
             resolveNodesAgain()
             report.pauseSeconds = OverlayFS.now() - started
             return report
@@ -123,8 +130,9 @@ extension OverlayFS {
     }
 
     /// Drops the kept st_ino of upper objects that are no longer in the upper directory (their
-    /// numbers may be reused by new files); their paths now carry it through the new view.
-    private func forgetMovedUpperInos() {
+    /// inodes may be reused by new files); their paths now carry it through the new view. The
+    /// upper-derived numbers `carried` to the view for objects that left are retired.
+    private func forgetMovedUpperInos(carried: [UInt64]) {
         var present = Set<UpperKey>()
         func walk(_ fd: Int32) {
             var st = stat()
@@ -141,7 +149,15 @@ extension OverlayFS {
             }
         }
         walk(upperRoot)
-        state.withLock { s in s.inoMap = s.inoMap.filter { present.contains($0.key) } }
+        let dev = UInt64(upperDev)
+        var retired: [UInt64] = []
+        for n in carried where n >= OverlayFS.upperInoBase && n < 2 * OverlayFS.upperInoBase {
+            if !present.contains(UpperKey(dev: dev, ino: n - OverlayFS.upperInoBase)) { retired.append(n) }
+        }
+        state.withLock { s in
+            s.inoMap = s.inoMap.filter { present.contains($0.key) }
+            s.retired.formUnion(retired)
+        }
     }
 
     // MARK: What leaves the upper directory
@@ -161,7 +177,7 @@ extension OverlayFS {
         private func join(_ path: String, _ name: String) -> String { path.isEmpty ? name : path + "/" + name }
 
         private func unchanged(_ path: String, _ st: stat, frozen: Bool) -> Bool {
-            !frozen && packed.stamps[path] == UpperBaseline.stamp(st)
+            !frozen && packed.unchanged(path, st)
         }
 
         /// The moves below `directory` (path relative to the upper root), and whether anything
@@ -231,6 +247,22 @@ extension OverlayFS {
                 report.moved += 1
             }
         }
+    }
+
+    /// Waits (at most 100 ms) until a file created in `directory` gets a ctime after `time`.
+    private func waitForClock(after time: UpperBaseline.FileTime, probeIn directory: Int32) -> Bool {
+        for _ in 0..<100 {
+            let fd = openat(directory, ".umoci-clock", O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { return false }
+            var st = stat()
+            let ok = fstat(fd, &st) == 0
+            close(fd)
+            unlinkat(directory, ".umoci-clock", 0)
+            guard ok else { return false }
+            if time < UpperBaseline.FileTime(st.st_ctim) { return true }
+            usleep(1000)
+        }
+        return false
     }
 
     private func restoreTimes(_ fd: Int32, _ st: stat) {

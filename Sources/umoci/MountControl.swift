@@ -14,6 +14,8 @@ import Glibc
 enum MountControl {
     /// How long a client waits for the reply.
     static let replyTimeout = 600
+    /// How long the server waits for a request line.
+    static let requestTimeout = 10
 
     /// Listens on the bundle's control socket and answers each request with `handle` on a
     /// background thread, one request at a time, for the life of the process.
@@ -34,11 +36,16 @@ enum MountControl {
         DispatchQueue(label: "umoci.mount-control").async {
             while true {
                 let client = accept(fd, nil, nil)
-                if client >= 0 { _ = fcntl(client, F_SETFD, FD_CLOEXEC) }
                 if client < 0 {
-                    if errno == EINTR || errno == ECONNABORTED { continue }
-                    return
+                    if errno == EBADF || errno == EINVAL || errno == ENOTSOCK { return }
+                    // Out of descriptors or memory, or an aborted connection: try again.
+                    if errno != EINTR && errno != ECONNABORTED { usleep(100_000) }
+                    continue
                 }
+                _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+                // A client that sends nothing must not hold up the ones after it.
+                var timeout = timeval(tv_sec: requestTimeout, tv_usec: 0)
+                setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 let request = readLine(client)
                 let reply = handle(request) + "\n"
                 reply.utf8CString.withUnsafeBufferPointer { buf in

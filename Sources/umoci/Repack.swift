@@ -33,6 +33,17 @@ extension Umoci {
             try history.check()
             let requested = try compression.choice()
             let paths = BundlePaths(arguments[0])
+            // One repack of a bundle at a time, from reading its baseline to the server's
+            // rebase: a second one reading the baseline while the first's rebase moves entries
+            // out would take them for deleted.
+            let bundleLock: DirectoryLock
+            do {
+                bundleLock = try DirectoryLock(paths.bundle, .exclusive, what: "bundle")
+            } catch {
+                _ = try BundleMetadata.read(bundle: paths.bundle)  // says what is missing, if it is
+                throw error
+            }
+            defer { bundleLock.release() }
             var metadata = try BundleMetadata.read(bundle: paths.bundle)
             let mounted = Mounting.state(of: paths.rootfs) == .live
             // Every write that returned before now is in the upper directory already (the
@@ -167,9 +178,14 @@ enum Refresh {
                 throw StoreError(reply.hasPrefix("error ") ? String(reply.dropFirst(6)) : "unexpected reply \(quoted: reply)")
             }
             Log.info("the mount now serves the new image (\(reply))")
-            try Files.removeTree(paths.trash)
         } catch {
             Log.warn("the mount keeps serving the previous image with the upper directory as it is (the next repack still holds only newer changes): \(error)")
+            return
+        }
+        do {
+            try Files.removeTree(paths.trash)
+        } catch {
+            Log.warn("\(error) (removed at the next mount)")
         }
     }
 }

@@ -34,7 +34,7 @@ import Testing
         let L = dir("L")
         ok(try reference("init", "--layout", L))
         ok(try reference("new", "--image", L + ":base"))
-        FileManager.default.createFile(atPath: dir("hello"), contents: Data("hello\n".utf8))
+        _ = FileManager.default.createFile(atPath: dir("hello"), contents: Data("hello\n".utf8))
         ok(try reference("insert", "--image", L + ":base", dir("hello"), "/hello"))
         ok(try reference("unpack", "--image", L + ":base", dir("bundle")))
         try "changed\n".write(toFile: dir("bundle/rootfs/changed"), atomically: true, encoding: .utf8)

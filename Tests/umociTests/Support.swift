@@ -99,7 +99,7 @@ func snapshot(_ root: String) -> [String: Data] {
     guard let e = fm.enumerator(atPath: root) else { return out }
     while let rel = e.nextObject() as? String {
         var isDir: ObjCBool = false
-        fm.fileExists(atPath: root + "/" + rel, isDirectory: &isDir)
+        _ = fm.fileExists(atPath: root + "/" + rel, isDirectory: &isDir)
         out[rel] = isDir.boolValue ? Data() : fm.contents(atPath: root + "/" + rel)
     }
     return out

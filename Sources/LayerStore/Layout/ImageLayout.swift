@@ -63,29 +63,12 @@ public final class ImageLayout: Sendable {
 
     // MARK: Locking
 
-    public enum LockMode: Sendable { case shared, exclusive }
-
-    /// A held lock on the layout; released when this value is deinitialized or `release()`d.
-    public final class Lock {
-        private var fd: Int32
-        init(fd: Int32) { self.fd = fd }
-        public func release() {
-            if fd >= 0 { close(fd); fd = -1 }
-        }
-        deinit { release() }
-    }
+    public typealias LockMode = DirectoryLock.Mode
 
     /// Takes the layout lock, waiting for other holders. Every command holds it from its first
     /// read of `index.json` to its last write, so concurrent commands serialize and all land.
-    public func lock(_ mode: LockMode) throws(StoreError) -> Lock {
-        let fd = try Files.open(path, O_RDONLY | O_DIRECTORY)
-        let op = mode == .exclusive ? LOCK_EX : LOCK_SH
-        if Files.retrying({ flock(fd, op) }) != 0 {
-            let e = StoreError.system("lock image layout", path)
-            close(fd)
-            throw e
-        }
-        return Lock(fd: fd)
+    public func lock(_ mode: LockMode) throws(StoreError) -> DirectoryLock {
+        try DirectoryLock(path, mode, what: "image layout")
     }
 
     // MARK: Blobs

@@ -112,6 +112,7 @@ final class RegionCache: Sendable {
         var entries: [Key: (bytes: [UInt8], used: UInt64)] = [:]
         var clock: UInt64 = 0
         var total = 0
+        var disabled = false
     }
 
     let capacity: Int
@@ -128,9 +129,19 @@ final class RegionCache: Sendable {
         }
     }
 
+    /// Frees every region and keeps none from now on.
+    func disable() {
+        state.withLock { s in
+            s.disabled = true
+            s.entries = [:]
+            s.total = 0
+        }
+    }
+
     func put(_ key: Key, _ bytes: [UInt8]) {
         guard bytes.count <= capacity else { return }
         state.withLock { s in
+            if s.disabled { return }
             s.clock += 1
             if let old = s.entries.updateValue((bytes, s.clock), forKey: key) { s.total -= old.bytes.count }
             s.total += bytes.count

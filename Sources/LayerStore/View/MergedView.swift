@@ -65,13 +65,20 @@ public final class MergedView: Sendable {
 
     let storage: ViewStorage
     let readers: [LayerReader]
+    /// The inflated gzip regions shared by the readers.
+    let regions: RegionCache
 
     public static let root: Int32 = 0
 
-    init(storage: ViewStorage, readers: [LayerReader]) {
+    init(storage: ViewStorage, readers: [LayerReader], regions: RegionCache) {
         self.storage = storage
         self.readers = readers
+        self.regions = regions
     }
+
+    /// Frees the inflated regions this view keeps and keeps none from now on: for a view that
+    /// was replaced and serves only what is still open on it.
+    public func dropRegionCache() { regions.disable() }
 
     // MARK: Tree
 
@@ -211,6 +218,6 @@ public final class MergedView: Sendable {
             readers.append(try LayerReader(number: i, index: index, blobPath: layout.blobPath(index.layer),
                                            zstdCopyPath: cache.zstdCopyPath(index.layer), cache: regions))
         }
-        return MergedView(storage: storage, readers: readers)
+        return MergedView(storage: storage, readers: readers, regions: regions)
     }
 }

@@ -72,6 +72,7 @@ public struct DirectoryDiff {
         let fd: Int32
         do { fd = try Files.open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
         defer { close(fd) }
+        if seen.started == nil { seen.started = UpperBaseline.fileSystemNow(besides: root) }
         try walk(directory: fd, displayPath: root, relative: prefix)
     }
 
@@ -98,14 +99,15 @@ public struct DirectoryDiff {
     }
 
     /// Whiteouts for what the baseline had and the walk did not find any more (removed since
-    /// it was packed): one for the topmost missing path, none where a whiteout file was seen.
+    /// it was packed): one for the topmost missing path (whose parent is still a directory
+    /// here), none where a whiteout file was seen.
     public mutating func addWhiteoutsForRemovedEntries() throws(Failure) {
         guard let baseline else { return }
         for path in baseline.stamps.keys.sorted(by: namePrecedes) where seen.stamps[path] == nil {
             var components = cleanComponents(path)
             guard let base = components.popLast(), !base.hasPrefix(".wh.") else { continue }
             let parent = components.joined(separator: "/")
-            if !parent.isEmpty, baseline.stamps[parent] != nil, seen.stamps[parent] == nil { continue }
+            if !parent.isEmpty, seen.stamps[parent].map(UpperBaseline.isDirectoryStamp) != true { continue }
             if seen.stamps[(components + [".wh." + base]).joined(separator: "/")] != nil { continue }
             try addWhiteout(for: path)
         }
@@ -136,7 +138,7 @@ public struct DirectoryDiff {
         if useBaseline, let baseline, names.contains(".wh..wh..opq") {
             let marker = relative.isEmpty ? ".wh..wh..opq" : relative + "/.wh..wh..opq"
             var st = stat()
-            if fstatat(fd, ".wh..wh..opq", &st, AT_SYMLINK_NOFOLLOW) == 0, baseline.stamps[marker] != UpperBaseline.stamp(st) {
+            if fstatat(fd, ".wh..wh..opq", &st, AT_SYMLINK_NOFOLLOW) == 0, !baseline.unchanged(marker, st) {
                 useBaseline = false
             }
         }
@@ -155,9 +157,11 @@ public struct DirectoryDiff {
             throw .store(.system("stat", displayPath))
         }
         let kind = st.st_mode & S_IFMT
-        let stamp = UpperBaseline.stamp(st)
-        seen.stamps[entryName] = stamp
-        let unchanged = useBaseline && baseline?.stamps[entryName] == stamp
+        // Sockets have no tar representation (umoci skips them too); not being in the
+        // baseline, they also stay in an upper directory that a rebase empties.
+        if kind == S_IFSOCK { return }
+        seen.stamps[entryName] = UpperBaseline.stamp(st)
+        let unchanged = useBaseline && baseline?.unchanged(entryName, st) == true
         if name.hasPrefix(".wh.") {
             // An OCI whiteout or opaque marker: its name is all that counts.
             if !unchanged { try emit(TarEntry(name: entryName, type: .regular, mode: 0)) }
@@ -235,7 +239,6 @@ public struct DirectoryDiff {
             entry.xattrs = Xattrs.list(parent: parent, name: name)
             try emit(entry)
         default:
-            // Sockets have no tar representation; umoci skips them too.
             return
         }
     }
@@ -286,82 +289,5 @@ enum Xattrs {
             out.append(TarXattr(name: name, value: Array(bytes[0..<got])))
         }
         return out
-    }
-}
-
-/// What an upper directory held when it was last packed into a layer while it could not be
-/// emptied (`repack --refresh-bundle` of a mounted bundle): for each path, its type, inode,
-/// size, mtime and ctime. The next repack leaves out what is unchanged, so it holds only newer
-/// changes. One line per path: stamp, a tab, the path.
-public struct UpperBaseline: Sendable, Equatable {
-    public var stamps: [String: String] = [:]
-
-    public init() {}
-
-    public static func stamp(_ st: stat) -> String {
-        "\(st.st_mode & S_IFMT) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
-    }
-
-    public static func read(_ path: String) throws(StoreError) -> UpperBaseline? {
-        guard Files.exists(path) else { return nil }
-        var baseline = UpperBaseline()
-        for line in String(decoding: try Files.read(path), as: UTF8.self).split(separator: "\n") {
-            guard let tab = line.firstIndex(of: "\t") else { throw StoreError("\(path): malformed line \(quoted: String(line))") }
-            baseline.stamps[String(line[line.index(after: tab)...])] = String(line[..<tab])
-        }
-        return baseline
-    }
-
-    public func write(_ path: String) throws(StoreError) {
-        var text = ""
-        for key in stamps.keys.sorted(by: namePrecedes) { text += stamps[key]! + "\t" + key + "\n" }
-        try Files.writeAtomically(path, Array(text.utf8))
-    }
-}
-
-extension UpperBaseline {
-    /// Makes an upper directory describe its changes relative to the new base again, before a
-    /// server serves it on that base: what was packed and has been removed since (which the
-    /// old base did not have, so no whiteout was needed then) gets its whiteout now, so the
-    /// new base's copy stays hidden. The whiteouts are what the next repack writes anyway.
-    public func reconcile(upperDirectory upper: String) throws(StoreError) {
-        let root = try Files.open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-        defer { close(root) }
-        try reconcile(upperRoot: root, path: upper)
-    }
-
-    /// reconcile, given an fd of the upper directory (`path` names it in errors).
-    public func reconcile(upperRoot root: Int32, path upper: String) throws(StoreError) {
-        // Opens a directory below the upper root one component at a time, never following a symlink.
-        func openDirectory(_ components: [String]) -> Int32 {
-            var fd = dup(root)
-            for c in components {
-                let next = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                close(fd)
-                if next < 0 { return -1 }
-                fd = next
-            }
-            return fd
-        }
-        var missing = Set<String>()
-        for path in stamps.keys.sorted(by: namePrecedes) {
-            var components = cleanComponents(path)
-            guard let base = components.popLast(), !base.hasPrefix(".wh.") else { continue }
-            let parentPath = components.joined(separator: "/")
-            if missing.contains(parentPath) {
-                missing.insert(path)
-                continue
-            }
-            let parent = openDirectory(components)
-            guard parent >= 0 else { continue }
-            defer { close(parent) }
-            var st = stat()
-            if fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
-            missing.insert(path)
-            if fstatat(parent, ".wh." + base, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
-            let fd = openat(parent, ".wh." + base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
-            if fd < 0 { throw StoreError.system("create whiteout for", upper + "/" + path) }
-            close(fd)
-        }
     }
 }

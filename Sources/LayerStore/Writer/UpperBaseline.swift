@@ -1,0 +1,132 @@
+import CLinux
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What of an upper directory is already in the bundle's base image, because it was packed
+/// into it while the upper directory could not simply be emptied (`repack --refresh-bundle` of
+/// a mounted bundle): for each path, its type, inode, size, mtime and ctime. The next repack
+/// leaves out what is unchanged, so it holds only newer changes, and a rebase moves it out of
+/// the upper directory.
+///
+/// File format: an optional first line `#started SECONDS.NANOSECONDS`, then one line per
+/// path: stamp, a tab, the path.
+public struct UpperBaseline: Sendable, Equatable {
+    public var stamps: [String: String] = [:]
+    /// When the walk that took the stamps started, by the upper directory's file system clock.
+    /// A file changed again within the same clock tick after it was stamped keeps its stamp
+    /// (times move by ticks), so an entry whose ctime is not before this time never counts as
+    /// unchanged ("racily clean", as git calls it).
+    public var started: FileTime?
+
+    public struct FileTime: Sendable, Equatable, Comparable {
+        public var seconds: Int
+        public var nanoseconds: Int
+        public init(_ t: timespec) { seconds = t.tv_sec; nanoseconds = t.tv_nsec }
+        public static func < (a: FileTime, b: FileTime) -> Bool { (a.seconds, a.nanoseconds) < (b.seconds, b.nanoseconds) }
+    }
+
+    public init() {}
+
+    public static func stamp(_ st: stat) -> String {
+        "\(st.st_mode & S_IFMT) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
+    }
+
+    static func isDirectoryStamp(_ stamp: String) -> Bool { stamp.hasPrefix("\(S_IFDIR) ") }
+
+    /// Whether `path` is exactly as it was stamped (and was not changed within the tick in
+    /// which the stamps were taken).
+    public func unchanged(_ path: String, _ st: stat) -> Bool {
+        guard let recorded = stamps[path], recorded == UpperBaseline.stamp(st) else { return false }
+        guard let started else { return true }
+        return FileTime(st.st_ctim) < started
+    }
+
+    /// The current time by the clock of the file system holding `path`: the ctime of a file
+    /// created next to it (and removed at once). Falls back to the coarse system clock,
+    /// rounded down to the second, where nothing can be created.
+    static func fileSystemNow(besides path: String) -> FileTime {
+        let probe = Files.directoryName(path) + "/" + Files.temporaryName(prefix: ".umoci-clock-")
+        let fd = Glibc.open(probe, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        if fd >= 0 {
+            defer { close(fd); Glibc.unlink(probe) }
+            var st = stat()
+            if fstat(fd, &st) == 0 { return FileTime(st.st_ctim) }
+        }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME_COARSE, &now)
+        return FileTime(timespec(tv_sec: now.tv_sec, tv_nsec: 0))
+    }
+
+    public static func read(_ path: String) throws(StoreError) -> UpperBaseline? {
+        guard Files.exists(path) else { return nil }
+        var baseline = UpperBaseline()
+        for line in String(decoding: try Files.read(path), as: UTF8.self).split(separator: "\n") {
+            if line.hasPrefix("#started ") {
+                let parts = line.dropFirst(9).split(separator: ".")
+                guard parts.count == 2, let s = Int(parts[0]), let n = Int(parts[1]) else {
+                    throw StoreError("\(path): malformed line \(quoted: String(line))")
+                }
+                baseline.started = FileTime(timespec(tv_sec: s, tv_nsec: n))
+                continue
+            }
+            guard let tab = line.firstIndex(of: "\t") else { throw StoreError("\(path): malformed line \(quoted: String(line))") }
+            baseline.stamps[String(line[line.index(after: tab)...])] = String(line[..<tab])
+        }
+        return baseline
+    }
+
+    public func write(_ path: String) throws(StoreError) {
+        var text = started.map { "#started \($0.seconds).\($0.nanoseconds)\n" } ?? ""
+        for key in stamps.keys.sorted(by: namePrecedes) { text += stamps[key]! + "\t" + key + "\n" }
+        try Files.writeAtomically(path, Array(text.utf8))
+    }
+}
+
+extension UpperBaseline {
+    /// Makes an upper directory describe its changes relative to the new base again, before a
+    /// server serves it on that base: what was packed and has been removed since (which the
+    /// old base did not have, so no whiteout was needed then) gets its whiteout now, so the
+    /// new base's copy stays hidden. The whiteouts are what the next repack writes anyway.
+    public func reconcile(upperDirectory upper: String) throws(StoreError) {
+        let root = try Files.open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        defer { close(root) }
+        try reconcile(upperRoot: root, path: upper)
+    }
+
+    /// reconcile, given an fd of the upper directory (`path` names it in errors).
+    public func reconcile(upperRoot root: Int32, path upper: String) throws(StoreError) {
+        // Opens a directory below the upper root one component at a time, never following a symlink.
+        func openDirectory(_ components: [String]) -> Int32 {
+            var fd = dup(root)
+            for c in components {
+                let next = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                close(fd)
+                if next < 0 { return -1 }
+                fd = next
+            }
+            return fd
+        }
+        var missing = Set<String>()
+        for path in stamps.keys.sorted(by: namePrecedes) {
+            var components = cleanComponents(path)
+            guard let base = components.popLast(), !base.hasPrefix(".wh.") else { continue }
+            let parentPath = components.joined(separator: "/")
+            if missing.contains(parentPath) {
+                missing.insert(path)
+                continue
+            }
+            let parent = openDirectory(components)
+            guard parent >= 0 else { continue }
+            defer { close(parent) }
+            var st = stat()
+            if fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
+            missing.insert(path)
+            if fstatat(parent, ".wh." + base, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
+            let fd = openat(parent, ".wh." + base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
+            if fd < 0 { throw StoreError.system("create whiteout for", upper + "/" + path) }
+            close(fd)
+        }
+    }
+}
