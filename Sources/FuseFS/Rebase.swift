@@ -56,7 +56,8 @@ extension OverlayFS {
             var restamped = plan.remaining
             var latest: UpperBaseline.FileTime?
             for path in moves.keys where plan.remaining.stamps[path] != nil {
-                guard let fd = try? openDirectory(path) else { continue }
+                let fd = Files.openDirectory(beneath: upperRoot, path.split(separator: "/"))
+                guard fd >= 0 else { continue }
                 var st = stat()
                 if fstat(fd, &st) == 0 {
                     restamped.stamps[path] = UpperBaseline.stamp(st)
@@ -229,12 +230,12 @@ extension OverlayFS {
     /// leave; stops at the first failure.
     private func moveAside(_ moves: [String: [String]], trash: Int32, _ report: inout RebaseReport) {
         for (path, names) in moves {
-            let dir: Int32
-            do throws(Errno) { dir = try openDirectory(path) } catch {
-                report.moveFailure = "cannot open \(path) in the upper directory: \(String(cString: strerror(error.code)))"
+            let dir = Files.openDirectory(beneath: upperRoot, path.split(separator: "/"))
+            guard dir >= 0 else {
+                report.moveFailure = "cannot open \(path) in the upper directory: \(String(cString: strerror(errno)))"
                 return
             }
-            defer { if dir != upperRoot { close(dir) } }
+            defer { close(dir) }
             var before = stat()
             guard fstat(dir, &before) == 0 else { return }
             defer { restoreTimes(dir, before) }
@@ -270,21 +271,6 @@ extension OverlayFS {
         _ = withUnsafePointer(to: &times) { p in
             p.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) }
         }
-    }
-
-    /// An upper directory by relative path, one component at a time without following
-    /// symlinks (the root itself is returned borrowed).
-    private func openDirectory(_ path: String) throws(Errno) -> Int32 {
-        if path.isEmpty { return upperRoot }
-        var current = upperRoot
-        for part in path.split(separator: "/") {
-            let fd = openat(current, String(part), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            let saved = errno
-            if current != upperRoot { close(current) }
-            if fd < 0 { throw Errno(saved) }
-            current = fd
-        }
-        return current
     }
 
     // MARK: Nodes

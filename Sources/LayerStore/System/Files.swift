@@ -156,6 +156,21 @@ public enum Files {
         }
     }
 
+    /// Opens the directory at `components` below the open directory `root`, one component at
+    /// a time, never following a symlink (an empty path opens `root` again). Returns an fd the
+    /// caller closes, or -1 with errno set.
+    public static func openDirectory<S: StringProtocol>(beneath root: Int32, _ components: [S]) -> Int32 {
+        var fd = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        for c in components where fd >= 0 {
+            let next = openat(fd, String(c), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let saved = errno
+            close(fd)
+            errno = saved
+            fd = next
+        }
+        return fd
+    }
+
     /// The names in an open directory, without "." and "..". Reads through a new open file
     /// description (a dup would share, and leave at its end, the directory's read position).
     public static func list(fd directory: Int32, path: String) throws(StoreError) -> [String] {

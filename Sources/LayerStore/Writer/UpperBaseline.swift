@@ -97,17 +97,6 @@ extension UpperBaseline {
 
     /// reconcile, given an fd of the upper directory (`path` names it in errors).
     public func reconcile(upperRoot root: Int32, path upper: String) throws(StoreError) {
-        // Opens a directory below the upper root one component at a time, never following a symlink.
-        func openDirectory(_ components: [String]) -> Int32 {
-            var fd = dup(root)
-            for c in components {
-                let next = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                close(fd)
-                if next < 0 { return -1 }
-                fd = next
-            }
-            return fd
-        }
         var missing = Set<String>()
         for path in stamps.keys.sorted(by: namePrecedes) {
             var components = cleanComponents(path)
@@ -117,7 +106,7 @@ extension UpperBaseline {
                 missing.insert(path)
                 continue
             }
-            let parent = openDirectory(components)
+            let parent = Files.openDirectory(beneath: root, components)
             guard parent >= 0 else { continue }
             defer { close(parent) }
             var st = stat()
