@@ -330,6 +330,44 @@ struct UnpackTests {
         try expectSameTree(r, dir("theirs5"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
     }
 
+    /// When the server cannot rebase (here: its control socket is gone), refresh still makes
+    /// the new image the base, and the recorded baseline keeps the bundle consistent: the
+    /// next repack holds only newer changes, and a remount serves the same tree.
+    @Test func refreshFallsBackToTheBaselineWithoutTheServer() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let b = try unpack(dir, L + ":whiteouts-gzip")
+        let r = b.paths.rootfs
+        try "1\n".write(toFile: r + "/first", atomically: false, encoding: .utf8)
+        try "edited\n".write(toFile: r + "/a/y", atomically: false, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: r + "/newdir/sub", withIntermediateDirectories: true)
+        try "n\n".write(toFile: r + "/newdir/sub/f", atomically: false, encoding: .utf8)
+        #expect(unlink(b.paths.control) == 0)
+        let refresh = try umoci("repack", "--image", L + ":r1", "--refresh-bundle", b.paths.bundle)
+        ok(refresh)
+        #expect(refresh.stderr.contains("keeps serving the previous image"), "\(refresh)")
+        #expect(try FileManager.default.subpathsOfDirectory(atPath: b.paths.upper).contains("first"))
+        #expect(try UpperBaseline.read(b.paths.baseline)?.stamps["first"] != nil)
+
+        try "2\n".write(toFile: r + "/second", atomically: false, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: r + "/first")
+        try FileManager.default.removeItem(atPath: r + "/newdir")
+        try "edited again\n".write(toFile: r + "/a/y", atomically: false, encoding: .utf8)
+        ok(try umoci("repack", "--image", L + ":r2", b.paths.bundle))
+        let layout = try ImageLayout(opening: L)
+        let r1 = try layout.loadImage(tag: "r1"), r2 = try layout.loadImage(tag: "r2")
+        #expect(r2.manifest.layers.count == r1.manifest.layers.count + 1)
+        let listing = ok(try run("/bin/tar", ["-tzf", layout.blobPath(r2.manifest.layers.last!.digest)]))
+        #expect(Set(listing.split(separator: "\n")) == [".wh.first", ".wh.newdir", "a/y", "second"], "\(listing)")
+        ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":r2", dir("theirs")]))
+        try expectSameTree(r, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        // Served again on the new base, the same upper directory shows the same tree.
+        ok(try umoci("umount", b.paths.bundle))
+        ok(try umoci("mount", b.paths.bundle))
+        try expectSameTree(r, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+    }
+
     /// A container running on the mount goes on across repack --refresh-bundle: its working
     /// directory leaves the upper directory, and it keeps appending to a file there.
     @Test func containerKeepsRunningAcrossRefresh() throws {
