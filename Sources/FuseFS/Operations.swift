@@ -182,13 +182,19 @@ extension OverlayFS {
             if fchownat(base, target, c.uid ?? uid_t.max, c.gid ?? gid_t.max, nofollow) != 0 { throw Errno.current }
         }
         if let mode = c.mode {
-            let r = fd >= 0 ? fchmod(fd, mode & 0o7777) : fchmodat(dirfd, name, mode & 0o7777, 0)
+            let r = fd >= 0 ? fchmod(fd, mode & 0o7777) : Files.chmodNoFollow(dirfd, name, mode & 0o7777)
             if r != 0 { throw Errno.current }
         }
         if let size = c.size {
             if fd >= 0 {
                 if ftruncate(fd, size) != 0 { throw Errno.current }
             } else {
+                // Only a regular file is ever opened: a device node or FIFO in the upper
+                // directory is a host object, and opening it could act on the host.
+                var st = stat()
+                if fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+                if (st.st_mode & S_IFMT) == S_IFDIR { throw Errno(EISDIR) }
+                if (st.st_mode & S_IFMT) != S_IFREG { throw Errno(EINVAL) }
                 let f = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
                 if f < 0 { throw Errno.current }
                 defer { close(f) }
@@ -263,7 +269,17 @@ extension OverlayFS {
         guard n.parent != 0 else { throw Errno(ENOENT) }
         let dir = try openUpperDir(n.parent)
         defer { dir.close() }
-        let fd = openat(dir.fd, n.name, flags)
+        // Only regular files are opened (the kernel opens FIFOs itself and never sends a
+        // device node's open on a nodev mount): opening anything else would reach the host.
+        var st = stat()
+        if fstatat(dir.fd, n.name, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: throw Errno(EISDIR)
+        case S_IFLNK: throw Errno(ELOOP)
+        default: throw Errno(EACCES)
+        }
+        let fd = openat(dir.fd, n.name, flags | O_NOFOLLOW)
         if fd < 0 { throw Errno.current }
         let h = Handle()
         h.fd = fd
@@ -295,14 +311,24 @@ extension OverlayFS {
 
     // MARK: Extended attributes
 
-    /// The path that reaches node id's upper object through /proc without following it.
-    private func procPath(_ id: UInt64, _ body: (String) throws(Errno) -> Int) throws(Errno) -> Int {
-        if id == OverlayFS.rootId { return try body("/proc/self/fd/\(upperRoot)") }
-        let n = try snapshot(id)
-        guard n.parent != 0 else { throw Errno(ENOENT) }
-        let dir = try openUpperDir(n.parent)
-        defer { dir.close() }
-        return try body("/proc/self/fd/\(dir.fd)/\(n.name)")
+    /// Runs one xattr call on node id's upper object itself, never following it: the root
+    /// through its fd (`.fd`), anything else by its /proc/self/fd/DIR/NAME path with the
+    /// l*xattr calls (`.path`), which do not follow the last component.
+    enum XattrTarget { case fd(Int32), path(String) }
+
+    private func xattrTarget(_ id: UInt64, _ body: (XattrTarget) -> Int) throws(Errno) -> Int {
+        let r: Int
+        if id == OverlayFS.rootId {
+            r = body(.fd(upperRoot))
+        } else {
+            let n = try snapshot(id)
+            guard n.parent != 0 else { throw Errno(ENOENT) }
+            let dir = try openUpperDir(n.parent)
+            defer { dir.close() }
+            r = body(.path("/proc/self/fd/\(dir.fd)/\(n.name)"))
+        }
+        if r < 0 { throw Errno.current }
+        return r
     }
 
     /// Fills `buffer` (nil: size query) with the value; returns its size.
@@ -310,10 +336,11 @@ extension OverlayFS {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper {
-                return try procPath(id) { path throws(Errno) -> Int in
-                    let r = lgetxattr(path, key, buffer?.baseAddress, buffer?.count ?? 0)
-                    if r < 0 { throw Errno.current }
-                    return r
+                return try xattrTarget(id) { t in
+                    switch t {
+                    case .fd(let fd): return fgetxattr(fd, key, buffer?.baseAddress, buffer?.count ?? 0)
+                    case .path(let path): return lgetxattr(path, key, buffer?.baseAddress, buffer?.count ?? 0)
+                    }
                 }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
@@ -329,10 +356,12 @@ extension OverlayFS {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper {
-                return try procPath(id) { path throws(Errno) -> Int in
-                    let r = llistxattr(path, buffer?.baseAddress?.assumingMemoryBound(to: CChar.self), buffer?.count ?? 0)
-                    if r < 0 { throw Errno.current }
-                    return r
+                let list = buffer?.baseAddress?.assumingMemoryBound(to: CChar.self)
+                return try xattrTarget(id) { t in
+                    switch t {
+                    case .fd(let fd): return flistxattr(fd, list, buffer?.count ?? 0)
+                    case .path(let path): return llistxattr(path, list, buffer?.count ?? 0)
+                    }
                 }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
@@ -351,9 +380,11 @@ extension OverlayFS {
     func setxattr(_ id: UInt64, _ key: String, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
         try exclusive { () throws(Errno) in
             try ensureUpper(id)
-            _ = try procPath(id) { path throws(Errno) -> Int in
-                if lsetxattr(path, key, value.baseAddress, value.count, flags) != 0 { throw Errno.current }
-                return 0
+            _ = try xattrTarget(id) { t in
+                switch t {
+                case .fd(let fd): return Int(fsetxattr(fd, key, value.baseAddress, value.count, flags))
+                case .path(let path): return Int(lsetxattr(path, key, value.baseAddress, value.count, flags))
+                }
             }
         }
     }
@@ -368,9 +399,11 @@ extension OverlayFS {
                 }
             }
             try ensureUpper(id)
-            _ = try procPath(id) { path throws(Errno) -> Int in
-                if lremovexattr(path, key) != 0 { throw Errno.current }
-                return 0
+            _ = try xattrTarget(id) { t in
+                switch t {
+                case .fd(let fd): return Int(fremovexattr(fd, key))
+                case .path(let path): return Int(lremovexattr(path, key))
+                }
             }
         }
     }

@@ -418,7 +418,9 @@ final class OverlayFS: @unchecked Sendable {
         let a = view.attributes(ofInode: number)
         var st = stat()
         st.st_ino = numericCast(lowerIno(number))
-        st.st_mode = OverlayFS.typeBits(a.type) | mode_t(a.mode & 0o7777)
+        // A symlink's permission bits mean nothing on Linux and read 0777 there, whatever the
+        // tar header said.
+        st.st_mode = OverlayFS.typeBits(a.type) | (a.type == .symlink ? 0o777 : mode_t(a.mode & 0o7777))
         st.st_nlink = numericCast(max(a.linkCount, 1))
         st.st_uid = uid_t(truncatingIfNeeded: a.uid)
         st.st_gid = gid_t(truncatingIfNeeded: a.gid)
@@ -554,9 +556,10 @@ final class OverlayFS: @unchecked Sendable {
 
     // MARK: Copy-up (exclusive lock held by the caller)
 
+    /// Sets an xattr on dirfd/name (not following it), or on the directory dirfd itself.
     func setXattr(dirfd: Int32, name: String?, _ key: String, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
-        let path = name.map { "/proc/self/fd/\(dirfd)/\($0)" } ?? "/proc/self/fd/\(dirfd)"
-        return lsetxattr(path, key, value.baseAddress, value.count, flags)
+        guard let name else { return fsetxattr(dirfd, key, value.baseAddress, value.count, flags) }
+        return lsetxattr("/proc/self/fd/\(dirfd)/\(name)", key, value.baseAddress, value.count, flags)
     }
 
     /// Sets owner, mode, xattrs and times of an upper object (dirfd/name, or dirfd itself) from
@@ -569,7 +572,7 @@ final class OverlayFS: @unchecked Sendable {
             throw Errno.current
         }
         if inode.type != .symlink {
-            let r = name == nil ? fchmod(dirfd, mode_t(inode.mode & 0o7777)) : fchmodat(dirfd, target, mode_t(inode.mode & 0o7777), 0)
+            let r = name == nil ? fchmod(dirfd, mode_t(inode.mode & 0o7777)) : Files.chmodNoFollow(dirfd, target, mode_t(inode.mode & 0o7777))
             if r != 0 { throw Errno.current }
         }
         for x in inode.xattrs {
@@ -770,7 +773,7 @@ final class OverlayFS: @unchecked Sendable {
             }
             do throws(Errno) {
                 if fchownat(dir.fd, name, uid, gid, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
-                if case .symlink = kind {} else if fchmodat(dir.fd, name, mode, 0) != 0 { throw Errno.current }
+                if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name, mode) != 0 { throw Errno.current }
                 if case .directory = kind, let l = lowerAt(parent, name), viewIsDirectory(l) {
                     try makeOpaque(dir.fd, name)
                 }

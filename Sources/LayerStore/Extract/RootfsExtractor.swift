@@ -126,7 +126,7 @@ public enum RootfsExtractor {
             if fchownat(parent, name, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), AT_SYMLINK_NOFOLLOW) != 0 {
                 throw StoreError.system("chown", path)
             }
-            if inode.type != .symlink, fchmodat(parent, name, mode_t(inode.mode), 0) != 0 {
+            if inode.type != .symlink, Files.chmodNoFollow(parent, name, mode_t(inode.mode)) != 0 {
                 throw StoreError.system("chmod", path)
             }
             if !inode.xattrs.isEmpty {

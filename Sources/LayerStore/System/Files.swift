@@ -156,6 +156,27 @@ public enum Files {
         }
     }
 
+    /// Changes the permission bits of `dirfd`/`name` itself, never through a symlink: the
+    /// object is pinned with an O_PATH|O_NOFOLLOW descriptor and changed through its
+    /// /proc/self/fd link (fchmodat(2) has no working AT_SYMLINK_NOFOLLOW before Linux 6.6).
+    /// A symlink's mode cannot be changed: EOPNOTSUPP, as fchmodat2(AT_SYMLINK_NOFOLLOW)
+    /// answers. Returns 0, or -1 with errno set.
+    public static func chmodNoFollow(_ dirfd: Int32, _ name: UnsafePointer<CChar>, _ mode: mode_t) -> Int32 {
+        let fd = retrying { openat(dirfd, name, O_PATH_FLAG | O_NOFOLLOW | O_CLOEXEC) }
+        if fd < 0 { return -1 }
+        defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) != 0 { return -1 }
+        if (st.st_mode & S_IFMT) == S_IFLNK {
+            errno = EOPNOTSUPP
+            return -1
+        }
+        return chmod("/proc/self/fd/\(fd)", mode)
+    }
+
+    /// O_PATH, which Glibc's Swift module does not export.
+    public static let O_PATH_FLAG: Int32 = 0o10000000
+
     /// Opens the directory at `components` below the open directory `root`, one component at
     /// a time, never following a symlink (an empty path opens `root` again). Returns an fd the
     /// caller closes, or -1 with errno set.
