@@ -32,10 +32,11 @@ private func discard(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_in
     fi.pointee.fh = 0
 }
 
+/// A name from the kernel: bytes, whatever they are (no decoding, no normalization).
 @inline(__always)
-private func name(_ p: UnsafePointer<CChar>?) -> String? {
+private func name(_ p: UnsafePointer<CChar>?) -> ByteString? {
     guard let p else { return nil }
-    return String(validatingCString: p)
+    return ByteString(cString: p)
 }
 
 private func replyEntry(_ req: fuse_req_t?, _ id: UInt64, _ st: stat) {
@@ -98,13 +99,13 @@ private func readDirectory(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _
             if plus {
                 guard let (id, st) = try? fs.lookup(ino, entry.name) else { index += 1; continue }
                 var e = entryParam(id, st)
-                added = fuse_add_direntry_plus(req, base + used, size - used, entry.name, &e, next)
+                added = fuse_add_direntry_plus(req, base + used, size - used, entry.name.c, &e, next)
                 if added > size - used { fs.forget(id, 1) }
             } else {
                 var st = stat()
                 st.st_ino = numericCast(entry.ino)
                 st.st_mode = mode_t(entry.type) << 12
-                added = fuse_add_direntry(req, base + used, size - used, entry.name, &st, next)
+                added = fuse_add_direntry(req, base + used, size - used, entry.name.c, &st, next)
             }
         }
         if added > size - used { break }
@@ -211,7 +212,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         reply(req) { () throws(Errno) in
             guard let n = name(cname), let link else { throw Errno(EINVAL) }
             let (uid, gid) = caller(req)
-            let c = try filesystem(req).create(parent, n, .symlink(String(cString: link)), mode: 0o777, uid: uid, gid: gid)
+            let c = try filesystem(req).create(parent, n, .symlink(ByteString(cString: link)), mode: 0o777, uid: uid, gid: gid)
             replyEntry(req, c.id, c.attr)
         }
     }

@@ -28,7 +28,7 @@ final class Handle {
 extension OverlayFS {
     // MARK: Removal
 
-    func remove(_ parentId: UInt64, _ name: String, directory: Bool) throws(Errno) {
+    func remove(_ parentId: UInt64, _ name: ByteString, directory: Bool) throws(Errno) {
         try exclusive { () throws(Errno) in
             let parent = try snapshot(parentId)
             guard let r = try resolve(parentId, parent, name) else { throw Errno(ENOENT) }
@@ -44,18 +44,18 @@ extension OverlayFS {
             if r.upper {
                 if directory {
                     try removeWhiteouts(dir.fd, name)
-                    if unlinkat(dir.fd, name, AT_REMOVEDIR) != 0 { throw Errno.current }
-                } else if unlinkat(dir.fd, name, 0) != 0 {
+                    if unlinkat(dir.fd, name.c, AT_REMOVEDIR) != 0 { throw Errno.current }
+                } else if unlinkat(dir.fd, name.c, 0) != 0 {
                     throw Errno.current
                 }
             }
-            if needsWhiteout { try makeMarker(dir.fd, ".wh." + name) }
+            if needsWhiteout { try makeMarker(dir.fd, name.whiteout) }
             if let id = existingChild(parentId, name) { detach(id) }
         }
     }
 
     /// ENOTEMPTY unless the merged directory parent/name (resolved as r) shows no entries.
-    func checkEmpty(_ parentId: UInt64, _ parent: Snapshot, _ name: String, _ r: Resolved) throws(Errno) {
+    func checkEmpty(_ parentId: UInt64, _ parent: Snapshot, _ name: ByteString, _ r: Resolved) throws(Errno) {
         let entries: [DirEntry]
         if r.upper {
             let dir = try openUpperDir(parentId)
@@ -71,7 +71,7 @@ extension OverlayFS {
 
     // MARK: Rename
 
-    func rename(_ parentId: UInt64, _ name: String, _ newParentId: UInt64, _ newName: String, flags: UInt32) throws(Errno) {
+    func rename(_ parentId: UInt64, _ name: ByteString, _ newParentId: UInt64, _ newName: ByteString, flags: UInt32) throws(Errno) {
         if flags & Sys.RENAME_EXCHANGE != 0 || flags & ~Sys.RENAME_NOREPLACE != 0 { throw Errno(EINVAL) }
         if newName.isWhiteoutName { throw Errno(EINVAL) }
         if name.isWhiteoutName { throw Errno(ENOENT) }
@@ -106,9 +106,9 @@ extension OverlayFS {
             }
             // The target: an upper directory loses its whiteouts (it is merged-empty).
             if let target, target.upper, target.isDirectory { try removeWhiteouts(to.fd, newName) }
-            if unlinkat(to.fd, ".wh." + newName, 0) != 0 && errno != ENOENT { throw Errno.current }
-            if renameat(from.fd, name, to.fd, newName) != 0 { throw Errno.current }
-            if lowerAt(parent, name) != nil { try makeMarker(from.fd, ".wh." + name) }
+            if unlinkat(to.fd, newName.whiteout.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+            if renameat(from.fd, name.c, to.fd, newName.c) != 0 { throw Errno.current }
+            if lowerAt(parent, name) != nil { try makeMarker(from.fd, name.whiteout) }
             if source.isDirectory && !madeOpaque, let l = lowerAt(newParent, newName), viewIsDirectory(l) {
                 try makeOpaque(to.fd, newName)
             }
@@ -120,7 +120,7 @@ extension OverlayFS {
 
     // MARK: Link
 
-    func link(_ id: UInt64, _ newParentId: UInt64, _ newName: String) throws(Errno) -> (UInt64, stat) {
+    func link(_ id: UInt64, _ newParentId: UInt64, _ newName: ByteString) throws(Errno) -> (UInt64, stat) {
         if newName.isWhiteoutName { throw Errno(EINVAL) }
         return try exclusive { () throws(Errno) -> (UInt64, stat) in
             let newParent = try snapshot(newParentId)
@@ -133,10 +133,10 @@ extension OverlayFS {
             defer { from.close() }
             let to = try openUpperDir(newParentId)
             defer { to.close() }
-            if unlinkat(to.fd, ".wh." + newName, 0) != 0 && errno != ENOENT { throw Errno.current }
-            if linkat(from.fd, n.name, to.fd, newName, 0) != 0 { throw Errno.current }
+            if unlinkat(to.fd, newName.whiteout.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+            if linkat(from.fd, n.name.c, to.fd, newName.c, 0) != 0 { throw Errno.current }
             var st = stat()
-            if fstatat(to.fd, newName, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+            if fstatat(to.fd, newName.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
             let newId = install(parent: newParentId, name: newName, upper: true, lower: -1)
             return (newId, presentUpper(st, mergedDir: false))
         }
@@ -174,15 +174,15 @@ extension OverlayFS {
     }
 
     /// Applies a change to fd, or to dirfd/name without following a symlink.
-    private func apply(_ c: AttrChange, fd: Int32, dirfd: Int32, name: String) throws(Errno) {
+    private func apply(_ c: AttrChange, fd: Int32, dirfd: Int32, name: ByteString) throws(Errno) {
         let target = fd >= 0 ? "" : name
         let base = fd >= 0 ? fd : dirfd
         let nofollow = fd >= 0 ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
         if c.uid != nil || c.gid != nil {
-            if fchownat(base, target, c.uid ?? uid_t.max, c.gid ?? gid_t.max, nofollow) != 0 { throw Errno.current }
+            if fchownat(base, target.c, c.uid ?? uid_t.max, c.gid ?? gid_t.max, nofollow) != 0 { throw Errno.current }
         }
         if let mode = c.mode {
-            let r = fd >= 0 ? fchmod(fd, mode & 0o7777) : Files.chmodNoFollow(dirfd, name, mode & 0o7777)
+            let r = fd >= 0 ? fchmod(fd, mode & 0o7777) : Files.chmodNoFollow(dirfd, name.c, mode & 0o7777)
             if r != 0 { throw Errno.current }
         }
         if let size = c.size {
@@ -192,10 +192,10 @@ extension OverlayFS {
                 // Only a regular file is ever opened: a device node or FIFO in the upper
                 // directory is a host object, and opening it could act on the host.
                 var st = stat()
-                if fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+                if fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
                 if (st.st_mode & S_IFMT) == S_IFDIR { throw Errno(EISDIR) }
                 if (st.st_mode & S_IFMT) != S_IFREG { throw Errno(EINVAL) }
-                let f = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+                let f = openat(dirfd, name.c, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
                 if f < 0 { throw Errno.current }
                 defer { close(f) }
                 if ftruncate(f, size) != 0 { throw Errno.current }
@@ -206,7 +206,7 @@ extension OverlayFS {
             var times = (c.atime ?? omit, c.mtime ?? omit)
             let r = withUnsafePointer(to: &times) { p in
                 p.withMemoryRebound(to: timespec.self, capacity: 2) { t in
-                    fd >= 0 ? futimens(fd, t) : utimensat(dirfd, name, t, AT_SYMLINK_NOFOLLOW)
+                    fd >= 0 ? futimens(fd, t) : utimensat(dirfd, name.c, t, AT_SYMLINK_NOFOLLOW)
                 }
             }
             if r != 0 { throw Errno.current }
@@ -272,14 +272,14 @@ extension OverlayFS {
         // Only regular files are opened (the kernel opens FIFOs itself and never sends a
         // device node's open on a nodev mount): opening anything else would reach the host.
         var st = stat()
-        if fstatat(dir.fd, n.name, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+        if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
         switch st.st_mode & S_IFMT {
         case S_IFREG: break
         case S_IFDIR: throw Errno(EISDIR)
         case S_IFLNK: throw Errno(ELOOP)
         default: throw Errno(EACCES)
         }
-        let fd = openat(dir.fd, n.name, flags | O_NOFOLLOW)
+        let fd = openat(dir.fd, n.name.c, flags | O_NOFOLLOW)
         if fd < 0 { throw Errno.current }
         let h = Handle()
         h.fd = fd
@@ -297,7 +297,7 @@ extension OverlayFS {
                 let dir = try openUpperDir(n.parent)
                 defer { dir.close() }
                 var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-                let count = readlinkat(dir.fd, n.name, &buffer, buffer.count - 1)
+                let count = readlinkat(dir.fd, n.name.c, &buffer, buffer.count - 1)
                 if count < 0 { throw Errno.current }
                 buffer[count] = 0
                 return buffer
@@ -305,7 +305,7 @@ extension OverlayFS {
             guard n.lower >= 0 else { throw Errno(ENOENT) }
             let inode = view.inode(of: n.lower)
             guard inode.type == .symlink else { throw Errno(EINVAL) }
-            return Array(inode.linkName.utf8CString)
+            return inode.linkName.c
         }
     }
 
@@ -314,7 +314,7 @@ extension OverlayFS {
     /// Runs one xattr call on node id's upper object itself, never following it: the root
     /// through its fd (`.fd`), anything else by its /proc/self/fd/DIR/NAME path with the
     /// l*xattr calls (`.path`), which do not follow the last component.
-    enum XattrTarget { case fd(Int32), path(String) }
+    enum XattrTarget { case fd(Int32), path(ByteString) }
 
     private func xattrTarget(_ id: UInt64, _ body: (XattrTarget) -> Int) throws(Errno) -> Int {
         let r: Int
@@ -325,26 +325,26 @@ extension OverlayFS {
             guard n.parent != 0 else { throw Errno(ENOENT) }
             let dir = try openUpperDir(n.parent)
             defer { dir.close() }
-            r = body(.path("/proc/self/fd/\(dir.fd)/\(n.name)"))
+            r = body(.path(ByteString("/proc/self/fd/\(dir.fd)/") + n.name))
         }
         if r < 0 { throw Errno.current }
         return r
     }
 
     /// Fills `buffer` (nil: size query) with the value; returns its size.
-    func getxattr(_ id: UInt64, _ key: String, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+    func getxattr(_ id: UInt64, _ key: ByteString, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper {
                 return try xattrTarget(id) { t in
                     switch t {
-                    case .fd(let fd): return fgetxattr(fd, key, buffer?.baseAddress, buffer?.count ?? 0)
-                    case .path(let path): return lgetxattr(path, key, buffer?.baseAddress, buffer?.count ?? 0)
+                    case .fd(let fd): return fgetxattr(fd, key.c, buffer?.baseAddress, buffer?.count ?? 0)
+                    case .path(let path): return lgetxattr(path.c, key.c, buffer?.baseAddress, buffer?.count ?? 0)
                     }
                 }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
-            guard let x = view.inode(of: n.lower).xattrs.first(where: { $0.name == key }) else { throw Errno(ENODATA) }
+            guard let x = view.inode(of: n.lower).xattrs.first(where: { ByteString($0.name) == key }) else { throw Errno(ENODATA) }
             guard let buffer else { return x.value.count }
             if buffer.count < x.value.count { throw Errno(ERANGE) }
             x.value.withUnsafeBytes { buffer.copyMemory(from: $0) }
@@ -360,7 +360,7 @@ extension OverlayFS {
                 return try xattrTarget(id) { t in
                     switch t {
                     case .fd(let fd): return flistxattr(fd, list, buffer?.count ?? 0)
-                    case .path(let path): return llistxattr(path, list, buffer?.count ?? 0)
+                    case .path(let path): return llistxattr(path.c, list, buffer?.count ?? 0)
                     }
                 }
             }
@@ -377,32 +377,32 @@ extension OverlayFS {
         }
     }
 
-    func setxattr(_ id: UInt64, _ key: String, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
+    func setxattr(_ id: UInt64, _ key: ByteString, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
         try exclusive { () throws(Errno) in
             try ensureUpper(id)
             _ = try xattrTarget(id) { t in
                 switch t {
-                case .fd(let fd): return Int(fsetxattr(fd, key, value.baseAddress, value.count, flags))
-                case .path(let path): return Int(lsetxattr(path, key, value.baseAddress, value.count, flags))
+                case .fd(let fd): return Int(fsetxattr(fd, key.c, value.baseAddress, value.count, flags))
+                case .path(let path): return Int(lsetxattr(path.c, key.c, value.baseAddress, value.count, flags))
                 }
             }
         }
     }
 
-    func removexattr(_ id: UInt64, _ key: String) throws(Errno) {
+    func removexattr(_ id: UInt64, _ key: ByteString) throws(Errno) {
         try exclusive { () throws(Errno) in
             let n = try snapshot(id)
             if !n.upper {
                 // Nothing to copy up for an attribute the file does not have.
-                guard n.lower >= 0, view.inode(of: n.lower).xattrs.contains(where: { $0.name == key }) else {
+                guard n.lower >= 0, view.inode(of: n.lower).xattrs.contains(where: { ByteString($0.name) == key }) else {
                     throw Errno(ENODATA)
                 }
             }
             try ensureUpper(id)
             _ = try xattrTarget(id) { t in
                 switch t {
-                case .fd(let fd): return Int(fremovexattr(fd, key))
-                case .path(let path): return Int(lremovexattr(path, key))
+                case .fd(let fd): return Int(fremovexattr(fd, key.c))
+                case .path(let path): return Int(lremovexattr(path.c, key.c))
                 }
             }
         }

@@ -26,7 +26,7 @@ import Synchronization
 ///   directory handles are not used concurrently (the kernel holds the file's position lock).
 final class OverlayFS: @unchecked Sendable {
     static let rootId: UInt64 = 1
-    static let opaqueName = ".wh..wh..opq"
+    static let opaqueName: ByteString = ".wh..wh..opq"
     /// How long the kernel may keep entries (also negative ones) and attributes. Every change
     /// goes through this mount, so the kernel's caches only go stale for changes made behind
     /// its back (edits of the upper directory from outside, which are not supported) and for
@@ -54,14 +54,14 @@ final class OverlayFS: @unchecked Sendable {
     struct Node {
         /// 0 once detached (unlinked or replaced); the node then lives on until forgotten.
         var parent: UInt64
-        var name: String
+        var name: ByteString
         var lookups: UInt64
         /// The lower view node this path shows when there is no upper object, or, for an upper
         /// directory, the lower directory merged into it (-1: none, or opaque).
         var lower: Int32
         /// Whether an upper object exists at this path (kept up to date by every change).
         var upper: Bool
-        var children: [String: UInt64] = [:]
+        var children: [ByteString: UInt64] = [:]
     }
 
     struct UpperKey: Hashable { var dev: UInt64; var ino: UInt64 }
@@ -82,7 +82,7 @@ final class OverlayFS: @unchecked Sendable {
 
     struct Snapshot {
         var parent: UInt64
-        var name: String
+        var name: ByteString
         var lower: Int32
         var upper: Bool
     }
@@ -104,7 +104,7 @@ final class OverlayFS: @unchecked Sendable {
         pthread_rwlockattr_destroy(&attr)
 
         var st = stat()
-        let opaque = fstatat(fd, OverlayFS.opaqueName, &st, AT_SYMLINK_NOFOLLOW) == 0
+        let opaque = fstatat(fd, OverlayFS.opaqueName.c, &st, AT_SYMLINK_NOFOLLOW) == 0
         var s = State()
         s.nodes[OverlayFS.rootId] = Node(parent: 0, name: "", lookups: 1, lower: opaque ? -1 : MergedView.root, upper: true)
         upperDev = fstat(fd, &st) == 0 ? st.st_dev : 0
@@ -167,12 +167,12 @@ final class OverlayFS: @unchecked Sendable {
     }
 
     /// The live (attached) node at parent/name in the table, if any.
-    func existingChild(_ parent: UInt64, _ name: String) -> UInt64? {
+    func existingChild(_ parent: UInt64, _ name: ByteString) -> UInt64? {
         state.withLock { s in s.nodes[parent]?.children[name] }
     }
 
     /// Records a lookup of parent/name (creating the node, or refreshing its upper/lower state).
-    func install(parent: UInt64, name: String, upper: Bool, lower: Int32) -> UInt64 {
+    func install(parent: UInt64, name: ByteString, upper: Bool, lower: Int32) -> UInt64 {
         state.withLock { s in
             if let id = s.nodes[parent]?.children[name], s.nodes[id] != nil {
                 s.nodes[id]!.lookups += 1
@@ -229,7 +229,7 @@ final class OverlayFS: @unchecked Sendable {
     }
 
     /// Moves a node to newParent/newName (the target's node must have been detached).
-    func move(_ id: UInt64, to newParent: UInt64, _ newName: String) {
+    func move(_ id: UInt64, to newParent: UInt64, _ newName: ByteString) {
         state.withLock { s in
             guard let n = s.nodes[id] else { return }
             if n.parent != 0, s.nodes[n.parent]?.children[n.name] == id { s.nodes[n.parent]!.children[n.name] = nil }
@@ -276,9 +276,9 @@ final class OverlayFS: @unchecked Sendable {
         }
     }
 
-    func mapIno(dirfd: Int32, name: String, to ino: UInt64) {
+    func mapIno(dirfd: Int32, name: ByteString, to ino: UInt64) {
         var st = stat()
-        guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        guard fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
         let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
         state.withLock { s in s.inoMap[key] = ino }
     }
@@ -286,9 +286,9 @@ final class OverlayFS: @unchecked Sendable {
     // MARK: Upper paths
 
     /// The components of a node's path ("" for the root); ENOENT when it is detached.
-    func components(_ id: UInt64) throws(Errno) -> [String] {
-        let parts: [String]? = state.withLock { s in
-            var parts: [String] = []
+    func components(_ id: UInt64) throws(Errno) -> [ByteString] {
+        let parts: [ByteString]? = state.withLock { s in
+            var parts: [ByteString] = []
             var x = id
             while x != OverlayFS.rootId {
                 guard let n = s.nodes[x], n.parent != 0 else { return nil }
@@ -321,7 +321,7 @@ final class OverlayFS: @unchecked Sendable {
         var current = upperRoot
         for (i, part) in parts.enumerated() {
             let last = i == parts.count - 1
-            let fd = openat(current, part, (last ? flags : Sys.O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let fd = openat(current, part.c, (last ? flags : Sys.O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             let saved = errno
             if current != upperRoot { close(current) }
             if fd < 0 { throw Errno(saved == ELOOP ? ENOTDIR : saved) }
@@ -331,19 +331,19 @@ final class OverlayFS: @unchecked Sendable {
     }
 
     /// Opens a child directory of an open upper directory (no symlink following).
-    func openChildDir(_ dirfd: Int32, _ name: String, flags: Int32 = Sys.O_PATH) throws(Errno) -> Int32 {
-        let fd = openat(dirfd, name, flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    func openChildDir(_ dirfd: Int32, _ name: ByteString, flags: Int32 = Sys.O_PATH) throws(Errno) -> Int32 {
+        let fd = openat(dirfd, name.c, flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         if fd < 0 { throw errno == ELOOP ? Errno(ENOTDIR) : Errno.current }
         return fd
     }
 
-    func exists(_ dirfd: Int32, _ name: String) -> Bool {
+    func exists(_ dirfd: Int32, _ name: ByteString) -> Bool {
         var st = stat()
-        return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0
+        return fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0
     }
 
-    func isOpaque(_ dirfd: Int32, _ name: String) -> Bool {
-        let fd = openat(dirfd, name, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    func isOpaque(_ dirfd: Int32, _ name: ByteString) -> Bool {
+        let fd = openat(dirfd, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         return exists(fd, OverlayFS.opaqueName)
@@ -365,13 +365,13 @@ final class OverlayFS: @unchecked Sendable {
 
     /// The lower view node at parent/name regardless of whiteouts (nil if the parent is opaque
     /// or has no lower directory).
-    func lowerAt(_ parent: Snapshot, _ name: String) -> Int32? {
+    func lowerAt(_ parent: Snapshot, _ name: ByteString) -> Int32? {
         guard parent.lower >= 0 else { return nil }
         return view.child(parent.lower, named: name)
     }
 
     /// What the merged view has at parent/name, or nil.
-    func resolve(_ parentId: UInt64, _ parent: Snapshot, _ name: String) throws(Errno) -> Resolved? {
+    func resolve(_ parentId: UInt64, _ parent: Snapshot, _ name: ByteString) throws(Errno) -> Resolved? {
         if name.isWhiteoutName { return nil }
         if parent.upper {
             let dir = try openUpperDir(parentId)
@@ -385,10 +385,10 @@ final class OverlayFS: @unchecked Sendable {
     }
 
     /// resolve, given the parent's upper directory.
-    func resolve(in dirfd: Int32, _ parent: Snapshot, _ name: String) throws(Errno) -> Resolved? {
+    func resolve(in dirfd: Int32, _ parent: Snapshot, _ name: ByteString) throws(Errno) -> Resolved? {
         if name.isWhiteoutName { return nil }
         var st = stat()
-        if fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+        if fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
             var lower: Int32 = -1
             if isDir, let l = lowerAt(parent, name), viewIsDirectory(l), !isOpaque(dirfd, name) { lower = l }
@@ -396,7 +396,7 @@ final class OverlayFS: @unchecked Sendable {
         }
         guard errno == ENOENT else { throw Errno.current }
         guard let l = lowerAt(parent, name) else { return nil }
-        if exists(dirfd, ".wh." + name) { return nil }
+        if exists(dirfd, name.whiteout) { return nil }
         return Resolved(upper: false, upperStat: stat(), lower: l, isDirectory: viewIsDirectory(l))
     }
 
@@ -424,7 +424,7 @@ final class OverlayFS: @unchecked Sendable {
         st.st_nlink = numericCast(max(a.linkCount, 1))
         st.st_uid = uid_t(truncatingIfNeeded: a.uid)
         st.st_gid = gid_t(truncatingIfNeeded: a.gid)
-        st.st_size = a.type == .symlink ? numericCast(view.inode(number: number).linkName.utf8.count) : numericCast(a.size)
+        st.st_size = a.type == .symlink ? numericCast(view.inode(number: number).linkName.count) : numericCast(a.size)
         st.st_blksize = 4096
         st.st_blocks = numericCast((a.size + 511) / 512)
         if a.type == .characterDevice || a.type == .blockDevice {
@@ -464,7 +464,7 @@ final class OverlayFS: @unchecked Sendable {
                 guard n.parent != 0 else { throw Errno(ENOENT) }
                 let dir = try openUpperDir(n.parent)
                 defer { dir.close() }
-                if fstatat(dir.fd, n.name, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+                if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
             }
             return presentUpper(st, mergedDir: (st.st_mode & S_IFMT) == S_IFDIR && n.lower >= 0)
         }
@@ -474,7 +474,7 @@ final class OverlayFS: @unchecked Sendable {
 
     // MARK: Lookup
 
-    func lookup(_ parentId: UInt64, _ name: String) throws(Errno) -> (UInt64, stat) {
+    func lookup(_ parentId: UInt64, _ name: ByteString) throws(Errno) -> (UInt64, stat) {
         try shared { () throws(Errno) -> (UInt64, stat) in
             let parent = try snapshot(parentId)
             guard let r = try resolve(parentId, parent, name) else { throw Errno(ENOENT) }
@@ -486,24 +486,27 @@ final class OverlayFS: @unchecked Sendable {
     // MARK: Directory listing
 
     struct DirEntry {
-        var name: String
+        var name: ByteString
         var ino: UInt64
         var type: UInt8
     }
 
     static func direntType(_ mode: mode_t) -> UInt8 { UInt8((mode & S_IFMT) >> 12) }
 
-    /// Calls `body` with the name, d_ino and d_type of each entry of an upper directory
-    /// (without "." and ".."; names that are not UTF-8 are skipped).
-    func forEachEntry(of directory: Int32, _ body: (String, ino_t, UInt8) -> Void) throws(Errno) {
+    /// Calls `body` with the name (bytes), d_ino and d_type of each entry of an upper
+    /// directory, without "." and "..".
+    func forEachEntry(of directory: Int32, _ body: (ByteString, ino_t, UInt8) -> Void) throws(Errno) {
         let fd = openat(directory, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 { throw Errno.current }
         guard let dir = fdopendir(fd) else { close(fd); throw Errno.current }
         defer { closedir(dir) }
-        while let e = readdir(dir) {
-            guard let name = withUnsafeBytes(of: e.pointee.d_name, { raw in
-                String(validatingCString: raw.bindMemory(to: CChar.self).baseAddress!)
-            }) else { continue }
+        while true {
+            errno = 0
+            guard let e = readdir(dir) else {
+                if errno != 0 { throw Errno.current }
+                return
+            }
+            let name = ByteString(dirent: e.pointee.d_name)
             if name == "." || name == ".." { continue }
             body(name, e.pointee.d_ino, e.pointee.d_type)
         }
@@ -513,12 +516,12 @@ final class OverlayFS: @unchecked Sendable {
     /// consume; nil if none) and lower directory `lower` (-1: none).
     func mergedEntries(upper: Int32?, lower: Int32) throws(Errno) -> [DirEntry] {
         var entries: [DirEntry] = []
-        var upperNames = Set<String>()
-        var whiteouts = Set<String>()
+        var upperNames = Set<ByteString>()
+        var whiteouts = Set<ByteString>()
         if let upper {
             try forEachEntry(of: upper) { name, ino, type in
                 if name.isWhiteoutName {
-                    if lower >= 0 { whiteouts.insert(String(name.utf8.dropFirst(4))!) }
+                    if lower >= 0 { whiteouts.insert(name.dropFirst(4)) }
                     return
                 }
                 upperNames.insert(name)
@@ -557,22 +560,22 @@ final class OverlayFS: @unchecked Sendable {
     // MARK: Copy-up (exclusive lock held by the caller)
 
     /// Sets an xattr on dirfd/name (not following it), or on the directory dirfd itself.
-    func setXattr(dirfd: Int32, name: String?, _ key: String, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
+    func setXattr(dirfd: Int32, name: ByteString?, _ key: String, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
         guard let name else { return fsetxattr(dirfd, key, value.baseAddress, value.count, flags) }
-        return lsetxattr("/proc/self/fd/\(dirfd)/\(name)", key, value.baseAddress, value.count, flags)
+        return lsetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, value.baseAddress, value.count, flags)
     }
 
     /// Sets owner, mode, xattrs and times of an upper object (dirfd/name, or dirfd itself) from
     /// a lower node. Mode after chown, so chown's clearing of setuid bits does not stick.
-    func applyLowerMetadata(dirfd: Int32, name: String?, lower: Int32) throws(Errno) {
+    func applyLowerMetadata(dirfd: Int32, name: ByteString?, lower: Int32) throws(Errno) {
         let inode = view.inode(of: lower)
-        let target = name ?? ""
+        let target = name ?? ByteString()
         let flags = name == nil ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
-        if fchownat(dirfd, target, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), flags) != 0 {
+        if fchownat(dirfd, target.c, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), flags) != 0 {
             throw Errno.current
         }
         if inode.type != .symlink {
-            let r = name == nil ? fchmod(dirfd, mode_t(inode.mode & 0o7777)) : Files.chmodNoFollow(dirfd, target, mode_t(inode.mode & 0o7777))
+            let r = name == nil ? fchmod(dirfd, mode_t(inode.mode & 0o7777)) : Files.chmodNoFollow(dirfd, target.c, mode_t(inode.mode & 0o7777))
             if r != 0 { throw Errno.current }
         }
         for x in inode.xattrs {
@@ -582,30 +585,30 @@ final class OverlayFS: @unchecked Sendable {
         let ts = timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))
         var times = (ts, ts)
         let r = withUnsafePointer(to: &times) { p in
-            p.withMemoryRebound(to: timespec.self, capacity: 2) { utimensat(dirfd, target, $0, flags) }
+            p.withMemoryRebound(to: timespec.self, capacity: 2) { utimensat(dirfd, target.c, $0, flags) }
         }
         if r != 0 { throw Errno.current }
     }
 
-    static func temporaryName() -> String {
-        ".wh..wh..umoci-copyup." + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+    static func temporaryName() -> ByteString {
+        ByteString(".wh..wh..umoci-copyup." + String(UInt64.random(in: 0...UInt64.max), radix: 16))
     }
 
     /// Copies lower node `lower` to dirfd/name in the upper directory (a directory as an empty
     /// directory; other files whole, through a temporary name renamed into place). The copy
     /// keeps the st_ino the lower object had.
-    func copyUpObject(dirfd: Int32, name: String, lower: Int32, data: Bool = true) throws(Errno) {
+    func copyUpObject(dirfd: Int32, name: ByteString, lower: Int32, data: Bool = true) throws(Errno) {
         let number = view.inodeNumber(of: lower)
         let a = view.attributes(ofInode: number)
         if a.type == .directory {
-            if mkdirat(dirfd, name, 0o700) != 0 {
+            if mkdirat(dirfd, name.c, 0o700) != 0 {
                 if errno == EEXIST { return }
                 throw Errno.current
             }
             do throws(Errno) {
                 try applyLowerMetadata(dirfd: dirfd, name: name, lower: lower)
             } catch {
-                unlinkat(dirfd, name, AT_REMOVEDIR)
+                unlinkat(dirfd, name.c, AT_REMOVEDIR)
                 throw error
             }
             mapIno(dirfd: dirfd, name: name, to: lowerIno(number))
@@ -615,7 +618,7 @@ final class OverlayFS: @unchecked Sendable {
         do throws(Errno) {
             switch a.type {
             case .regular, .hardlink:
-                let fd = openat(dirfd, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                let fd = openat(dirfd, temp.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                 if fd < 0 { throw Errno.current }
                 defer { close(fd) }
                 if data {
@@ -635,18 +638,18 @@ final class OverlayFS: @unchecked Sendable {
                     }
                 }
             case .symlink:
-                if symlinkat(view.inode(number: number).linkName, dirfd, temp) != 0 { throw Errno.current }
+                if symlinkat(view.inode(number: number).linkName.c, dirfd, temp.c) != 0 { throw Errno.current }
             case .characterDevice, .blockDevice, .fifo:
-                if mknodat(dirfd, temp, OverlayFS.typeBits(a.type) | 0o600, numericCast(umoci_makedev(a.devMajor, a.devMinor))) != 0 {
+                if mknodat(dirfd, temp.c, OverlayFS.typeBits(a.type) | 0o600, numericCast(umoci_makedev(a.devMajor, a.devMinor))) != 0 {
                     throw Errno.current
                 }
             case .directory:
                 break
             }
             try applyLowerMetadata(dirfd: dirfd, name: temp, lower: lower)
-            if renameat(dirfd, temp, dirfd, name) != 0 { throw Errno.current }
+            if renameat(dirfd, temp.c, dirfd, name.c) != 0 { throw Errno.current }
         } catch {
-            unlinkat(dirfd, temp, 0)
+            unlinkat(dirfd, temp.c, 0)
             throw error
         }
         mapIno(dirfd: dirfd, name: name, to: lowerIno(number))
@@ -667,12 +670,12 @@ final class OverlayFS: @unchecked Sendable {
     /// Copies everything the merged directory dirfd (lower directory `lower`) shows into the
     /// upper directory, recursively, and drops whiteouts in it (the caller makes it opaque).
     func copyUpTree(dirfd: Int32, lower: Int32) throws(Errno) {
-        var upperNames = Set<String>()
-        var whiteouts: [String] = []
+        var upperNames = Set<ByteString>()
+        var whiteouts: [ByteString] = []
         try forEachEntry(of: dirfd) { name, _, _ in
             if name.isWhiteoutName { whiteouts.append(name) } else { upperNames.insert(name) }
         }
-        let hidden = Set(whiteouts.filter { $0 != OverlayFS.opaqueName }.map { String($0.utf8.dropFirst(4))! })
+        let hidden = Set(whiteouts.filter { $0 != OverlayFS.opaqueName }.map { $0.dropFirst(4) })
         let opaque = whiteouts.contains(OverlayFS.opaqueName)
         if lower >= 0 && !opaque {
             for c in view.children(of: lower) {
@@ -681,7 +684,7 @@ final class OverlayFS: @unchecked Sendable {
                 let lowerIsDir = viewIsDirectory(c)
                 if upperNames.contains(name) {
                     var st = stat()
-                    guard lowerIsDir, fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+                    guard lowerIsDir, fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
                 } else {
                     try copyUpObject(dirfd: dirfd, name: name, lower: c)
                     if !lowerIsDir { continue }
@@ -691,13 +694,15 @@ final class OverlayFS: @unchecked Sendable {
                 try copyUpTree(dirfd: sub, lower: c)
             }
         }
-        for w in whiteouts where w != OverlayFS.opaqueName { unlinkat(dirfd, w, 0) }
+        for w in whiteouts where w != OverlayFS.opaqueName {
+            if unlinkat(dirfd, w.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+        }
     }
 
     // MARK: Markers
 
-    func makeMarker(_ dirfd: Int32, _ name: String) throws(Errno) {
-        let fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
+    func makeMarker(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
+        let fd = openat(dirfd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
         if fd < 0 {
             if errno == EEXIST { return }
             throw Errno.current
@@ -706,23 +711,23 @@ final class OverlayFS: @unchecked Sendable {
         if fchown(fd, 0, 0) != 0 || fchmod(fd, 0) != 0 { throw Errno.current }
     }
 
-    func makeOpaque(_ dirfd: Int32, _ name: String) throws(Errno) {
+    func makeOpaque(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
         let fd = try openChildDir(dirfd, name)
         defer { close(fd) }
         try makeMarker(fd, OverlayFS.opaqueName)
     }
 
     /// Removes every `.wh.*` file in an upper directory (before removing or replacing it).
-    func removeWhiteouts(_ parentfd: Int32, _ name: String) throws(Errno) {
+    func removeWhiteouts(_ parentfd: Int32, _ name: ByteString) throws(Errno) {
         let fd = try openChildDir(parentfd, name, flags: O_RDONLY)
         guard let dir = fdopendir(fd) else { close(fd); throw Errno.current }
         defer { closedir(dir) }
-        var names: [String] = []
+        var names: [ByteString] = []
         while let e = readdir(dir) {
-            let n = withUnsafeBytes(of: e.pointee.d_name) { raw in String(cString: raw.bindMemory(to: CChar.self).baseAddress!) }
+            let n = ByteString(dirent: e.pointee.d_name)
             if n.isWhiteoutName { names.append(n) }
         }
-        for n in names { unlinkat(dirfd(dir), n, 0) }
+        for n in names where unlinkat(dirfd(dir), n.c, 0) != 0 && errno != ENOENT { throw Errno.current }
     }
 
     // MARK: Creation
@@ -731,7 +736,7 @@ final class OverlayFS: @unchecked Sendable {
         case file(flags: Int32)
         case directory
         case node(type: mode_t, rdev: dev_t)
-        case symlink(String)
+        case symlink(ByteString)
     }
 
     struct Created {
@@ -741,7 +746,7 @@ final class OverlayFS: @unchecked Sendable {
     }
 
     /// Creates parent/name as `kind`, owned by the caller (gid and S_ISGID from a setgid parent).
-    func create(_ parentId: UInt64, _ name: String, _ kind: Kind, mode: mode_t, uid: uid_t, gid: gid_t) throws(Errno) -> Created {
+    func create(_ parentId: UInt64, _ name: ByteString, _ kind: Kind, mode: mode_t, uid: uid_t, gid: gid_t) throws(Errno) -> Created {
         if name.isWhiteoutName { throw Errno(EINVAL) }
         return try exclusive { () throws(Errno) -> Created in
             let parent = try snapshot(parentId)
@@ -757,33 +762,33 @@ final class OverlayFS: @unchecked Sendable {
                 gid = pst.st_gid
                 if case .directory = kind { mode |= S_ISGID }
             }
-            if unlinkat(dir.fd, ".wh." + name, 0) != 0 && errno != ENOENT { throw Errno.current }
+            if unlinkat(dir.fd, name.whiteout.c, 0) != 0 && errno != ENOENT { throw Errno.current }
             var fd: Int32 = -1
             switch kind {
             case .file(let flags):
                 let access = flags & O_ACCMODE
-                fd = openat(dir.fd, name, access | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                fd = openat(dir.fd, name.c, access | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                 if fd < 0 { throw Errno.current }
             case .directory:
-                if mkdirat(dir.fd, name, 0o700) != 0 { throw Errno.current }
+                if mkdirat(dir.fd, name.c, 0o700) != 0 { throw Errno.current }
             case .node(let type, let rdev):
-                if mknodat(dir.fd, name, type | 0o600, rdev) != 0 { throw Errno.current }
+                if mknodat(dir.fd, name.c, type | 0o600, rdev) != 0 { throw Errno.current }
             case .symlink(let target):
-                if symlinkat(target, dir.fd, name) != 0 { throw Errno.current }
+                if symlinkat(target.c, dir.fd, name.c) != 0 { throw Errno.current }
             }
             do throws(Errno) {
-                if fchownat(dir.fd, name, uid, gid, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
-                if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name, mode) != 0 { throw Errno.current }
+                if fchownat(dir.fd, name.c, uid, gid, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+                if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name.c, mode) != 0 { throw Errno.current }
                 if case .directory = kind, let l = lowerAt(parent, name), viewIsDirectory(l) {
                     try makeOpaque(dir.fd, name)
                 }
             } catch {
                 if fd >= 0 { close(fd) }
-                unlinkat(dir.fd, name, { if case .directory = kind { return AT_REMOVEDIR } else { return 0 } }())
+                unlinkat(dir.fd, name.c, { if case .directory = kind { return AT_REMOVEDIR } else { return 0 } }())
                 throw error
             }
             var st = stat()
-            if fstatat(dir.fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 {
+            if fstatat(dir.fd, name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 {
                 if fd >= 0 { close(fd) }
                 throw Errno.current
             }

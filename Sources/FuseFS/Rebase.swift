@@ -56,7 +56,7 @@ extension OverlayFS {
             var restamped = plan.remaining
             var latest: UpperBaseline.FileTime?
             for path in moves.keys where plan.remaining.stamps[path] != nil {
-                let fd = Files.openDirectory(beneath: upperRoot, path.split(separator: "/"))
+                let fd = Files.openDirectory(beneath: upperRoot, path.split())
                 guard fd >= 0 else { continue }
                 var st = stat()
                 if fstat(fd, &st) == 0 {
@@ -106,16 +106,16 @@ extension OverlayFS {
                 var ino: UInt64 = 0
                 var subUpper: Int32 = -1
                 var subLower: Int32 = -1
-                if upper >= 0 && fstatat(upper, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+                if upper >= 0 && fstatat(upper, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
                     ino = reportedIno(st)
                     if isDirectory && (st.st_mode & S_IFMT) == S_IFDIR {
-                        subUpper = openat(upper, name, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                        subUpper = openat(upper, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                         if subUpper >= 0, oldLower >= 0, !exists(subUpper, OverlayFS.opaqueName),
                            let l = view.child(oldLower, named: name), viewIsDirectory(l) {
                             subLower = l
                         }
                     }
-                } else if upper >= 0 && exists(upper, ".wh." + name) {
+                } else if upper >= 0 && exists(upper, name.whiteout) {
                     // Hidden until now: nothing to carry over.
                 } else if oldLower >= 0, let l = view.child(oldLower, named: name) {
                     ino = lowerIno(view.inodeNumber(of: l))
@@ -139,10 +139,10 @@ extension OverlayFS {
             var st = stat()
             guard fstat(fd, &st) == 0 else { return }
             present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
-            guard let names = try? Files.list(fd: fd, path: "") else { return }
-            for name in names where fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+            guard let names = try? Files.names(fd: fd, path: "the upper directory") else { return }
+            for name in names where fstatat(fd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
                 if (st.st_mode & S_IFMT) == S_IFDIR {
-                    let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    let sub = openat(fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                     if sub >= 0 { walk(sub); close(sub) }
                 } else {
                     present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
@@ -171,39 +171,39 @@ extension OverlayFS {
         var kept = 0
 
         /// The entries to move out of the upper directory, by the path of their parent.
-        mutating func run(root: Int32) throws(StoreError) -> [String: [String]] {
+        mutating func run(root: Int32) throws(StoreError) -> [ByteString: [ByteString]] {
             try sweep(directory: root, path: "", frozen: false).moves
         }
 
-        private func join(_ path: String, _ name: String) -> String { path.isEmpty ? name : path + "/" + name }
+        private func join(_ path: ByteString, _ name: ByteString) -> ByteString { path.isEmpty ? name : path + "/" + name }
 
-        private func unchanged(_ path: String, _ st: stat, frozen: Bool) -> Bool {
+        private func unchanged(_ path: ByteString, _ st: stat, frozen: Bool) -> Bool {
             !frozen && packed.unchanged(path, st)
         }
 
         /// The moves below `directory` (path relative to the upper root), and whether anything
         /// in it has to stay.
-        private mutating func sweep(directory fd: Int32, path: String, frozen: Bool) throws(StoreError) -> (mustStay: Bool, moves: [String: [String]]) {
-            let names = try Files.list(fd: fd, path: path.isEmpty ? "the upper directory" : path)
+        private mutating func sweep(directory fd: Int32, path: ByteString, frozen: Bool) throws(StoreError) -> (mustStay: Bool, moves: [ByteString: [ByteString]]) {
+            let names = try Files.names(fd: fd, path: path.isEmpty ? "the upper directory" : path.description)
             var st = stat()
             // Below a directory made opaque since it was packed, the new view's contents are
             // hidden: everything there stays.
             var frozen = frozen
-            if names.contains(OverlayFS.opaqueName), fstatat(fd, OverlayFS.opaqueName, &st, AT_SYMLINK_NOFOLLOW) == 0,
+            if names.contains(OverlayFS.opaqueName), fstatat(fd, OverlayFS.opaqueName.c, &st, AT_SYMLINK_NOFOLLOW) == 0,
                !unchanged(join(path, OverlayFS.opaqueName), st, frozen: false) {
                 frozen = true
             }
             var mustStay = false
-            var moves: [String: [String]] = [:]
-            var leaving: [String] = []
+            var moves: [ByteString: [ByteString]] = [:]
+            var leaving: [ByteString] = []
             for name in names {
-                guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                guard fstatat(fd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
                 let child = join(path, name)
                 let same = unchanged(child, st, frozen: frozen)
                 var stays: Bool
                 if (st.st_mode & S_IFMT) == S_IFDIR {
-                    let sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                    guard sub >= 0 else { throw StoreError.system("open", child) }
+                    let sub = openat(fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    guard sub >= 0 else { throw StoreError.system("open", child.description) }
                     defer { close(sub) }
                     let inner = try sweep(directory: sub, path: child, frozen: frozen)
                     stays = !same || inner.mustStay
@@ -228,9 +228,9 @@ extension OverlayFS {
 
     /// Renames the planned entries into `trash`, keeping the times of the directories they
     /// leave; stops at the first failure.
-    private func moveAside(_ moves: [String: [String]], trash: Int32, _ report: inout RebaseReport) {
+    private func moveAside(_ moves: [ByteString: [ByteString]], trash: Int32, _ report: inout RebaseReport) {
         for (path, names) in moves {
-            let dir = Files.openDirectory(beneath: upperRoot, path.split(separator: "/"))
+            let dir = Files.openDirectory(beneath: upperRoot, path.split())
             guard dir >= 0 else {
                 report.moveFailure = "cannot open \(path) in the upper directory: \(String(cString: strerror(errno)))"
                 return
@@ -240,7 +240,7 @@ extension OverlayFS {
             guard fstat(dir, &before) == 0 else { return }
             defer { restoreTimes(dir, before) }
             for name in names {
-                if renameat(dir, name, trash, "\(report.moved)") != 0 {
+                if renameat(dir, name.c, trash, "\(report.moved)") != 0 {
                     let path = path.isEmpty ? name : path + "/" + name
                     report.moveFailure = "cannot move \(path) out of the upper directory: \(String(cString: strerror(errno)))"
                     return
@@ -279,8 +279,8 @@ extension OverlayFS {
     /// in the upper directory; a node whose path is gone is detached. Detached nodes lose
     /// their lower object (its number meant the old view).
     private func resolveNodesAgain() {
-        let order: [(id: UInt64, parent: UInt64, name: String)] = state.withLock { s in
-            var out: [(UInt64, UInt64, String)] = []
+        let order: [(id: UInt64, parent: UInt64, name: ByteString)] = state.withLock { s in
+            var out: [(UInt64, UInt64, ByteString)] = []
             var queue = [OverlayFS.rootId]
             var i = 0
             while i < queue.count {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import LayerStore
 
 // Linux interfaces that Glibc's Swift module leaves out (GNU extensions, variadic `syscall`),
 // reached by constant or through dlsym. The C functions looked up here are plain functions
@@ -46,11 +47,12 @@ enum Sys {
     private struct OpenHow { var flags: UInt64; var mode: UInt64; var resolve: UInt64 }
 
     /// openat2(2) with `resolve`; -1 with errno ENOSYS where the kernel or libc lacks it.
-    static func openat2(_ dirfd: Int32, _ path: String, flags: Int32, resolve: UInt64) -> Int32 {
+    static func openat2(_ dirfd: Int32, _ path: ByteString, flags: Int32, resolve: UInt64) -> Int32 {
         guard let call = syscallFunction else { errno = ENOSYS; return -1 }
         var how = OpenHow(flags: UInt64(UInt32(bitPattern: flags)), mode: 0, resolve: resolve)
-        return path.withCString { p in
-            withUnsafeMutablePointer(to: &how) { h in
+        return path.c.withUnsafeBufferPointer { buffer in
+            let p = buffer.baseAddress!
+            return withUnsafeMutablePointer(to: &how) { h in
                 while true {
                     let r = call(SYS_openat2, Int(dirfd), Int(bitPattern: UnsafeRawPointer(p)), Int(bitPattern: UnsafeRawPointer(h)),
                                  MemoryLayout<OpenHow>.size, 0)
@@ -66,9 +68,9 @@ enum Sys {
         return f(fd, mode, offset, length)
     }
 
-    static func renameat2(_ olddir: Int32, _ old: String, _ newdir: Int32, _ new: String, _ flags: UInt32) -> Int32 {
+    static func renameat2(_ olddir: Int32, _ old: ByteString, _ newdir: Int32, _ new: ByteString, _ flags: UInt32) -> Int32 {
         guard let f = renameat2Function else { errno = ENOSYS; return -1 }
-        return f(olddir, old, newdir, new, flags)
+        return f(olddir, old.c, newdir, new.c, flags)
     }
 }
 
@@ -104,6 +106,11 @@ struct DirFD {
     func close() { if owned { _ = Glibc.close(fd) } }
 }
 
-extension String {
-    @inline(__always) var isWhiteoutName: Bool { utf8.starts(with: ".wh.".utf8) }
+extension ByteString {
+    static let whiteoutPrefix: ByteString = ".wh."
+    /// A name the upper directory uses for its markers: never shown, never created through
+    /// the mount.
+    @inline(__always) var isWhiteoutName: Bool { hasPrefix(ByteString.whiteoutPrefix) }
+    /// The `.wh.` marker that hides this name.
+    var whiteout: ByteString { ByteString.whiteoutPrefix + self }
 }

@@ -57,7 +57,7 @@ do {
     case "read":
         guard args.count >= 6, let n = Int(args[5]) else { fail("usage: umoci-bench read LAYOUT:TAG CACHE PATH N") }
         let view = try MergedView.open(layout: layout, image: image, cache: cache, options: .init(regionCacheBytes: 0))
-        guard let node = view.lookup(args[4]) else { fail("\(args[4]) not found in the image") }
+        guard let node = view.lookup(ByteString(args[4])) else { fail("\(args[4]) not found in the image") }
         let inode = view.inodeNumber(of: node)
         let size = view.attributes(ofInode: inode).size
         var buffer = [UInt8](repeating: 0, count: 4096)

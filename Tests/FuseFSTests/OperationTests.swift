@@ -35,7 +35,7 @@ struct OperationTests {
         /// A symlink at the mount's root pointing at the host file (absolute), as a container
         /// could make one.
         func hostLink(_ name: String) throws -> UInt64 {
-            try fs.create(OverlayFS.rootId, name, .symlink(hostFile), mode: 0o777, uid: 0, gid: 0).id
+            try fs.create(OverlayFS.rootId, ByteString(name), .symlink(ByteString(hostFile)), mode: 0o777, uid: 0, gid: 0).id
         }
 
         var hostStat: stat { lstatOrNil(hostFile) ?? stat() }

@@ -157,7 +157,7 @@ private func isRoot() -> Bool { getuid() == 0 }
     @Test(arguments: [1, 7, 100, 511, 512, 513, 1000, 4096, 1 << 20])
     func chunkingDoesNotMatter(chunk: Int) throws {
         var items = Self.everyType()
-        var long = TarEntry(name: String(repeating: "x/", count: 100) + "file", type: .regular, uid: 3_000_000, size: 3)
+        var long = TarEntry(name: ByteString(String(repeating: "x/", count: 100) + "file"), type: .regular, uid: 3_000_000, size: 3)
         long.xattrs = [TarXattr(name: "user.a", value: [1, 2, 3])]
         items.append((long, [7, 8, 9]))
         let archive = try makeArchive(items)
@@ -172,7 +172,7 @@ private func isRoot() -> Bool { getuid() == 0 }
     @Test func nameOf150BytesSplitsIntoPrefixWithoutPAX() throws {
         let name = String(repeating: "d", count: 60) + "/" + String(repeating: "e", count: 60) + "/" + String(repeating: "f", count: 28)
         #expect(name.utf8.count == 150)
-        let entry = TarEntry(name: name, type: .regular, size: 0)
+        let entry = TarEntry(name: ByteString(name), type: .regular, size: 0)
         let header = try TarWriter.header(for: entry)
         #expect(header.count == 512)
         #expect(header[345 ..< 345 + 121] == ArraySlice((String(repeating: "d", count: 60) + "/" + String(repeating: "e", count: 60)).utf8))
@@ -184,13 +184,13 @@ private func isRoot() -> Bool { getuid() == 0 }
         #expect(name300.utf8.count > 255)
         let unsplittable = String(repeating: "n", count: 120)
         var link = TarEntry(name: "short", type: .symlink)
-        link.linkName = String(repeating: "t", count: 150)
-        var hard = TarEntry(name: unsplittable, type: .hardlink)
-        hard.linkName = name300
-        let dirWithSlash = TarEntry(name: String(repeating: "q", count: 101) + "/", type: .directory, mode: 0o755)
+        link.linkName = ByteString(String(repeating: "t", count: 150))
+        var hard = TarEntry(name: ByteString(unsplittable), type: .hardlink)
+        hard.linkName = ByteString(name300)
+        let dirWithSlash = TarEntry(name: ByteString(String(repeating: "q", count: 101) + "/"), type: .directory, mode: 0o755)
         let items: [(TarEntry, [UInt8])] = [
-            (TarEntry(name: name300, type: .regular, size: 5), [1, 2, 3, 4, 5]),
-            (TarEntry(name: unsplittable, type: .regular), []),
+            (TarEntry(name: ByteString(name300), type: .regular, size: 5), [1, 2, 3, 4, 5]),
+            (TarEntry(name: ByteString(unsplittable), type: .regular), []),
             (link, []), (hard, []), (dirWithSlash, []),
         ]
         for (entry, _) in items {
@@ -336,7 +336,7 @@ private func isRoot() -> Bool { getuid() == 0 }
     }
 
     @Test func headerIsDeterministicAndChecksumValid() throws {
-        var entry = TarEntry(name: String(repeating: "p", count: 200), type: .regular, uid: 5_000_000, size: 1)
+        var entry = TarEntry(name: ByteString(String(repeating: "p", count: 200)), type: .regular, uid: 5_000_000, size: 1)
         entry.xattrs = [TarXattr(name: "user.b", value: [2]), TarXattr(name: "user.a", value: [1])]
         let one = try TarWriter.header(for: entry)
         let two = try TarWriter.header(for: entry)
@@ -393,7 +393,7 @@ private func isRoot() -> Bool { getuid() == 0 }
                                        (TarEntry(name: "b", type: .regular), [])])
         #expect(scanError(Array(archive[0 ..< 1024 + 300]))?.offset == 1024)
         // Inside a PAX body.
-        var long = TarEntry(name: String(repeating: "l", count: 300), type: .regular)
+        var long = TarEntry(name: ByteString(String(repeating: "l", count: 300)), type: .regular)
         long.uid = 1
         let pax = try makeArchive([(long, [])])
         #expect(scanError(Array(pax[0 ..< 600]))?.offset == 0)
@@ -726,11 +726,11 @@ private func isRoot() -> Bool { getuid() == 0 }
         let archive = try readFile(archivePath)
 
         let scanned = try scanChunked(archive, chunk: 10_000)
-        #expect(Set(scanned.map(\.entry.name)) == Set(expected.keys))
+        #expect(Set(scanned.map(\.entry.name.description)) == Set(expected.keys))
         for s in scanned {
             let e = s.entry
-            guard let want = expected[e.name] else { continue }
-            let got = Expected(type: e.type, mode: e.mode, size: e.size, linkName: e.linkName, devMajor: e.devMajor,
+            guard let want = expected[e.name.description] else { continue }
+            let got = Expected(type: e.type, mode: e.mode, size: e.size, linkName: e.linkName.description, devMajor: e.devMajor,
                                devMinor: e.devMinor, uid: e.uid, xattrs: e.xattrs.sorted { $0.name < $1.name })
             var want2 = want
             if format != "posix" { want2.xattrs = [] }
@@ -739,7 +739,7 @@ private func isRoot() -> Bool { getuid() == 0 }
             #expect(e.mtimeNanoseconds == (format == "posix" ? 250_000_000 : 0), "\(e.name)")
             if e.type == .regular {
                 // The data is where the scanner says it is.
-                let onDisk = try readFile(root + "/" + e.name)
+                let onDisk = try readFile(root + "/" + e.name.description)
                 let start = Int(s.dataOffset)
                 #expect(Array(archive[start ..< start + Int(e.size)]) == onDisk, "\(e.name)")
             }
@@ -757,25 +757,25 @@ private func isRoot() -> Bool { getuid() == 0 }
         var items: [(TarEntry, [UInt8])] = []
         items.append((TarEntry(name: "top/", type: .directory, mode: 0o755, mtime: 1_600_000_000), []))
         let dir150 = String(repeating: "p", count: 70) + "/" + String(repeating: "q", count: 70) + "/"
-        items.append((TarEntry(name: "top/" + String(repeating: "p", count: 70) + "/", type: .directory, mode: 0o755), []))
-        items.append((TarEntry(name: "top/" + dir150, type: .directory, mode: 0o755), []))
+        items.append((TarEntry(name: ByteString("top/" + String(repeating: "p", count: 70) + "/"), type: .directory, mode: 0o755), []))
+        items.append((TarEntry(name: ByteString("top/" + dir150), type: .directory, mode: 0o755), []))
         var parent = "top/"
         for k in 0 ..< 3 {
             parent += String(repeating: Character(String(k)), count: 96) + "/"
-            items.append((TarEntry(name: parent, type: .directory, mode: 0o755), []))
+            items.append((TarEntry(name: ByteString(parent), type: .directory, mode: 0o755), []))
         }
         let content150 = pattern(1234)
-        items.append((TarEntry(name: "top/" + name150, type: .regular, mode: 0o640, size: 1234, mtime: 1_600_000_000), content150))
-        items.append((TarEntry(name: "top/" + name300, type: .regular, mode: 0o600, size: 5, mtime: 1_600_000_000),
+        items.append((TarEntry(name: ByteString("top/" + name150), type: .regular, mode: 0o640, size: 1234, mtime: 1_600_000_000), content150))
+        items.append((TarEntry(name: ByteString("top/" + name300), type: .regular, mode: 0o600, size: 5, mtime: 1_600_000_000),
                       Array("three".utf8)))
         var owned = TarEntry(name: "top/owned", type: .regular, mode: 0o644, uid: 3_000_000, gid: 3_000_001, size: 3)
         owned.xattrs = [TarXattr(name: "user.k", value: Array("v=1\n".utf8))]
         items.append((owned, [1, 2, 3]))
         var sym = TarEntry(name: "top/sym", type: .symlink, mode: 0o777)
-        sym.linkName = name150
+        sym.linkName = ByteString(name150)
         items.append((sym, []))
         var hard = TarEntry(name: "top/hard", type: .hardlink, mode: 0o640)
-        hard.linkName = "top/" + name300
+        hard.linkName = ByteString("top/" + name300)
         items.append((hard, []))
         items.append((TarEntry(name: "top/fifo", type: .fifo, mode: 0o644), []))
         if isRoot() {
@@ -805,7 +805,7 @@ private func isRoot() -> Bool { getuid() == 0 }
         let lines = list.output.split(separator: "\n").map(String.init)
         #expect(lines.count == items.count, "\(list.output)")
         for (entry, _) in items {
-            #expect(lines.contains { $0.contains(" " + entry.name) }, "\(entry.name) not listed")
+            #expect(lines.contains { $0.contains(" " + entry.name.description) }, "\(entry.name) not listed")
         }
         #expect(lines.contains { $0.contains("3000000/3000001") && $0.hasSuffix("top/owned") }, "\(list.output)")
         #expect(!list.output.contains("PaxHeaders"))
@@ -836,5 +836,26 @@ private func isRoot() -> Bool { getuid() == 0 }
         if xattr.status == 0 {
             #expect(xattr.output == "b'v=1\\n'")
         }
+    }
+}
+
+/// Names and link targets are the header's bytes: no decoding, no normalization.
+@Suite struct TarNameBytesTests {
+    @Test func namesRoundTripAsBytes() throws {
+        let names: [ByteString] = [
+            ByteString(bytes: Array("caf".utf8) + [0xE9]), ByteString(bytes: Array("caf".utf8) + [0xE8]),
+            "caf\u{e9}", "cafe\u{301}", "new\nline", "cr\r",
+            ByteString(bytes: [0xFF, 0xFE] + Array(repeating: UInt8(ascii: "x"), count: 150)),
+        ]
+        var archive: [UInt8] = []
+        for n in names { archive += try TarWriter.header(for: TarEntry(name: n, type: .regular)) }
+        var link = TarEntry(name: "link", type: .symlink)
+        link.linkName = ByteString(bytes: Array("/target-".utf8) + [0xFF])
+        archive += try TarWriter.header(for: link)
+        archive += TarWriter.endOfArchive
+        let scanned = try TarScanner.scan(archive).map(\.entry)
+        #expect(scanned.map(\.name) == names + ["link"])
+        #expect(Set(scanned.map(\.name)).count == names.count + 1)
+        #expect(scanned.last?.linkName == link.linkName)
     }
 }

@@ -26,7 +26,7 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
     try diff.addWhiteoutsForRemovedEntries()
     try diff.finish()
     let (descriptor, _) = try writer.finish()
-    return try TarScanner.scan(try Files.read(layout.blobPath(descriptor.digest))).map(\.entry.name)
+    return try TarScanner.scan(try Files.read(layout.blobPath(descriptor.digest))).map(\.entry.name.description)
 }
 
 @Suite struct UpperBaselineTests {
@@ -55,11 +55,28 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
         var baseline = UpperBaseline()
         baseline.stamps["a"] = "16384 1 4096 1.2 3.4"
         baseline.stamps["a/b c"] = "32768 2 5 1.2 3.4"
+        // Any byte but NUL may be in a name: newlines, a trailing CR, bytes that are not UTF-8,
+        // and the NFC and NFD spellings of one word as two names.
+        baseline.stamps["a/new\nline"] = "32768 3 5 1.2 3.4"
+        baseline.stamps["a/cr\r"] = "32768 4 5 1.2 3.4"
+        baseline.stamps[ByteString(bytes: [0x61, 0x2F, 0xFF, 0xE9])] = "32768 5 5 1.2 3.4"
+        baseline.stamps["a/caf\u{e9}"] = "32768 6 5 1.2 3.4"
+        baseline.stamps["a/cafe\u{301}"] = "32768 7 5 1.2 3.4"
+        #expect(baseline.stamps.count == 7)
         baseline.started = UpperBaseline.FileTime(timespec(tv_sec: 1_700_000_000, tv_nsec: 42))
         try baseline.write(dir("baseline"))
         #expect(try UpperBaseline.read(dir("baseline")) == baseline)
         try "garbage\n".write(toFile: dir("bad"), atomically: false, encoding: .utf8)
         #expect(throws: StoreError.self) { try UpperBaseline.read(dir("bad")) }
+    }
+
+    /// A bundle made by an earlier version has the line format.
+    @Test func readsTheLineFormat() throws {
+        let dir = Scratch()
+        try "#started 5.6\n16384 1 4096 1.2 3.4\ta\n32768 2 5 1.2 3.4\ta/b c\n".write(toFile: dir("old"), atomically: false, encoding: .utf8)
+        let read = try #require(try UpperBaseline.read(dir("old")))
+        #expect(read.stamps == ["a": "16384 1 4096 1.2 3.4", "a/b c": "32768 2 5 1.2 3.4"])
+        #expect(read.started == UpperBaseline.FileTime(timespec(tv_sec: 5, tv_nsec: 6)))
     }
 
     /// What the baseline had and is gone gets one whiteout for its topmost missing path, and

@@ -16,7 +16,7 @@ import Testing
     }
 
     func read(_ view: MergedView, _ path: String, at offset: Int64, count: Int) throws -> Data {
-        let node = try #require(view.lookup(path))
+        let node = try #require(view.lookup(ByteString(path)))
         var buffer = [UInt8](repeating: 0, count: count)
         let n = try buffer.withUnsafeMutableBytes { try view.read(inode: view.inodeNumber(of: node), at: offset, into: $0) }
         return Data(buffer[0..<n])
@@ -70,7 +70,7 @@ import Testing
         let v = try view(dir, name)
         var checked = 0
         for id in 0..<Int32(v.nodeCount) where v.inode(of: id).type == .regular {
-            let path = v.path(of: id)
+            let path = v.path(of: id).description
             let expected = try Data(contentsOf: URL(fileURLWithPath: root + "/" + path))
             var got = Data()
             var offset: Int64 = 0

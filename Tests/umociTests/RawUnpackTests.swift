@@ -8,7 +8,7 @@ let fixtureLayout: String = {
     let dir = NSTemporaryDirectory() + "umoci-fixtures-" + UUID().uuidString
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts/fixtures/make_image.py").path
-    for c in ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "broken-hardlink", "busybox"] {
+    for c in ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "names", "broken-hardlink", "busybox"] {
         let out = try! run("/usr/bin/env", ["python3", script, dir + "/L", c])
         precondition(out.status == 0, "make_image.py \(c): \(out)")
     }
@@ -20,7 +20,7 @@ func cacheDirectory(_ dir: TemporaryDirectory) -> String { dir("cache") }
 
 /// `raw unpack` of every test image gives the tree Debian's umoci gives for the same layers.
 @Suite struct RawUnpackTests {
-    @Test(arguments: ["basic", "whiteouts", "formats", "big", "many", "dirlinks"])
+    @Test(arguments: ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "names"])
     func sameTreeAsDebianUmoci(_ name: String) throws {
         try compare(name, keepDirlinks: false)
     }

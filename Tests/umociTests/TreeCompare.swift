@@ -16,33 +16,47 @@ struct TreeEntry: Equatable, CustomStringConvertible {
     var gid: UInt32
     var size: Int64
     var content: String
-    var link: String
+    var link: ByteString
     var xattrs: [String: [UInt8]]
     var mtime: Int
     var mtimeNanoseconds: Int
     var device: UInt64
-    /// The first path (in sorted order) of this inode, for hardlink groups.
-    var hardlinkGroup: String
+    /// The first path (in byte order) of this inode, for hardlink groups.
+    var hardlinkGroup: ByteString
 
     var description: String {
         "\(type) \(String(mode, radix: 8)) \(uid):\(gid) size=\(size) \(content.prefix(12)) ->\(link) xattrs=\(xattrs.keys.sorted()) mtime=\(mtime).\(mtimeNanoseconds) dev=\(device) group=\(hardlinkGroup)"
     }
 }
 
-/// Walks a tree without following symlinks.
-func describeTree(_ root: String) throws -> [String: TreeEntry] {
-    var out: [String: TreeEntry] = [:]
-    var inodes: [UInt64: String] = [:]
-    var paths: [String] = [""]
-    let fm = FileManager.default
-    if let e = fm.enumerator(atPath: root) {
-        while let rel = e.nextObject() as? String { paths.append(rel) }
+/// Walks a tree without following symlinks, by directory fds, with names as the bytes the
+/// file system has (so that NFC and NFD spellings, or names that are not UTF-8, stay apart).
+func describeTree(_ root: String) throws -> [ByteString: TreeEntry] {
+    var out: [ByteString: TreeEntry] = [:]
+    var inodes: [UInt64: ByteString] = [:]
+    var paths: [ByteString] = [ByteString()]
+    func walk(_ fd: Int32, _ prefix: ByteString) throws {
+        for name in try Files.names(fd: fd, path: root) {
+            let rel = prefix.isEmpty ? name : prefix + "/" + name
+            paths.append(rel)
+            var st = stat()
+            guard fstatat(fd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw StoreError.system("lstat", rel.description) }
+            if st.st_mode & S_IFMT == S_IFDIR {
+                let sub = openat(fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard sub >= 0 else { throw StoreError.system("open", rel.description) }
+                defer { close(sub) }
+                try walk(sub, rel)
+            }
+        }
     }
+    let rootFd = try Files.open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+    defer { close(rootFd) }
+    try walk(rootFd, ByteString())
     paths.sort()
     for rel in paths {
-        let full = rel.isEmpty ? root : root + "/" + rel
+        let full = rel.isEmpty ? ByteString(root) : ByteString(root) + "/" + rel
         var st = stat()
-        guard lstat(full, &st) == 0 else { throw StoreError.system("lstat", full) }
+        guard lstat(full.c, &st) == 0 else { throw StoreError.system("lstat", full.description) }
         let fmt = st.st_mode & S_IFMT
         let type: String
         switch fmt {
@@ -56,18 +70,27 @@ func describeTree(_ root: String) throws -> [String: TreeEntry] {
         }
         var content = ""
         if fmt == S_IFREG {
-            let data = try Data(contentsOf: URL(fileURLWithPath: full))
-            content = try DigestHasher.digest(of: Array(data)).encoded
+            let fd = open(full.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { throw StoreError.system("open", full.description) }
+            defer { close(fd) }
+            let hasher = try DigestHasher(algorithm: Digest.sha256)
+            try Files.forEachChunk(of: fd, path: full.description) { hasher.update($0) }
+            content = hasher.finalize().encoded
         }
-        var link = ""
-        if fmt == S_IFLNK { link = try fm.destinationOfSymbolicLink(atPath: full) }
+        var link = ByteString()
+        if fmt == S_IFLNK {
+            var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = readlink(full.c, &target, target.count)
+            guard n >= 0 else { throw StoreError.system("readlink", full.description) }
+            link = ByteString(bytes: target[0..<n])
+        }
         var xattrs: [String: [UInt8]] = [:]
         var names = [CChar](repeating: 0, count: 65536)
-        let n = llistxattr(full, &names, names.count)
+        let n = llistxattr(full.c, &names, names.count)
         if n > 0 {
             for name in names[0..<n].split(separator: 0).map({ String(cString: Array($0) + [0]) }) {
                 var value = [UInt8](repeating: 0, count: 65536)
-                let m = lgetxattr(full, name, &value, value.count)
+                let m = lgetxattr(full.c, name, &value, value.count)
                 if m >= 0 { xattrs[name] = Array(value[0..<m]) }
             }
         }
@@ -88,7 +111,7 @@ func describeTree(_ root: String) throws -> [String: TreeEntry] {
 /// Expects two trees to be the same. Directory mtimes are compared only where `compareMtime`
 /// says so: a directory that no tar entry defines gets the extraction time from umoci.
 func expectSameTree(
-    _ ours: String, _ theirs: String, compareDirectoryMtime: (String) -> Bool = { _ in true },
+    _ ours: String, _ theirs: String, compareDirectoryMtime: (ByteString) -> Bool = { _ in true },
     wholeSecondMtimes: Bool = false, sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
     let a = try describeTree(ours), b = try describeTree(theirs)
@@ -110,7 +133,7 @@ func expectSameTree(
             x.mtime = 0; x.mtimeNanoseconds = 0
             y.mtime = 0; y.mtimeNanoseconds = 0
         }
-        if x != y { differences.append("\(path.isEmpty ? "." : path):\n  ours:   \(x)\n  theirs: \(y)") }
+        if x != y { differences.append("\(path.isEmpty ? "." : path.description):\n  ours:   \(x)\n  theirs: \(y)") }
     }
     #expect(differences.isEmpty, "\(differences.count) paths differ:\n\(differences.prefix(10).joined(separator: "\n"))",
             sourceLocation: sourceLocation)

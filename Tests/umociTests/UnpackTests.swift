@@ -97,7 +97,7 @@ struct UnpackTests {
     }
 
     /// For every test image, the mounted tree is what Debian's umoci extracts.
-    @Test(arguments: ["basic", "whiteouts", "formats", "big", "many", "dirlinks"])
+    @Test(arguments: ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "names"])
     func mountedTreeEqualsDebianUmoci(_ name: String) throws {
         let dir = TemporaryDirectory()
         let b = try unpack(dir, fixtureLayout + ":" + name)

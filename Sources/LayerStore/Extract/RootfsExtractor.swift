@@ -48,7 +48,7 @@ public enum RootfsExtractor {
         let view: MergedView
         let rootFd: Int32
         /// The first path written for each inode with more than one name, for hardlinks.
-        var firstPath: [Int32: String] = [:]
+        var firstPath: [Int32: ByteString] = [:]
         /// Scratch space for copying file data, owned by `extract`.
         let buffer: UnsafeMutableRawBufferPointer
 
@@ -56,36 +56,37 @@ public enum RootfsExtractor {
             for child in view.children(of: directory) {
                 let number = view.inodeNumber(of: child)
                 let inode = view.inode(number: number)
-                let path = view.path(of: child)
+                let bytePath = view.path(of: child)
+                let path = bytePath.description  // for messages
                 let name = view.name(of: child)
                 if inode.type != .directory, inode.linkCount > 1 {
                     if let first = firstPath[number] {
-                        if linkat(rootFd, first, fd, name, 0) != 0 { throw StoreError.system("link \(first) to", path) }
+                        if linkat(rootFd, first.c, fd, name.c, 0) != 0 { throw StoreError.system("link \(first) to", path) }
                         continue
                     }
-                    firstPath[number] = path
+                    firstPath[number] = bytePath
                 }
                 switch inode.type {
                 case .directory:
-                    if mkdirat(fd, name, 0o700) != 0 { throw StoreError.system("mkdir", path) }
-                    let dfd = Files.retrying { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                    if mkdirat(fd, name.c, 0o700) != 0 { throw StoreError.system("mkdir", path) }
+                    let dfd = Files.retrying { openat(fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
                     if dfd < 0 { throw StoreError.system("open", path) }
                     defer { close(dfd) }
                     try fill(directory: child, fd: dfd)
                     try applyMetadata(inode: inode, fd: dfd, path: path)
                 case .regular:
-                    let ffd = Files.retrying { openat(fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+                    let ffd = Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
                     if ffd < 0 { throw StoreError.system("create", path) }
                     defer { close(ffd) }
                     try copyData(inode: number, size: inode.size, to: ffd, path: path)
                     try applyMetadata(inode: inode, fd: ffd, path: path)
                 case .symlink:
-                    if symlinkat(inode.linkName, fd, name) != 0 { throw StoreError.system("symlink", path) }
+                    if symlinkat(inode.linkName.c, fd, name.c) != 0 { throw StoreError.system("symlink", path) }
                     try applyMetadata(inode: inode, parent: fd, name: name, path: path)
                 case .characterDevice, .blockDevice, .fifo:
                     let kind: mode_t = inode.type == .fifo ? S_IFIFO : inode.type == .blockDevice ? S_IFBLK : S_IFCHR
                     let dev = umoci_makedev(inode.devMajor, inode.devMinor)
-                    if mknodat(fd, name, kind | 0o600, inode.type == .fifo ? 0 : dev) != 0 {
+                    if mknodat(fd, name.c, kind | 0o600, inode.type == .fifo ? 0 : dev) != 0 {
                         throw StoreError.system("mknod", path)
                     }
                     try applyMetadata(inode: inode, parent: fd, name: name, path: path)
@@ -122,24 +123,24 @@ public enum RootfsExtractor {
 
         /// The same for what cannot be opened (symlinks, devices, FIFOs): by name in its
         /// directory, never following a symlink.
-        func applyMetadata(inode: MergedView.Inode, parent: Int32, name: String, path: String) throws(StoreError) {
-            if fchownat(parent, name, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), AT_SYMLINK_NOFOLLOW) != 0 {
+        func applyMetadata(inode: MergedView.Inode, parent: Int32, name: ByteString, path: String) throws(StoreError) {
+            if fchownat(parent, name.c, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), AT_SYMLINK_NOFOLLOW) != 0 {
                 throw StoreError.system("chown", path)
             }
-            if inode.type != .symlink, Files.chmodNoFollow(parent, name, mode_t(inode.mode)) != 0 {
+            if inode.type != .symlink, Files.chmodNoFollow(parent, name.c, mode_t(inode.mode)) != 0 {
                 throw StoreError.system("chmod", path)
             }
             if !inode.xattrs.isEmpty {
                 // The directory fd pins the parent; the name is a single component.
-                let proc = "/proc/self/fd/\(parent)/\(name)"
+                let proc = ByteString("/proc/self/fd/\(parent)/") + name
                 for x in inode.xattrs {
-                    let r = x.value.withUnsafeBytes { lsetxattr(proc, x.name, $0.baseAddress, $0.count, 0) }
+                    let r = x.value.withUnsafeBytes { lsetxattr(proc.c, x.name, $0.baseAddress, $0.count, 0) }
                     if r != 0 { throw StoreError.system("set xattr \(x.name) on", path) }
                 }
             }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
                          timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]
-            if utimensat(parent, name, &times, AT_SYMLINK_NOFOLLOW) != 0 { throw StoreError.system("set times of", path) }
+            if utimensat(parent, name.c, &times, AT_SYMLINK_NOFOLLOW) != 0 { throw StoreError.system("set times of", path) }
         }
     }
 }

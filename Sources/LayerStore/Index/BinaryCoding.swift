@@ -30,6 +30,13 @@ struct BinaryWriter {
         bytes.append(contentsOf: d)
     }
 
+    mutating func bytes(_ s: ByteString) {
+        s.withBytes { buf in
+            uvarint(UInt64(buf.count))
+            bytes.append(contentsOf: buf)
+        }
+    }
+
     mutating func string(_ s: String) {
         var s = s
         s.withUTF8 { buf in
@@ -99,6 +106,10 @@ struct BinaryReader {
     }
 
     mutating func data() throws(Malformed) -> [UInt8] { Array(try span()) }
+
+    mutating func byteString() throws(Malformed) -> ByteString {
+        ByteString(bytes: try span())
+    }
 
     mutating func string() throws(Malformed) -> String {
         String(decoding: try span(), as: UTF8.self)

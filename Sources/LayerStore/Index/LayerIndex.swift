@@ -20,7 +20,8 @@ public struct LayerIndex: Sendable {
     public var accessPoints: [GzipAccessPoint]
 
     /// Bumped whenever the encoding changes: an index of another version is rebuilt.
-    public static let formatVersion: UInt32 = 2
+    /// 3: names and link targets are the archive's bytes (2 kept them decoded as UTF-8).
+    public static let formatVersion: UInt32 = 3
     static let magic: [UInt8] = Array("UMOCIIDX".utf8)
 }
 
@@ -66,7 +67,7 @@ extension LayerIndex {
         w.uvarint(UInt64(entries.count))
         for e in entries {
             let t = e.entry
-            w.string(t.name)
+            w.bytes(t.name)
             w.u8(t.type.rawValue)
             w.uvarint(UInt64(t.mode))
             w.varint(t.uid)
@@ -76,7 +77,7 @@ extension LayerIndex {
             w.uvarint(UInt64(t.size))
             w.varint(t.mtime)
             w.uvarint(UInt64(t.mtimeNanoseconds))
-            w.string(t.linkName)
+            w.bytes(t.linkName)
             w.uvarint(UInt64(t.devMajor))
             w.uvarint(UInt64(t.devMinor))
             w.uvarint(UInt64(t.xattrs.count))
@@ -123,7 +124,7 @@ extension LayerIndex {
                 if wantEntries {
                     entries.reserveCapacity(Int(count))
                     for _ in 0..<count {
-                        let name = try r.string()
+                        let name = try r.byteString()
                         guard let type = TarEntryType(rawValue: try r.u8()) else { return nil }
                         var t = TarEntry(name: name, type: type)
                         t.mode = UInt32(truncatingIfNeeded: try r.uvarint())
@@ -134,7 +135,7 @@ extension LayerIndex {
                         t.size = try r.count()
                         t.mtime = try r.varint()
                         t.mtimeNanoseconds = Int32(truncatingIfNeeded: try r.uvarint())
-                        t.linkName = try r.string()
+                        t.linkName = try r.byteString()
                         t.devMajor = UInt32(truncatingIfNeeded: try r.uvarint())
                         t.devMinor = UInt32(truncatingIfNeeded: try r.uvarint())
                         let xattrCount = try r.count()

@@ -180,10 +180,10 @@ public enum Files {
     /// Opens the directory at `components` below the open directory `root`, one component at
     /// a time, never following a symlink (an empty path opens `root` again). Returns an fd the
     /// caller closes, or -1 with errno set.
-    public static func openDirectory<S: StringProtocol>(beneath root: Int32, _ components: [S]) -> Int32 {
+    public static func openDirectory(beneath root: Int32, _ components: [ByteString]) -> Int32 {
         var fd = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         for c in components where fd >= 0 {
-            let next = openat(fd, String(c), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let next = openat(fd, c.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             let saved = errno
             close(fd)
             errno = saved
@@ -192,20 +192,30 @@ public enum Files {
         return fd
     }
 
-    /// The names in an open directory, without "." and "..". Reads through a new open file
-    /// description (a dup would share, and leave at its end, the directory's read position).
+    /// The names in an open directory as text: only for directories this tool names itself
+    /// (a layout's, /proc's); a tree from an image is listed with names(fd:path:).
     public static func list(fd directory: Int32, path: String) throws(StoreError) -> [String] {
+        try names(fd: directory, path: path).map(\.description)
+    }
+
+    /// The names in an open directory as the file system has them (bytes), without "." and
+    /// "..". Reads through a new open file description (a dup would share, and leave at its
+    /// end, the directory's read position).
+    public static func names(fd directory: Int32, path: String) throws(StoreError) -> [ByteString] {
         let listing = openat(directory, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard listing >= 0, let dir = fdopendir(listing) else {
             if listing >= 0 { close(listing) }
             throw .system("open directory", path)
         }
         defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+        var names: [ByteString] = []
+        while true {
+            errno = 0
+            guard let entry = readdir(dir) else {
+                if errno != 0 { throw .system("read directory", path) }
+                break
             }
+            let name = ByteString(dirent: entry.pointee.d_name)
             if name != "." && name != ".." { names.append(name) }
         }
         return names
@@ -213,17 +223,18 @@ public enum Files {
 
     /// Removes everything inside an open directory, never following a symlink.
     public static func removeContents(of directory: Int32, path: String) throws(StoreError) {
-        for name in try list(fd: directory, path: path) {
+        for name in try names(fd: directory, path: path) {
+            let sub = path + "/" + name.description
             var st = stat()
-            if fstatat(directory, name, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
+            if fstatat(directory, name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
             if (st.st_mode & S_IFMT) == S_IFDIR {
-                let fd = retrying { openat(directory, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-                if fd < 0 { throw .system("open", path + "/" + name) }
+                let fd = retrying { openat(directory, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                if fd < 0 { throw .system("open", sub) }
                 defer { close(fd) }
-                try removeContents(of: fd, path: path + "/" + name)
-                if unlinkat(directory, name, AT_REMOVEDIR) != 0 && errno != ENOENT { throw .system("remove", path + "/" + name) }
-            } else if unlinkat(directory, name, 0) != 0 && errno != ENOENT {
-                throw .system("remove", path + "/" + name)
+                try removeContents(of: fd, path: sub)
+                if unlinkat(directory, name.c, AT_REMOVEDIR) != 0 && errno != ENOENT { throw .system("remove", sub) }
+            } else if unlinkat(directory, name.c, 0) != 0 && errno != ENOENT {
+                throw .system("remove", sub)
             }
         }
     }

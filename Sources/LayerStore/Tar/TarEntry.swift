@@ -23,12 +23,9 @@ public struct TarXattr: Sendable, Equatable {
 /// The metadata of one archive member, after every extended header (PAX, GNU long name/link)
 /// has been applied.
 public struct TarEntry: Sendable, Equatable {
-    /// As stored (after PAX `path` / GNU 'L' long name), NOT cleaned.
-    ///
-    /// Names from ustar/GNU headers are raw bytes; they are decoded as UTF-8, so a name that is
-    /// not valid UTF-8 gets U+FFFD replacement characters (a known limitation: such names do not
-    /// round-trip byte-exactly).
-    public var name: String
+    /// As stored (after PAX `path` / GNU 'L' long name), NOT cleaned: the header's bytes,
+    /// whatever their encoding.
+    public var name: ByteString
     public var type: TarEntryType
     /// Permission bits plus setuid/setgid/sticky (`& 0o7777`).
     public var mode: UInt32
@@ -43,13 +40,13 @@ public struct TarEntry: Sendable, Equatable {
     /// 0..<1_000_000_000, only non-zero when a PAX `mtime` record carried a fraction.
     public var mtimeNanoseconds: Int32
     /// Hardlink target or symlink target (PAX `linkpath` / GNU 'K').
-    public var linkName: String
+    public var linkName: ByteString
     public var devMajor: UInt32
     public var devMinor: UInt32
     /// `SCHILY.xattr.*` records in archive order.
     public var xattrs: [TarXattr]
 
-    public init(name: String, type: TarEntryType, mode: UInt32 = 0o644, uid: Int64 = 0, gid: Int64 = 0,
+    public init(name: ByteString, type: TarEntryType, mode: UInt32 = 0o644, uid: Int64 = 0, gid: Int64 = 0,
                 size: Int64 = 0, mtime: Int64 = 0) {
         self.name = name
         self.type = type

@@ -40,8 +40,8 @@ public struct TarScanner {
 
     /// Values from PAX 'x' records that override the next header's fields.
     private struct PaxOverrides {
-        var path: String?
-        var linkPath: String?
+        var path: ByteString?
+        var linkPath: ByteString?
         var size: Int64?
         var uid: Int64?
         var gid: Int64?
@@ -64,8 +64,8 @@ public struct TarScanner {
     // Extended-header state waiting for the entry it describes.
     private var pendingStart: Int64?
     private var pax: PaxOverrides?
-    private var longName: String?
-    private var longLink: String?
+    private var longName: ByteString?
+    private var longLink: ByteString?
 
     private var entries: [ScannedEntry] = []
     private var offset: Int64 = 0
@@ -303,13 +303,13 @@ public struct TarScanner {
             return
         }
 
-        // Names. Non-UTF-8 bytes become U+FFFD (see TarEntry.name).
-        var name = Self.cString(p, TarLayout.name)
+        // Names: bytes, exactly as stored.
+        var name = Self.bytes(p, TarLayout.name)
         if !isV7 && !isGNU {
-            let prefix = Self.cString(p, isStar ? TarLayout.starPrefix : TarLayout.prefix)
+            let prefix = Self.bytes(p, isStar ? TarLayout.starPrefix : TarLayout.prefix)
             if !prefix.isEmpty { name = prefix + "/" + name }
         }
-        var linkName = Self.cString(p, TarLayout.linkName)
+        var linkName = Self.bytes(p, TarLayout.linkName)
         var uname = isV7 ? "" : Self.cString(p, TarLayout.uname)
         var gname = isV7 ? "" : Self.cString(p, TarLayout.gname)
         var nanoseconds: Int32 = 0
@@ -329,7 +329,7 @@ public struct TarScanner {
         if let v = longLink, !v.isEmpty { linkName = v }
 
         var entryType = type
-        if flag == 0 && name.utf8.last == UInt8(ascii: "/") { entryType = .directory }
+        if flag == 0 && name.last == UInt8(ascii: "/") { entryType = .directory }
 
         var entry = TarEntry(name: name, type: entryType, mode: UInt32(truncatingIfNeeded: modeValue) & 0o7777,
                              uid: uid, gid: gid, size: 0, mtime: mtime)
@@ -381,9 +381,9 @@ public struct TarScanner {
         case .pax:
             pax = try Self.parsePAX(meta, headerOffset: currentHeaderOffset)
         case .longName:
-            longName = meta.withUnsafeBytes { Self.cString($0, 0 ..< $0.count) }
+            longName = meta.withUnsafeBytes { Self.bytes($0, 0 ..< $0.count) }
         case .longLink:
-            longLink = meta.withUnsafeBytes { Self.cString($0, 0 ..< $0.count) }
+            longLink = meta.withUnsafeBytes { Self.bytes($0, 0 ..< $0.count) }
         }
         if meta.count > 64 * 1024 { meta = [] } else { meta.removeAll(keepingCapacity: true) }
     }
@@ -431,6 +431,10 @@ public struct TarScanner {
             if value.contains(0) { throw fail("PAX record \(keyName()) contains NUL") }
             return string()
         }
+        func bytesNoNUL() throws(TarError) -> ByteString {
+            if value.contains(0) { throw fail("PAX record \(keyName()) contains NUL") }
+            return ByteString(bytes: value)
+        }
         func integer() throws(TarError) -> Int64 {
             guard let v = parseDecimal(value) else { throw fail("invalid PAX \(keyName()) value \"\(string())\"") }
             return v
@@ -441,8 +445,8 @@ public struct TarScanner {
         }
         // Go's mergePAX: an empty value keeps the header's own value.
         if value.isEmpty { return }
-        if k.elementsEqual("path".utf8) { out.path = try stringNoNUL() }
-        else if k.elementsEqual("linkpath".utf8) { out.linkPath = try stringNoNUL() }
+        if k.elementsEqual("path".utf8) { out.path = try bytesNoNUL() }
+        else if k.elementsEqual("linkpath".utf8) { out.linkPath = try bytesNoNUL() }
         else if k.elementsEqual("uname".utf8) { out.uname = try stringNoNUL() }
         else if k.elementsEqual("gname".utf8) { out.gname = try stringNoNUL() }
         else if k.elementsEqual("size".utf8) { out.size = try integer() }
@@ -552,7 +556,15 @@ public struct TarScanner {
         return true
     }
 
-    /// The bytes of `r` up to the first NUL, as UTF-8.
+    /// The bytes of `r` up to the first NUL, as they are.
+    static func bytes(_ p: UnsafeRawBufferPointer, _ r: Range<Int>) -> ByteString {
+        var end = r.lowerBound
+        while end < r.upperBound && p[end] != 0 { end += 1 }
+        if end == r.lowerBound { return ByteString() }
+        return ByteString(bytes: UnsafeRawBufferPointer(rebasing: p[r.lowerBound ..< end]))
+    }
+
+    /// The bytes of `r` up to the first NUL, as UTF-8 (user and group names).
     static func cString(_ p: UnsafeRawBufferPointer, _ r: Range<Int>) -> String {
         var end = r.lowerBound
         while end < r.upperBound && p[end] != 0 { end += 1 }

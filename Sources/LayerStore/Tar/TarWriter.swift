@@ -20,7 +20,7 @@ public enum TarWriter {
 
         switch entry.type {
         case .regular, .characterDevice, .blockDevice, .fifo:
-            if entry.name.utf8.last == UInt8(ascii: "/") { throw fail("filename may not have trailing slash") }
+            if entry.name.last == UInt8(ascii: "/") { throw fail("filename may not have trailing slash") }
         default:
             break
         }
@@ -40,8 +40,8 @@ public enum TarWriter {
             nanos = 0
         }
 
-        let name = Array(entry.name.utf8)
-        let link = Array(entry.linkName.utf8)
+        let name = entry.name.bytes
+        let link = entry.linkName.bytes
         let uname = Array(entry.uname.utf8)
         let gname = Array(entry.gname.utf8)
 

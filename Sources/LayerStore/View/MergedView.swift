@@ -39,7 +39,7 @@ public final class MergedView: Sendable {
         public var mtime: Int64
         public var mtimeNanoseconds: Int32
         /// A symlink's target.
-        public var linkName: String
+        public var linkName: ByteString
         public var devMajor: UInt32
         public var devMinor: UInt32
         public var xattrs: [TarXattr]
@@ -93,9 +93,9 @@ public final class MergedView: Sendable {
         return n.firstChild..<(n.firstChild + n.childCount)
     }
 
-    public func name(of node: Int32) -> String {
+    public func name(of node: Int32) -> ByteString {
         let n = storage.nodes[Int(node)]
-        return storage.string(n.nameStart, n.nameLength)
+        return storage.bytes(n.nameStart, n.nameLength)
     }
 
     /// Calls `body` with a node's name bytes, without allocating.
@@ -124,13 +124,12 @@ public final class MergedView: Sendable {
         }
     }
 
-    public func child(_ parent: Int32, named name: String) -> Int32? {
-        var name = name
-        return name.withUTF8 { child(parent, named: $0) }
+    public func child(_ parent: Int32, named name: ByteString) -> Int32? {
+        name.withBytes { child(parent, named: $0) }
     }
 
     /// A node by path relative to the root, cleaned, without following symlinks.
-    public func lookup(_ path: String) -> Int32? {
+    public func lookup(_ path: ByteString) -> Int32? {
         var current = MergedView.root
         for component in cleanComponents(path) {
             guard let next = child(current, named: component) else { return nil }
@@ -140,8 +139,8 @@ public final class MergedView: Sendable {
     }
 
     /// The path of a node from the root, without a leading '/' ("" for the root).
-    public func path(of node: Int32) -> String {
-        var parts: [String] = []
+    public func path(of node: Int32) -> ByteString {
+        var parts: [ByteString] = []
         var current = node
         while current != MergedView.root {
             parts.append(name(of: current))
@@ -168,7 +167,7 @@ public final class MergedView: Sendable {
         }
         return Inode(type: TarEntryType(rawValue: r.type)!, mode: r.mode, uid: r.uid, gid: r.gid, size: r.size,
                      mtime: r.mtime, mtimeNanoseconds: r.mtimeNanoseconds,
-                     linkName: storage.string(r.linkStart, r.linkLength), devMajor: r.devMajor, devMinor: r.devMinor,
+                     linkName: storage.bytes(r.linkStart, r.linkLength), devMajor: r.devMajor, devMinor: r.devMinor,
                      xattrs: xattrs, linkCount: r.linkCount, implicit: r.implicit != 0)
     }
 

@@ -3,11 +3,10 @@ import Glibc
 #endif
 
 /// Lexical cleaning of a tar name: the components of the path it names inside the root.
-/// Works on the UTF-8 bytes: this runs for every entry of every layer when a view opens.
-public func cleanComponents(_ name: String) -> [String] {
-    var out: [String] = []
-    var name = name
-    name.withUTF8 { bytes in
+/// Works on the bytes: this runs for every entry of every layer when a view opens.
+public func cleanComponents(_ name: ByteString) -> [ByteString] {
+    var out: [ByteString] = []
+    name.withBytes { bytes in
         var start = 0
         let n = bytes.count
         while start < n {
@@ -19,7 +18,7 @@ public func cleanComponents(_ name: String) -> [String] {
             } else if length == 2 && bytes[start] == 0x2E && bytes[start + 1] == 0x2E {
                 if !out.isEmpty { out.removeLast() }
             } else {
-                out.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self))
+                out.append(ByteString(bytes: UnsafeBufferPointer(rebasing: bytes[start..<end])))
             }
             start = end + 1
         }
@@ -27,26 +26,18 @@ public func cleanComponents(_ name: String) -> [String] {
     return out
 }
 
-/// Byte-wise order of names, as readdir lists them here.
-@inline(__always)
-func namePrecedes(_ a: String, _ b: String) -> Bool {
-    var a = a, b = b
-    return a.withUTF8 { x in
-        b.withUTF8 { y in
-            guard let xp = x.baseAddress, let yp = y.baseAddress else { return x.count < y.count }
-            let r = memcmp(xp, yp, min(x.count, y.count))
-            return r != 0 ? r < 0 : x.count < y.count
-        }
-    }
+/// cleanComponents for a path given as text (the command line).
+public func cleanComponents(_ name: String) -> [String] {
+    cleanComponents(ByteString(name)).map(\.description)
 }
 
 /// The mutable tree while layers are applied; see MergedView for the rules.
 struct TreeBuilder {
     struct BuildNode {
-        var name: String
+        var name: ByteString
         var parent: Int32
         var inode: Int32
-        var children: [String: Int32]
+        var children: [ByteString: Int32]
         var alive = true
         /// The last layer that created this node or something below it.
         var touched: Int32
@@ -65,8 +56,8 @@ struct TreeBuilder {
     var inodes: [BuildInode] = []
 
     static let maxSymlinks = 255
-    static let whiteoutPrefix = ".wh."
-    static let opaqueMarker = ".wh..wh..opq"
+    static let whiteoutPrefix: ByteString = ".wh."
+    static let opaqueMarker: ByteString = ".wh..wh..opq"
 
     init(keepDirlinks: Bool) {
         self.keepDirlinks = keepDirlinks
@@ -79,7 +70,7 @@ struct TreeBuilder {
     /// Resolves a cleaned path, following symlinks in every component but the last (and in
     /// the last too when `followLast`), never leaving the root. Missing directories are made
     /// when `create`; otherwise nil is returned for a missing component.
-    mutating func resolve(_ components: [String], followLast: Bool, create: Bool, layer: Int32) throws(StoreError) -> Int32? {
+    mutating func resolve(_ components: [ByteString], followLast: Bool, create: Bool, layer: Int32) throws(StoreError) -> Int32? {
         var pending = Array(components.reversed())
         var current: Int32 = 0
         var links = 0
@@ -98,11 +89,9 @@ struct TreeBuilder {
             if type(next) == .symlink && (!isLast || followLast) {
                 links += 1
                 guard links <= TreeBuilder.maxSymlinks else { throw StoreError("too many levels of symbolic links") }
-                let target = inodes[Int(nodes[Int(next)].inode)].entry?.linkName ?? ""
-                if target.hasPrefix("/") { current = 0 }
-                for part in target.utf8.split(separator: 0x2F, omittingEmptySubsequences: true).reversed() {
-                    pending.append(String(decoding: part, as: UTF8.self))
-                }
+                let target = inodes[Int(nodes[Int(next)].inode)].entry?.linkName ?? ByteString()
+                if target.first == UInt8(ascii: "/") { current = 0 }
+                pending.append(contentsOf: target.split().reversed())
                 continue
             }
             if !isLast && type(next) != .directory {
@@ -118,7 +107,7 @@ struct TreeBuilder {
         return Int32(inodes.count - 1)
     }
 
-    mutating func makeNode(_ name: String, in parent: Int32, inode: Int32, layer: Int32) -> Int32 {
+    mutating func makeNode(_ name: ByteString, in parent: Int32, inode: Int32, layer: Int32) -> Int32 {
         let id = Int32(nodes.count)
         nodes.append(BuildNode(name: name, parent: parent, inode: inode, children: [:], touched: layer))
         nodes[Int(parent)].children[name] = id
@@ -166,13 +155,17 @@ struct TreeBuilder {
             if entry.type == .directory { setMetadata(of: 0, from: indexed, layer: layer) }
             return
         }
+        // Below a directory named like a whiteout (".wh.x/file"): such a name cannot be
+        // shown (it is the upper directory's and the layer format's marker), so neither can
+        // what it holds.
+        if components.contains(where: { $0.hasPrefix(TreeBuilder.whiteoutPrefix) }) { return }
         if base.hasPrefix(TreeBuilder.whiteoutPrefix) {
             guard let parent = try resolve(components, followLast: true, create: false, layer: layer),
                   type(parent) == .directory else { return }
             if base == TreeBuilder.opaqueMarker {
                 for child in Array(nodes[Int(parent)].children.values) { prune(child, layer: layer) }
             } else {
-                let hidden = String(base.dropFirst(TreeBuilder.whiteoutPrefix.count))
+                let hidden = base.dropFirst(TreeBuilder.whiteoutPrefix.count)
                 if let target = nodes[Int(parent)].children[hidden] { prune(target, layer: layer) }
             }
             return
@@ -255,7 +248,7 @@ struct TreeBuilder {
                 oldInodeOf.append(b.inode)
             }
             let (nameStart, nameLength) = out.intern(b.name)
-            let children = b.children.sorted { namePrecedes($0.key, $1.key) }
+            let children = b.children.sorted { $0.key < $1.key }
             out.nodes.append(ViewStorage.NodeRecord(
                 nameStart: nameStart, nameLength: nameLength, parent: old == 0 ? 0 : parent, inode: inode,
                 firstChild: Int32(queue.count), childCount: Int32(children.count)))

@@ -56,10 +56,20 @@ struct ViewStorage {
         return (start, UInt32(strings.count) - start)
     }
 
+    mutating func intern(_ s: ByteString) -> (UInt32, UInt32) {
+        let start = UInt32(strings.count)
+        s.withBytes { strings.append(contentsOf: $0) }
+        return (start, UInt32(strings.count) - start)
+    }
+
     mutating func intern(_ bytes: [UInt8]) -> (UInt32, UInt32) {
         let start = UInt32(strings.count)
         strings.append(contentsOf: bytes)
         return (start, UInt32(strings.count) - start)
+    }
+
+    func bytes(_ start: UInt32, _ length: UInt32) -> ByteString {
+        ByteString(bytes: strings[Int(start)..<Int(start + length)])
     }
 
     func string(_ start: UInt32, _ length: UInt32) -> String {
@@ -71,7 +81,8 @@ struct ViewStorage {
     // MARK: Encoding
 
     static let magic: [UInt8] = Array("UMOCIVW1".utf8)
-    static let version: UInt32 = 1
+    /// 2: names are bytes as the layers have them (1 held them decoded as UTF-8).
+    static let version: UInt32 = 2
 
     /// magic, version, the record sizes (a build with other layouts rebuilds), the counts, the
     /// arrays' bytes, then a CRC-32 of everything before it.

@@ -36,34 +36,36 @@ public struct DirectoryDiff {
 
     let writer: LayerBlobWriter
     /// Paths (cleaned, relative, no trailing slash) left out with everything below them.
-    let masks: Set<String>
+    let masks: Set<ByteString>
     /// What was already packed (see UpperBaseline): unchanged entries are left out, and
     /// entries that have gone since get whiteouts.
     let baseline: UpperBaseline?
     /// Every entry walked, as a baseline for the next time.
     public private(set) var seen = UpperBaseline()
-    var hardlinks: [UInt64: [UInt64: String]] = [:]
+    var hardlinks: [UInt64: [UInt64: ByteString]] = [:]
     public private(set) var entryCount = 0
     let buffer: UnsafeMutableRawBufferPointer
 
     public init(writer: LayerBlobWriter, masks: [String] = [], baseline: UpperBaseline? = nil) {
         self.writer = writer
         self.baseline = baseline
-        self.masks = Set(masks.map { cleanComponents($0).joined(separator: "/") }.filter { !$0.isEmpty })
+        self.masks = Set(masks.map { cleanComponents(ByteString($0)).joined(separator: "/") }.filter { !$0.isEmpty })
         buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
     }
 
     public func release() { buffer.deallocate() }
 
-    func isMasked(_ path: String) -> Bool {
+    func isMasked(_ path: ByteString) -> Bool {
         if masks.isEmpty { return false }
         if masks.contains(path) { return true }
-        var p = Substring(path)
-        while let slash = p.lastIndex(of: "/") {
-            p = p[..<slash]
-            if masks.contains(String(p)) { return true }
+        return path.withBytes { bytes in
+            var end = bytes.count
+            while let slash = bytes[..<end].lastIndex(of: 0x2F) {
+                end = slash
+                if masks.contains(ByteString(bytes: bytes[..<end])) { return true }
+            }
+            return false
         }
-        return false
     }
 
     /// Adds everything below the directory `root` (not the directory itself), with entry names
@@ -73,21 +75,25 @@ public struct DirectoryDiff {
         do { fd = try Files.open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
         defer { close(fd) }
         if seen.started == nil { seen.started = UpperBaseline.fileSystemNow(besides: root) }
-        try walk(directory: fd, displayPath: root, relative: prefix)
+        try walk(directory: fd, displayPath: root, relative: ByteString(prefix))
     }
 
     /// Adds one file, directory (with its contents) or symlink at `path` as the entry `name`.
     public mutating func add(path: String, as name: String) throws(Failure) {
         let parentPath = Files.directoryName(path)
-        let base = String(path.split(separator: "/").last ?? "")
+        let base = ByteString(path).split().last ?? ByteString()
         let parent: Int32
         do { parent = try Files.open(parentPath, O_RDONLY | O_DIRECTORY) } catch { throw .store(error) }
         defer { close(parent) }
-        try addEntry(parent: parent, name: base, displayPath: path, entryName: name, recurse: true)
+        try addEntry(parent: parent, name: base, displayPath: path, entryName: ByteString(name), recurse: true)
     }
 
     /// A whiteout entry for `name` (its parent path plus `.wh.` plus its base name).
     public mutating func addWhiteout(for path: String) throws(Failure) {
+        try addWhiteout(for: ByteString(path))
+    }
+
+    mutating func addWhiteout(for path: ByteString) throws(Failure) {
         var components = cleanComponents(path)
         guard let base = components.popLast() else { throw .store(StoreError("cannot white out the root")) }
         try emit(TarEntry(name: (components + [".wh." + base]).joined(separator: "/"), type: .regular, mode: 0))
@@ -95,7 +101,7 @@ public struct DirectoryDiff {
 
     /// An opaque marker for the directory `path`.
     public mutating func addOpaqueMarker(for path: String) throws(Failure) {
-        try emit(TarEntry(name: (cleanComponents(path) + [".wh..wh..opq"]).joined(separator: "/"), type: .regular, mode: 0))
+        try emit(TarEntry(name: (cleanComponents(ByteString(path)) + [".wh..wh..opq"]).joined(separator: "/"), type: .regular, mode: 0))
     }
 
     /// Whiteouts for what the baseline had and the walk did not find any more (removed since
@@ -103,7 +109,7 @@ public struct DirectoryDiff {
     /// here), none where a whiteout file was seen.
     public mutating func addWhiteoutsForRemovedEntries() throws(Failure) {
         guard let baseline else { return }
-        for path in baseline.stamps.keys.sorted(by: namePrecedes) where seen.stamps[path] == nil {
+        for path in baseline.stamps.keys.sorted() where seen.stamps[path] == nil {
             var components = cleanComponents(path)
             guard let base = components.popLast(), !base.hasPrefix(".wh.") else { continue }
             let parent = components.joined(separator: "/")
@@ -131,9 +137,9 @@ public struct DirectoryDiff {
 
     /// `useBaseline`: false below a directory made opaque since the baseline, whose layer entry
     /// hides everything the base has there, so all of its contents must be written again.
-    mutating func walk(directory fd: Int32, displayPath: String, relative: String, useBaseline: Bool = true) throws(Failure) {
-        let names: [String]
-        do { names = try Files.list(fd: fd, path: displayPath) } catch { throw .store(error) }
+    mutating func walk(directory fd: Int32, displayPath: String, relative: ByteString, useBaseline: Bool = true) throws(Failure) {
+        let names: [ByteString]
+        do { names = try Files.names(fd: fd, path: displayPath) } catch { throw .store(error) }
         var useBaseline = useBaseline
         if useBaseline, let baseline, names.contains(".wh..wh..opq") {
             let marker = relative.isEmpty ? ".wh..wh..opq" : relative + "/.wh..wh..opq"
@@ -142,17 +148,17 @@ public struct DirectoryDiff {
                 useBaseline = false
             }
         }
-        for name in names.sorted(by: namePrecedes) {
-            try addEntry(parent: fd, name: name, displayPath: displayPath + "/" + name,
+        for name in names.sorted() {
+            try addEntry(parent: fd, name: name, displayPath: displayPath + "/" + name.description,
                          entryName: relative.isEmpty ? name : relative + "/" + name, recurse: true, useBaseline: useBaseline)
         }
     }
 
-    mutating func addEntry(parent: Int32, name: String, displayPath: String, entryName: String, recurse: Bool,
+    mutating func addEntry(parent: Int32, name: ByteString, displayPath: String, entryName: ByteString, recurse: Bool,
                            useBaseline: Bool = true) throws(Failure) {
         if isMasked(entryName) { return }
         var st = stat()
-        guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+        guard fstatat(parent, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
             if errno == ENOENT { throw .changed(FileChanged(path: displayPath)) }
             throw .store(.system("stat", displayPath))
         }
@@ -173,7 +179,7 @@ public struct DirectoryDiff {
                 hardlinks[UInt64(st.st_dev), default: [:]][UInt64(st.st_ino)] = entryName
             }
             if kind == S_IFDIR && recurse {
-                let fd = Files.retrying { openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                let fd = Files.retrying { openat(parent, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
                 guard fd >= 0 else { throw .store(.system("open", displayPath)) }
                 defer { close(fd) }
                 try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline)
@@ -196,7 +202,7 @@ public struct DirectoryDiff {
 
         switch kind {
         case S_IFDIR:
-            let fd = Files.retrying { openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            let fd = Files.retrying { openat(parent, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw .store(.system("open", displayPath)) }
             defer { close(fd) }
             entry.type = .directory
@@ -205,7 +211,7 @@ public struct DirectoryDiff {
             try emit(entry)
             if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline) }
         case S_IFREG:
-            let fd = Files.retrying { openat(parent, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+            let fd = Files.retrying { openat(parent, name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw .store(.system("open", displayPath)) }
             defer { close(fd) }
             var before = stat()
@@ -225,9 +231,9 @@ public struct DirectoryDiff {
         case S_IFLNK:
             entry.type = .symlink
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-            let n = readlinkat(parent, name, &target, target.count)
+            let n = readlinkat(parent, name.c, &target, target.count)
             guard n >= 0 else { throw .store(.system("readlink", displayPath)) }
-            entry.linkName = String(decoding: target[0..<n], as: UTF8.self)
+            entry.linkName = ByteString(bytes: target[0..<n])
             entry.xattrs = Xattrs.list(parent: parent, name: name)
             try emit(entry)
         case S_IFCHR, S_IFBLK, S_IFIFO:
@@ -264,9 +270,9 @@ enum Xattrs {
     }
 
     /// For what cannot be opened (symlinks, devices): by name under a pinned directory.
-    static func list(parent: Int32, name: String) -> [TarXattr] {
-        let path = "/proc/self/fd/\(parent)/\(name)"
-        return read(listing: { llistxattr(path, $0, $1) }, value: { lgetxattr(path, $0, $1, $2) })
+    static func list(parent: Int32, name: ByteString) -> [TarXattr] {
+        let path = ByteString("/proc/self/fd/\(parent)/") + name
+        return read(listing: { llistxattr(path.c, $0, $1) }, value: { lgetxattr(path.c, $0, $1, $2) })
     }
 
     static func read(listing: (UnsafeMutablePointer<CChar>?, Int) -> Int,

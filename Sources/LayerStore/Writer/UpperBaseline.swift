@@ -10,10 +10,12 @@ import Glibc
 /// leaves out what is unchanged, so it holds only newer changes, and a rebase moves it out of
 /// the upper directory.
 ///
-/// File format: an optional first line `#started SECONDS.NANOSECONDS`, then one line per
-/// path: stamp, a tab, the path.
+/// File format: NUL-terminated records (a path may hold any byte but NUL, newlines too): an
+/// optional first record `#started SECONDS.NANOSECONDS`, then one record per path: stamp, a
+/// tab, the path's bytes. A file without NULs is the earlier format, one record per line, and
+/// is still read.
 public struct UpperBaseline: Sendable, Equatable {
-    public var stamps: [String: String] = [:]
+    public var stamps: [ByteString: String] = [:]
     /// When the walk that took the stamps started, by the upper directory's file system clock.
     /// A file changed again within the same clock tick after it was stamped keeps its stamp
     /// (times move by ticks), so an entry whose ctime is not before this time never counts as
@@ -37,7 +39,7 @@ public struct UpperBaseline: Sendable, Equatable {
 
     /// Whether `path` is exactly as it was stamped (and was not changed within the tick in
     /// which the stamps were taken).
-    public func unchanged(_ path: String, _ st: stat) -> Bool {
+    public func unchanged(_ path: ByteString, _ st: stat) -> Bool {
         guard let recorded = stamps[path], recorded == UpperBaseline.stamp(st) else { return false }
         guard let started else { return true }
         return FileTime(st.st_ctim) < started
@@ -61,26 +63,34 @@ public struct UpperBaseline: Sendable, Equatable {
 
     public static func read(_ path: String) throws(StoreError) -> UpperBaseline? {
         guard Files.exists(path) else { return nil }
+        let bytes = try Files.read(path)
+        let separator: UInt8 = bytes.contains(0) ? 0 : 0x0A
         var baseline = UpperBaseline()
-        for line in String(decoding: try Files.read(path), as: UTF8.self).split(separator: "\n") {
-            if line.hasPrefix("#started ") {
-                let parts = line.dropFirst(9).split(separator: ".")
-                guard parts.count == 2, let s = Int(parts[0]), let n = Int(parts[1]) else {
-                    throw StoreError("\(path): malformed line \(quoted: String(line))")
-                }
+        for record in bytes.split(separator: separator) {
+            func malformed() -> StoreError { StoreError("\(path): malformed record \(quoted: ByteString(bytes: record))") }
+            if record.starts(with: "#started ".utf8) {
+                let parts = record.dropFirst(9).split(separator: UInt8(ascii: "."))
+                guard parts.count == 2, let s = Int(String(decoding: parts[0], as: UTF8.self)),
+                      let n = Int(String(decoding: parts[1], as: UTF8.self)) else { throw malformed() }
                 baseline.started = FileTime(timespec(tv_sec: s, tv_nsec: n))
                 continue
             }
-            guard let tab = line.firstIndex(of: "\t") else { throw StoreError("\(path): malformed line \(quoted: String(line))") }
-            baseline.stamps[String(line[line.index(after: tab)...])] = String(line[..<tab])
+            guard let tab = record.firstIndex(of: 0x09) else { throw malformed() }
+            baseline.stamps[ByteString(bytes: record[record.index(after: tab)...])] = String(decoding: record[..<tab], as: UTF8.self)
         }
         return baseline
     }
 
     public func write(_ path: String) throws(StoreError) {
-        var text = started.map { "#started \($0.seconds).\($0.nanoseconds)\n" } ?? ""
-        for key in stamps.keys.sorted(by: namePrecedes) { text += stamps[key]! + "\t" + key + "\n" }
-        try Files.writeAtomically(path, Array(text.utf8))
+        var out: [UInt8] = []
+        if let started { out += Array("#started \(started.seconds).\(started.nanoseconds)".utf8) + [0] }
+        for key in stamps.keys.sorted() {
+            out += Array(stamps[key]!.utf8)
+            out.append(0x09)
+            key.withBytes { out.append(contentsOf: $0) }
+            out.append(0)
+        }
+        try Files.writeAtomically(path, out)
     }
 }
 
@@ -97,8 +107,8 @@ extension UpperBaseline {
 
     /// reconcile, given an fd of the upper directory (`path` names it in errors).
     public func reconcile(upperRoot root: Int32, path upper: String) throws(StoreError) {
-        var missing = Set<String>()
-        for path in stamps.keys.sorted(by: namePrecedes) {
+        var missing = Set<ByteString>()
+        for path in stamps.keys.sorted() {
             var components = cleanComponents(path)
             guard let base = components.popLast(), !base.hasPrefix(".wh.") else { continue }
             let parentPath = components.joined(separator: "/")
@@ -110,11 +120,12 @@ extension UpperBaseline {
             guard parent >= 0 else { continue }
             defer { close(parent) }
             var st = stat()
-            if fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
+            if fstatat(parent, base.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
             missing.insert(path)
-            if fstatat(parent, ".wh." + base, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
-            let fd = openat(parent, ".wh." + base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
-            if fd < 0 { throw StoreError.system("create whiteout for", upper + "/" + path) }
+            let whiteout = ".wh." + base
+            if fstatat(parent, whiteout.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
+            let fd = openat(parent, whiteout.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
+            if fd < 0 { throw StoreError.system("create whiteout for", upper + "/" + path.description) }
             close(fd)
         }
     }
