@@ -49,7 +49,7 @@ extension OverlayFS {
                     throw Errno.current
                 }
             }
-            if needsWhiteout { try makeMarker(dir.fd, name.whiteout) }
+            if needsWhiteout { try makeWhiteout(dir.fd, name) }
             if let id = existingChild(parentId, name) { detach(id) }
         }
     }
@@ -72,15 +72,21 @@ extension OverlayFS {
     // MARK: Rename
 
     func rename(_ parentId: UInt64, _ name: ByteString, _ newParentId: UInt64, _ newName: ByteString, flags: UInt32) throws(Errno) {
-        if flags & Sys.RENAME_EXCHANGE != 0 || flags & ~Sys.RENAME_NOREPLACE != 0 { throw Errno(EINVAL) }
-        if newName.isWhiteoutName { throw Errno(EINVAL) }
+        if flags & ~(Sys.RENAME_NOREPLACE | Sys.RENAME_EXCHANGE) != 0 { throw Errno(EINVAL) }
+        if flags & Sys.RENAME_NOREPLACE != 0 && flags & Sys.RENAME_EXCHANGE != 0 { throw Errno(EINVAL) }
+        if newName.isWhiteoutName { throw Errno(flags & Sys.RENAME_EXCHANGE != 0 ? ENOENT : EINVAL) }
         if name.isWhiteoutName { throw Errno(ENOENT) }
+        if flags & Sys.RENAME_EXCHANGE != 0 {
+            return try exchange(parentId, name, newParentId, newName)
+        }
         try exclusive { () throws(Errno) in
             let parent = try snapshot(parentId)
             let newParent = try snapshot(newParentId)
             guard let source = try resolve(parentId, parent, name) else { throw Errno(ENOENT) }
             let target = try resolve(newParentId, newParent, newName)
             if parentId == newParentId && name == newName { return }
+            // Two names of one file: POSIX says rename does nothing.
+            if let target, sameFile(source, target) { return }
             if let target {
                 if flags & Sys.RENAME_NOREPLACE != 0 { throw Errno(EEXIST) }
                 if source.isDirectory && !target.isDirectory { throw Errno(ENOTDIR) }
@@ -96,25 +102,74 @@ extension OverlayFS {
             defer { from.close() }
             let to = try openUpperDir(newParentId)
             defer { to.close() }
-            var madeOpaque = false
-            if source.isDirectory && source.lower >= 0 {
-                let sub = try openChildDir(from.fd, name)
-                defer { close(sub) }
-                try copyUpTree(dirfd: sub, lower: source.lower)
-                try makeMarker(sub, OverlayFS.opaqueName)
-                madeOpaque = true
-            }
+            let madeOpaque = try makeSelfContained(from.fd, name, source)
             // The target: an upper directory loses its whiteouts (it is merged-empty).
             if let target, target.upper, target.isDirectory { try removeWhiteouts(to.fd, newName) }
-            if unlinkat(to.fd, newName.whiteout.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+            if UpperWhiteout.remove(to.fd, newName) != 0 { throw Errno.current }
             if renameat(from.fd, name.c, to.fd, newName.c) != 0 { throw Errno.current }
-            if lowerAt(parent, name) != nil { try makeMarker(from.fd, name.whiteout) }
+            if lowerAt(parent, name) != nil { try makeWhiteout(from.fd, name) }
             if source.isDirectory && !madeOpaque, let l = lowerAt(newParent, newName), viewIsDirectory(l) {
                 try makeOpaque(to.fd, newName)
             }
             if let targetId = existingChild(newParentId, newName) { detach(targetId) }
             move(sourceId, to: newParentId, newName)
             markSubtreeUpper(sourceId)
+        }
+    }
+
+    /// Whether two resolved names are one file (hardlinks of one lower inode, or one upper
+    /// inode).
+    func sameFile(_ a: Resolved, _ b: Resolved) -> Bool {
+        if a.isDirectory || b.isDirectory { return false }
+        if a.upper && b.upper { return a.upperStat.st_dev == b.upperStat.st_dev && a.upperStat.st_ino == b.upperStat.st_ino }
+        if !a.upper && !b.upper { return view.inodeNumber(of: a.lower) == view.inodeNumber(of: b.lower) }
+        return false
+    }
+
+    /// A directory that merges a lower directory is about to move: its upper copy gets every
+    /// entry it shows and becomes opaque, so that it shows the same wherever it lands. Keeps
+    /// its times (moving a directory changes neither its mtime nor its atime). Returns whether
+    /// it did anything.
+    func makeSelfContained(_ dirfd: Int32, _ name: ByteString, _ r: Resolved) throws(Errno) -> Bool {
+        guard r.isDirectory && r.lower >= 0 else { return false }
+        let sub = try openChildDir(dirfd, name, flags: O_RDONLY)
+        defer { close(sub) }
+        var before = stat()
+        if fstat(sub, &before) != 0 { throw Errno.current }
+        try copyUpTree(dirfd: sub, lower: r.lower)
+        try makeMarker(sub, OverlayFS.opaqueName)
+        try restoreTimes(sub, before)
+        return true
+    }
+
+    /// renameat2(RENAME_EXCHANGE): both names exist and swap what they show.
+    private func exchange(_ parentId: UInt64, _ name: ByteString, _ newParentId: UInt64, _ newName: ByteString) throws(Errno) {
+        try exclusive { () throws(Errno) in
+            let parent = try snapshot(parentId)
+            let newParent = try snapshot(newParentId)
+            guard let a = try resolve(parentId, parent, name), let b = try resolve(newParentId, newParent, newName) else {
+                throw Errno(ENOENT)
+            }
+            if parentId == newParentId && name == newName { return }
+            let aId = install(parent: parentId, name: name, upper: a.upper, lower: a.lower)
+            defer { forget(aId, 1) }
+            let bId = install(parent: newParentId, name: newName, upper: b.upper, lower: b.lower)
+            defer { forget(bId, 1) }
+            try ensureUpper(aId)
+            try ensureUpper(bId)
+            let from = try openUpperDir(parentId)
+            defer { from.close() }
+            let to = try openUpperDir(newParentId)
+            defer { to.close() }
+            // Each side shows in the other place exactly what it shows now.
+            let aSealed = try makeSelfContained(from.fd, name, a)
+            let bSealed = try makeSelfContained(to.fd, newName, b)
+            if Sys.renameat2(from.fd, name, to.fd, newName, Sys.RENAME_EXCHANGE) != 0 { throw Errno.current }
+            if a.isDirectory && !aSealed, let l = lowerAt(newParent, newName), viewIsDirectory(l) { try makeOpaque(to.fd, newName) }
+            if b.isDirectory && !bSealed, let l = lowerAt(parent, name), viewIsDirectory(l) { try makeOpaque(from.fd, name) }
+            swapNodes(aId, bId)
+            markSubtreeUpper(aId)
+            markSubtreeUpper(bId)
         }
     }
 
@@ -133,7 +188,7 @@ extension OverlayFS {
             defer { from.close() }
             let to = try openUpperDir(newParentId)
             defer { to.close() }
-            if unlinkat(to.fd, newName.whiteout.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+            if UpperWhiteout.remove(to.fd, newName) != 0 { throw Errno.current }
             if linkat(from.fd, n.name.c, to.fd, newName.c, 0) != 0 { throw Errno.current }
             var st = stat()
             if fstatat(to.fd, newName.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }

@@ -26,7 +26,7 @@ import Synchronization
 ///   directory handles are not used concurrently (the kernel holds the file's position lock).
 final class OverlayFS: @unchecked Sendable {
     static let rootId: UInt64 = 1
-    static let opaqueName: ByteString = ".wh..wh..opq"
+    static let opaqueName = UpperWhiteout.opaqueMarker
     /// How long the kernel may keep entries (also negative ones) and attributes. Every change
     /// goes through this mount, so the kernel's caches only go stale for changes made behind
     /// its back (edits of the upper directory from outside, which are not supported) and for
@@ -113,6 +113,25 @@ final class OverlayFS: @unchecked Sendable {
         }
         state = Mutex(s)
         try adoptRootMetadata(upperDirectory)
+        try OverlayFS.removeInternalFiles(fd, path: upperDirectory)
+    }
+
+    /// Removes what an interrupted copy-up left (UpperWhiteout.isInternal names) anywhere in
+    /// the upper directory, before it is served.
+    static func removeInternalFiles(_ directory: Int32, path: String) throws(StoreError) {
+        for name in try Files.names(fd: directory, path: path) {
+            let sub = path + "/" + name.description
+            if UpperWhiteout.isInternal(name) {
+                if unlinkat(directory, name.c, 0) != 0 && errno != ENOENT { throw .system("remove", sub) }
+                continue
+            }
+            var st = stat()
+            guard fstatat(directory, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+            let fd = openat(directory, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if fd < 0 { throw .system("open", sub) }
+            defer { close(fd) }
+            try removeInternalFiles(fd, path: sub)
+        }
     }
 
     deinit {
@@ -238,6 +257,19 @@ final class OverlayFS: @unchecked Sendable {
             s.nodes[id]!.name = newName
             s.nodes[newParent]?.children[newName] = id
             if old != 0 { OverlayFS.collect(&s, old) }
+        }
+    }
+
+    /// Swaps the names of two attached nodes (after RENAME_EXCHANGE).
+    func swapNodes(_ a: UInt64, _ b: UInt64) {
+        state.withLock { s in
+            guard let x = s.nodes[a], let y = s.nodes[b], x.parent != 0, y.parent != 0 else { return }
+            s.nodes[a]!.parent = y.parent
+            s.nodes[a]!.name = y.name
+            s.nodes[b]!.parent = x.parent
+            s.nodes[b]!.name = x.name
+            s.nodes[x.parent]?.children[x.name] = b
+            s.nodes[y.parent]?.children[y.name] = a
         }
     }
 
@@ -389,6 +421,7 @@ final class OverlayFS: @unchecked Sendable {
         if name.isWhiteoutName { return nil }
         var st = stat()
         if fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+            if UpperWhiteout.isDevice(st, name: name) { return nil }
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
             var lower: Int32 = -1
             if isDir, let l = lowerAt(parent, name), viewIsDirectory(l), !isOpaque(dirfd, name) { lower = l }
@@ -396,7 +429,7 @@ final class OverlayFS: @unchecked Sendable {
         }
         guard errno == ENOENT else { throw Errno.current }
         guard let l = lowerAt(parent, name) else { return nil }
-        if exists(dirfd, name.whiteout) { return nil }
+        if UpperWhiteout.exists(dirfd, name) { return nil }
         return Resolved(upper: false, upperStat: stat(), lower: l, isDirectory: viewIsDirectory(l))
     }
 
@@ -521,7 +554,11 @@ final class OverlayFS: @unchecked Sendable {
         if let upper {
             try forEachEntry(of: upper) { name, ino, type in
                 if name.isWhiteoutName {
-                    if lower >= 0 { whiteouts.insert(name.dropFirst(4)) }
+                    if lower >= 0 && !UpperWhiteout.isInternal(name) { whiteouts.insert(name.dropFirst(4)) }
+                    return
+                }
+                if type == UInt8(DT_CHR), isDeviceWhiteout(upper, name) {
+                    whiteouts.insert(name)
                     return
                 }
                 upperNames.insert(name)
@@ -598,6 +635,10 @@ final class OverlayFS: @unchecked Sendable {
     /// directory; other files whole, through a temporary name renamed into place). The copy
     /// keeps the st_ino the lower object had.
     func copyUpObject(dirfd: Int32, name: ByteString, lower: Int32, data: Bool = true) throws(Errno) {
+        // A copy-up changes no name the mount shows: the directory keeps its times.
+        var parentBefore = stat()
+        if fstat(dirfd, &parentBefore) != 0 { throw Errno.current }
+        defer { try? restoreTimes(dirfd, parentBefore) }
         let number = view.inodeNumber(of: lower)
         let a = view.attributes(ofInode: number)
         if a.type == .directory {
@@ -672,10 +713,17 @@ final class OverlayFS: @unchecked Sendable {
     func copyUpTree(dirfd: Int32, lower: Int32) throws(Errno) {
         var upperNames = Set<ByteString>()
         var whiteouts: [ByteString] = []
-        try forEachEntry(of: dirfd) { name, _, _ in
-            if name.isWhiteoutName { whiteouts.append(name) } else { upperNames.insert(name) }
+        var deviceWhiteouts: [ByteString] = []
+        try forEachEntry(of: dirfd) { name, _, type in
+            if name.isWhiteoutName {
+                if !UpperWhiteout.isInternal(name) { whiteouts.append(name) }
+            } else if type == UInt8(DT_CHR), isDeviceWhiteout(dirfd, name) {
+                deviceWhiteouts.append(name)
+            } else {
+                upperNames.insert(name)
+            }
         }
-        let hidden = Set(whiteouts.filter { $0 != OverlayFS.opaqueName }.map { $0.dropFirst(4) })
+        let hidden = Set(whiteouts.filter { $0 != OverlayFS.opaqueName }.map { $0.dropFirst(4) } + deviceWhiteouts)
         let opaque = whiteouts.contains(OverlayFS.opaqueName)
         if lower >= 0 && !opaque {
             for c in view.children(of: lower) {
@@ -694,12 +742,34 @@ final class OverlayFS: @unchecked Sendable {
                 try copyUpTree(dirfd: sub, lower: c)
             }
         }
-        for w in whiteouts where w != OverlayFS.opaqueName {
+        for w in whiteouts + deviceWhiteouts where w != OverlayFS.opaqueName {
             if unlinkat(dirfd, w.c, 0) != 0 && errno != ENOENT { throw Errno.current }
         }
     }
 
+    /// Sets an upper directory's atime and mtime back to `st`'s (fd: any open descriptor of it,
+    /// O_PATH included).
+    func restoreTimes(_ fd: Int32, _ st: stat) throws(Errno) {
+        var times = (st.st_atim, st.st_mtim)
+        let r = withUnsafePointer(to: &times) { p in
+            p.withMemoryRebound(to: timespec.self, capacity: 2) { utimensat(fd, "", $0, Sys.AT_EMPTY_PATH) }
+        }
+        if r != 0 { throw Errno.current }
+    }
+
     // MARK: Markers
+
+    /// Whether the entry `name` of an upper directory is a device whiteout (UpperWhiteout).
+    func isDeviceWhiteout(_ dirfd: Int32, _ name: ByteString) -> Bool {
+        guard UpperWhiteout.usesDevice(name) else { return false }
+        var st = stat()
+        return fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 && UpperWhiteout.isDevice(st, name: name)
+    }
+
+    /// Records `name` in an upper directory as deleted (UpperWhiteout).
+    func makeWhiteout(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
+        if UpperWhiteout.make(dirfd, name) != 0 { throw Errno.current }
+    }
 
     func makeMarker(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
         let fd = openat(dirfd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
@@ -725,7 +795,7 @@ final class OverlayFS: @unchecked Sendable {
         var names: [ByteString] = []
         while let e = readdir(dir) {
             let n = ByteString(dirent: e.pointee.d_name)
-            if n.isWhiteoutName { names.append(n) }
+            if n.isWhiteoutName || (e.pointee.d_type == UInt8(DT_CHR) && isDeviceWhiteout(dirfd(dir), n)) { names.append(n) }
         }
         for n in names where unlinkat(dirfd(dir), n.c, 0) != 0 && errno != ENOENT { throw Errno.current }
     }
@@ -748,6 +818,11 @@ final class OverlayFS: @unchecked Sendable {
     /// Creates parent/name as `kind`, owned by the caller (gid and S_ISGID from a setgid parent).
     func create(_ parentId: UInt64, _ name: ByteString, _ kind: Kind, mode: mode_t, uid: uid_t, gid: gid_t) throws(Errno) -> Created {
         if name.isWhiteoutName { throw Errno(EINVAL) }
+        // A character device 0/0 under a name too long for a `.wh.` file is how the upper
+        // directory whites that name out (UpperWhiteout): it cannot also be a device.
+        if case .node(let type, let rdev) = kind, type == S_IFCHR, rdev == 0, UpperWhiteout.usesDevice(name) {
+            throw Errno(EPERM)
+        }
         return try exclusive { () throws(Errno) -> Created in
             let parent = try snapshot(parentId)
             if try resolve(parentId, parent, name) != nil { throw Errno(EEXIST) }
@@ -762,7 +837,7 @@ final class OverlayFS: @unchecked Sendable {
                 gid = pst.st_gid
                 if case .directory = kind { mode |= S_ISGID }
             }
-            if unlinkat(dir.fd, name.whiteout.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+            if UpperWhiteout.remove(dir.fd, name) != 0 { throw Errno.current }
             var fd: Int32 = -1
             switch kind {
             case .file(let flags):

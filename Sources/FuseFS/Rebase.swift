@@ -106,7 +106,7 @@ extension OverlayFS {
                 var ino: UInt64 = 0
                 var subUpper: Int32 = -1
                 var subLower: Int32 = -1
-                if upper >= 0 && fstatat(upper, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+                if upper >= 0 && fstatat(upper, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 && !UpperWhiteout.isDevice(st, name: name) {
                     ino = reportedIno(st)
                     if isDirectory && (st.st_mode & S_IFMT) == S_IFDIR {
                         subUpper = openat(upper, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -115,7 +115,7 @@ extension OverlayFS {
                             subLower = l
                         }
                     }
-                } else if upper >= 0 && exists(upper, name.whiteout) {
+                } else if upper >= 0 && UpperWhiteout.exists(upper, name) {
                     // Hidden until now: nothing to carry over.
                 } else if oldLower >= 0, let l = view.child(oldLower, named: name) {
                     ino = lowerIno(view.inodeNumber(of: l))
@@ -238,7 +238,7 @@ extension OverlayFS {
             defer { close(dir) }
             var before = stat()
             guard fstat(dir, &before) == 0 else { return }
-            defer { restoreTimes(dir, before) }
+            defer { try? restoreTimes(dir, before) }
             for name in names {
                 if renameat(dir, name.c, trash, "\(report.moved)") != 0 {
                     let path = path.isEmpty ? name : path + "/" + name
@@ -266,12 +266,6 @@ extension OverlayFS {
         return false
     }
 
-    private func restoreTimes(_ fd: Int32, _ st: stat) {
-        var times = (st.st_atim, st.st_mtim)
-        _ = withUnsafePointer(to: &times) { p in
-            p.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) }
-        }
-    }
 
     // MARK: Nodes
 

@@ -111,6 +111,4 @@ extension ByteString {
     /// A name the upper directory uses for its markers: never shown, never created through
     /// the mount.
     @inline(__always) var isWhiteoutName: Bool { hasPrefix(ByteString.whiteoutPrefix) }
-    /// The `.wh.` marker that hides this name.
-    var whiteout: ByteString { ByteString.whiteoutPrefix + self }
 }

@@ -25,7 +25,7 @@ enum Images {
         let layout = dir + "/layout"
         imagesDirectory = dir
         atexit { if let dir = imagesDirectory { try? Files.removeTree(dir) } }
-        for c in ["basic", "whiteouts"] {
+        for c in ["basic", "whiteouts", "names"] {
             if run("python3 '\(repository)/scripts/fixtures/make_image.py' '\(layout)' \(c) >/dev/null") != 0 { return nil }
         }
         return layout

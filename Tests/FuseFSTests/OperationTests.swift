@@ -100,6 +100,22 @@ struct OperationTests {
         #expect(getxattrString(f.base + "/upper", "user.umoci-test") == nil)
     }
 
+    /// What a copy-up killed halfway left behind is removed before the upper directory is
+    /// served, and never packed.
+    @Test func leftoversOfAnInterruptedCopyUpAreRemoved() throws {
+        var template = Array("/tmp/umoci-ops-XXXXXX".utf8CString)
+        let base = try #require(template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }.map { String(cString: $0) })
+        defer { try? Files.removeTree(base) }
+        mkdir(base + "/upper", 0o755)
+        mkdir(base + "/upper/etc", 0o755)
+        #expect(writeFile(base + "/upper/etc/.wh..wh..umoci-copyup.1234abcd", "half") == 0)
+        #expect(writeFile(base + "/upper/etc/kept", "kept") == 0)
+        let layout = try ImageLayout(opening: try #require(Images.layout))
+        let view = try MergedView.open(layout: layout, image: layout.loadImage(tag: "basic"), cache: IndexCache(directory: base + "/cache"))
+        _ = try OverlayFS(view: view, upperDirectory: base + "/upper")
+        #expect(listNames(base + "/upper/etc") == ["kept"])
+    }
+
     @Test func lowerSymlinksReportMode0777() throws {
         let f = try Fixture()
         let (_, st) = try f.fs.lookup(OverlayFS.rootId, "rel-link")

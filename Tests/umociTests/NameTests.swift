@@ -86,6 +86,9 @@ struct NameTests {
         #expect(write(path(r, "d/ends\r"), "cr\n") == 0)
         #expect(unlink(path(r, "d/cr\r").c) == 0)
         #expect(unlink(path(r, Self.latin1).c) == 0)
+        // Names whose `.wh.` file would not fit in 255 bytes are deleted all the same.
+        #expect(unlink(path(r, ByteString(String(repeating: "n", count: 255))).c) == 0)
+        #expect(unlink(path(r, ByteString("d/" + String(repeating: "m", count: 252))).c) == 0)
 
         ok(try umoci("repack", "--refresh-bundle", "--image", L + ":new", bundle.paths.bundle))
         try expectDebianUmociExtracts(L, "new", into: dir("new"), as: r)

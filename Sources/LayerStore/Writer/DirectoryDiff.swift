@@ -164,13 +164,23 @@ public struct DirectoryDiff {
         }
         let kind = st.st_mode & S_IFMT
         // Sockets have no tar representation (umoci skips them too); not being in the
-        // baseline, they also stay in an upper directory that a rebase empties.
-        if kind == S_IFSOCK { return }
+        // baseline, they also stay in an upper directory that a rebase empties. A copy-up's
+        // temporary file is the mount server's own.
+        if kind == S_IFSOCK || UpperWhiteout.isInternal(name) { return }
         seen.stamps[entryName] = UpperBaseline.stamp(st)
         let unchanged = useBaseline && baseline?.unchanged(entryName, st) == true
-        if name.hasPrefix(".wh.") {
+        if name.hasPrefix(UpperWhiteout.prefix) {
             // An OCI whiteout or opaque marker: its name is all that counts.
             if !unchanged { try emit(TarEntry(name: entryName, type: .regular, mode: 0)) }
+            return
+        }
+        if UpperWhiteout.isDevice(st, name: name) {
+            // The whiteout of a name too long for a `.wh.` file: the standard entry.
+            if !unchanged {
+                var components = cleanComponents(entryName)
+                components[components.count - 1] = UpperWhiteout.prefix + name
+                try emit(TarEntry(name: components.joined(separator: "/"), type: .regular, mode: 0))
+            }
             return
         }
         if unchanged {

@@ -122,11 +122,7 @@ extension UpperBaseline {
             var st = stat()
             if fstatat(parent, base.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
             missing.insert(path)
-            let whiteout = ".wh." + base
-            if fstatat(parent, whiteout.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
-            let fd = openat(parent, whiteout.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
-            if fd < 0 { throw StoreError.system("create whiteout for", upper + "/" + path.description) }
-            close(fd)
+            if UpperWhiteout.make(parent, base) != 0 { throw StoreError.system("create whiteout for", upper + "/" + path.description) }
         }
     }
 }

@@ -1,0 +1,107 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import FuseFS
+import LayerStore
+import Testing
+
+/// Behaviour a plain ext4 directory has, checked through the mount: rename's flags and its
+/// no-op case, names of up to 255 bytes and their deletion, directory times across copy-up
+/// and rename, xattrs on the root.
+@Suite("FuseFS faithful to ext4", .serialized, .enabled(if: Images.fuseAvailable, "needs root and /dev/fuse"))
+struct FaithfulTests {
+    @Test func renameExchange() throws {
+        let m = try Mounted(tag: "whiteouts")
+        defer { m.close() }
+        let aBefore = try #require(listNames(m.path("a")))
+        // lower file <-> lower file
+        let e = readText(m.path("e")), dup = readText(m.path("dup"))
+        #expect(renameat2(m.path("e"), m.path("dup"), 2) == 0)
+        #expect(readText(m.path("e")) == dup && readText(m.path("dup")) == e)
+        // an upper file <-> a lower directory with contents, in another directory
+        #expect(writeFile(m.path("h/new"), "new\n") == 0)
+        #expect(renameat2(m.path("h/new"), m.path("a"), 2) == 0)
+        #expect(readText(m.path("a")) == "new\n")
+        #expect(listNames(m.path("h/new")) == aBefore, "the directory shows what it showed, elsewhere")
+        #expect(lstatOrNil(m.upperPath("h/new/.wh..wh..opq")) != nil)
+        // and back
+        #expect(renameat2(m.path("a"), m.path("h/new"), 2) == 0)
+        #expect(listNames(m.path("a")) == aBefore && readText(m.path("h/new")) == "new\n")
+        // errors as on ext4
+        #expect(renameat2(m.path("e"), m.path("missing"), 2) == ENOENT)
+        #expect(renameat2(m.path("missing"), m.path("e"), 2) == ENOENT)
+        #expect(renameat2(m.path("e"), m.path("dup"), 3) == EINVAL)
+        #expect(renameat2(m.path("e"), m.path("e"), 2) == 0)
+    }
+
+    @Test func renameBetweenNamesOfOneFileDoesNothing() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        #expect(rename(m.path("hard-a"), m.path("hard-b")) == 0)
+        #expect(readText(m.path("hard-a")) == "shared content\n")
+        #expect(readText(m.path("hard-b")) == "shared content\n")
+        #expect(lstatOrNil(m.upperPath(".wh.hard-a")) == nil)
+    }
+
+    @Test func namesOf255Bytes() throws {
+        let m = try Mounted(tag: "names")
+        defer { m.close() }
+        let longest = String(repeating: "n", count: 255)
+        let long252 = "d/" + String(repeating: "m", count: 252)
+        // Deleting image files whose `.wh.` name would not fit.
+        #expect(unlink(m.path(longest)) == 0)
+        #expect(lstatOrNil(m.path(longest)) == nil)
+        #expect(listNames(m.mnt)?.contains(longest) == false)
+        let device = try #require(lstatOrNil(m.upperPath(longest)))
+        #expect(device.st_mode & S_IFMT == S_IFCHR && device.st_rdev == 0, "a whiteout device at the name itself")
+        #expect(unlink(m.path(long252)) == 0)
+        #expect(lstatOrNil(m.path(long252)) == nil)
+        // Creating, renaming to and deleting such names.
+        #expect(writeFile(m.path(longest), "again\n", flags: O_WRONLY | O_CREAT | O_EXCL) == 0)
+        #expect(readText(m.path(longest)) == "again\n")
+        #expect(((lstatOrNil(m.upperPath(longest))?.st_mode ?? 0) & S_IFMT) == S_IFREG)
+        let other = String(repeating: "o", count: 255)
+        #expect(rename(m.path(longest), m.path(other)) == 0)
+        #expect(readText(m.path(other)) == "again\n")
+        #expect(lstatOrNil(m.path(longest)) == nil)
+        #expect(unlink(m.path(other)) == 0)
+        #expect(lstatOrNil(m.path(other)) == nil && lstatOrNil(m.upperPath(other)) == nil)
+        #expect(mkdir(m.path(longest), 0o755) == 0)
+        #expect(rmdir(m.path(longest)) == 0)
+        // A device 0/0 under such a name would be a whiteout: refused.
+        #expect(err(mknod(m.path(other), S_IFCHR | 0o600, 0)) == EPERM)
+    }
+
+    @Test func copyUpAndRenameKeepDirectoryTimes() throws {
+        let m = try Mounted(tag: "whiteouts")
+        defer { m.close() }
+        let before = try #require(lstatOrNil(m.path("a")))
+        // Changing a file's data changes no directory.
+        let fd = open(m.path("a/y"), O_WRONLY | O_APPEND)
+        #expect(fd >= 0)
+        #expect(write(fd, "more", 4) == 4)
+        close(fd)
+        let after = try #require(lstatOrNil(m.path("a")))
+        #expect(after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec)
+        #expect(lstatOrNil(m.upperPath("a"))?.st_mtim.tv_sec == before.st_mtim.tv_sec)
+        // Moving a directory keeps its mtime.
+        let sub = try #require(lstatOrNil(m.path("a/sub")))
+        #expect(rename(m.path("a/sub"), m.path("sub-moved")) == 0)
+        let moved = try #require(lstatOrNil(m.path("sub-moved")))
+        #expect(moved.st_mtim.tv_sec == sub.st_mtim.tv_sec && moved.st_mtim.tv_nsec == sub.st_mtim.tv_nsec)
+        // Creating a file does change its directory's mtime.
+        #expect(writeFile(m.path("sub-moved/new"), "x") == 0)
+        #expect((lstatOrNil(m.path("sub-moved"))?.st_mtim.tv_sec ?? 0) > sub.st_mtim.tv_sec)
+    }
+
+    @Test func rootDirectoryXattrs() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        #expect(setxattr(m.mnt, "user.root-note", "v", 1, 0) == 0)
+        #expect(getxattrString(m.mnt, "user.root-note") == "v")
+        #expect(getxattrString(m.upper, "user.root-note") == "v")
+        #expect(removexattr(m.mnt, "user.root-note") == 0)
+        #expect(getxattrString(m.mnt, "user.root-note") == nil)
+    }
+}
