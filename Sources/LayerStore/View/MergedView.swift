@@ -70,10 +70,25 @@ public final class MergedView: Sendable {
 
     public static let root: Int32 = 0
 
+    /// The names (nodes) of each non-directory inode that has more than one.
+    let hardlinkNames: [Int32: [Int32]]
+
     init(storage: ViewStorage, readers: [LayerReader], regions: RegionCache) {
         self.storage = storage
         self.readers = readers
         self.regions = regions
+        var names: [Int32: [Int32]] = [:]
+        let directory = TarEntryType.directory.rawValue
+        for (node, record) in storage.nodes.enumerated() {
+            let inode = storage.inodes[Int(record.inode)]
+            if inode.linkCount > 1 && inode.type != directory { names[record.inode, default: []].append(Int32(node)) }
+        }
+        hardlinkNames = names
+    }
+
+    /// The other nodes (names) of the file that `node` names.
+    public func otherNames(of node: Int32) -> [Int32] {
+        (hardlinkNames[inodeNumber(of: node)] ?? []).filter { $0 != node }
     }
 
     /// Frees the inflated regions this view keeps and keeps none from now on: for a view that

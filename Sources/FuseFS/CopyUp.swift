@@ -1,0 +1,162 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import LayerStore
+
+/// Copy-up: making an upper object of what the lower view shows, before its first change. The
+/// caller holds the exclusive tree lock.
+extension OverlayFS {
+    // MARK: Copy-up (exclusive lock held by the caller)
+
+    /// Sets an xattr on dirfd/name (not following it), or on the directory dirfd itself.
+    func setXattr(dirfd: Int32, name: ByteString?, _ key: String, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
+        guard let name else { return fsetxattr(dirfd, key, value.baseAddress, value.count, flags) }
+        return lsetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, value.baseAddress, value.count, flags)
+    }
+
+    /// Sets owner, mode, xattrs and times of an upper object (dirfd/name, or dirfd itself) from
+    /// a lower node. Mode after chown, so chown's clearing of setuid bits does not stick.
+    func applyLowerMetadata(dirfd: Int32, name: ByteString?, lower: Int32) throws(Errno) {
+        let inode = view.inode(of: lower)
+        let target = name ?? ByteString()
+        let flags = name == nil ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
+        if fchownat(dirfd, target.c, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), flags) != 0 {
+            throw Errno.current
+        }
+        if inode.type != .symlink {
+            let r = name == nil ? fchmod(dirfd, mode_t(inode.mode & 0o7777)) : Files.chmodNoFollow(dirfd, target.c, mode_t(inode.mode & 0o7777))
+            if r != 0 { throw Errno.current }
+        }
+        for x in inode.xattrs {
+            let r = x.value.withUnsafeBytes { setXattr(dirfd: dirfd, name: name, x.name, $0) }
+            if r != 0 { throw Errno.current }
+        }
+        let ts = timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))
+        var times = (ts, ts)
+        let r = withUnsafePointer(to: &times) { p in
+            p.withMemoryRebound(to: timespec.self, capacity: 2) { utimensat(dirfd, target.c, $0, flags) }
+        }
+        if r != 0 { throw Errno.current }
+    }
+
+    static func temporaryName() -> ByteString {
+        ByteString(".wh..wh..umoci-copyup." + String(UInt64.random(in: 0...UInt64.max), radix: 16))
+    }
+
+    /// Copies lower node `lower` to dirfd/name in the upper directory (a directory as an empty
+    /// directory; other files whole, through a temporary name renamed into place). The copy
+    /// keeps the st_ino the lower object had.
+    func copyUpObject(dirfd: Int32, name: ByteString, lower: Int32, data: Bool = true) throws(Errno) {
+        // A copy-up changes no name the mount shows: the directory keeps its times.
+        var parentBefore = stat()
+        if fstat(dirfd, &parentBefore) != 0 { throw Errno.current }
+        defer { try? restoreTimes(dirfd, parentBefore) }
+        let number = view.inodeNumber(of: lower)
+        let a = view.attributes(ofInode: number)
+        if a.type == .directory {
+            if mkdirat(dirfd, name.c, 0o700) != 0 {
+                if errno == EEXIST { return }
+                throw Errno.current
+            }
+            do throws(Errno) {
+                try applyLowerMetadata(dirfd: dirfd, name: name, lower: lower)
+            } catch {
+                unlinkat(dirfd, name.c, AT_REMOVEDIR)
+                throw error
+            }
+            mapIno(dirfd: dirfd, name: name, to: lowerIno(number))
+            return
+        }
+        let temp = OverlayFS.temporaryName()
+        do throws(Errno) {
+            switch a.type {
+            case .regular, .hardlink:
+                let fd = openat(dirfd, temp.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                if fd < 0 { throw Errno.current }
+                defer { close(fd) }
+                if data {
+                    let buffer = ThreadBuffer.get(1 << 20)
+                    var offset: Int64 = 0
+                    while offset < a.size {
+                        let n: Int
+                        do { n = try view.read(inode: number, at: offset, into: buffer) } catch { throw Errno(EIO) }
+                        if n <= 0 { break }
+                        var done = 0
+                        while done < n {
+                            let w = pwrite(fd, buffer.baseAddress! + done, n - done, off_t(offset) + off_t(done))
+                            if w < 0 { if errno == EINTR { continue }; throw Errno.current }
+                            done += w
+                        }
+                        offset += Int64(n)
+                    }
+                }
+            case .symlink:
+                if symlinkat(view.inode(number: number).linkName.c, dirfd, temp.c) != 0 { throw Errno.current }
+            case .characterDevice, .blockDevice, .fifo:
+                if mknodat(dirfd, temp.c, OverlayFS.typeBits(a.type) | 0o600, numericCast(umoci_makedev(a.devMajor, a.devMinor))) != 0 {
+                    throw Errno.current
+                }
+            case .directory:
+                break
+            }
+            try applyLowerMetadata(dirfd: dirfd, name: temp, lower: lower)
+            if renameat(dirfd, temp.c, dirfd, name.c) != 0 { throw Errno.current }
+        } catch {
+            unlinkat(dirfd, temp.c, 0)
+            throw error
+        }
+        mapIno(dirfd: dirfd, name: name, to: lowerIno(number))
+    }
+
+    /// Makes sure node `id` has an upper object: copies up its parent chain, then itself.
+    func ensureUpper(_ id: UInt64, data: Bool = true) throws(Errno) {
+        let n = try snapshot(id)
+        if n.upper { return }
+        guard n.parent != 0, n.lower >= 0 else { throw Errno(ENOENT) }
+        try ensureUpper(n.parent)
+        let dir = try openUpperDir(n.parent)
+        defer { dir.close() }
+        try copyUpObject(dirfd: dir.fd, name: n.name, lower: n.lower, data: data)
+        update(id, upper: true, lower: viewIsDirectory(n.lower) ? n.lower : -1)
+    }
+
+    /// Copies everything the merged directory dirfd (lower directory `lower`) shows into the
+    /// upper directory, recursively, and drops whiteouts in it (the caller makes it opaque).
+    func copyUpTree(dirfd: Int32, lower: Int32) throws(Errno) {
+        var upperNames = Set<ByteString>()
+        var whiteouts: [ByteString] = []
+        var deviceWhiteouts: [ByteString] = []
+        try forEachEntry(of: dirfd) { name, _, type in
+            if name.isWhiteoutName {
+                if !UpperWhiteout.isInternal(name) { whiteouts.append(name) }
+            } else if type == UInt8(DT_CHR), isDeviceWhiteout(dirfd, name) {
+                deviceWhiteouts.append(name)
+            } else {
+                upperNames.insert(name)
+            }
+        }
+        let hidden = Set(whiteouts.filter { $0 != OverlayFS.opaqueName }.map { $0.dropFirst(4) } + deviceWhiteouts)
+        let opaque = whiteouts.contains(OverlayFS.opaqueName)
+        if lower >= 0 && !opaque {
+            for c in view.children(of: lower) {
+                let name = view.name(of: c)
+                if hidden.contains(name) { continue }
+                let lowerIsDir = viewIsDirectory(c)
+                if upperNames.contains(name) {
+                    var st = stat()
+                    guard lowerIsDir, fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+                } else {
+                    try copyUpObject(dirfd: dirfd, name: name, lower: c)
+                    if !lowerIsDir { continue }
+                }
+                let sub = try openChildDir(dirfd, name)
+                defer { close(sub) }
+                try copyUpTree(dirfd: sub, lower: c)
+            }
+        }
+        for w in whiteouts + deviceWhiteouts where w != OverlayFS.opaqueName {
+            if unlinkat(dirfd, w.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import LayerStore
+
+/// The node table: the FUSE node ids the kernel knows, each a path (parent and name) with what
+/// it shows (upper object, lower view node), and the st_ino numbers the mount reports. Guarded
+/// by `state` (held only for table updates, never across I/O).
+extension OverlayFS {
+    // MARK: Node table
+
+    func snapshot(_ id: UInt64) throws(Errno) -> Snapshot {
+        let s: Snapshot? = state.withLock { s in
+            guard let n = s.nodes[id] else { return nil }
+            return Snapshot(parent: n.parent, name: n.name, lower: n.lower, upper: n.upper)
+        }
+        guard let s else { throw Errno(ESTALE) }
+        return s
+    }
+
+    /// The live (attached) node at parent/name in the table, if any.
+    func existingChild(_ parent: UInt64, _ name: ByteString) -> UInt64? {
+        state.withLock { s in s.nodes[parent]?.children[name] }
+    }
+
+    /// Records a lookup of parent/name (creating the node, or refreshing its upper/lower state).
+    func install(parent: UInt64, name: ByteString, upper: Bool, lower: Int32) -> UInt64 {
+        state.withLock { s in
+            if let id = s.nodes[parent]?.children[name], s.nodes[id] != nil {
+                s.nodes[id]!.lookups += 1
+                s.nodes[id]!.upper = upper
+                s.nodes[id]!.lower = lower
+                return id
+            }
+            let id = s.nextId
+            s.nextId += 1
+            s.nodes[id] = Node(parent: parent, name: name, lookups: 1, lower: lower, upper: upper)
+            s.nodes[parent]?.children[name] = id
+            return id
+        }
+    }
+
+    func update(_ id: UInt64, upper: Bool, lower: Int32) {
+        state.withLock { s in
+            s.nodes[id]?.upper = upper
+            s.nodes[id]?.lower = lower
+        }
+    }
+
+    func forget(_ id: UInt64, _ count: UInt64) {
+        guard id != OverlayFS.rootId else { return }
+        state.withLock { s in
+            guard let n = s.nodes[id] else { return }
+            s.nodes[id]!.lookups = n.lookups > count ? n.lookups - count : 0
+            OverlayFS.collect(&s, id)
+        }
+    }
+
+    /// Removes a node nobody refers to (no kernel lookups, no children), then its parent if that
+    /// became unreferenced too.
+    private static func collect(_ s: inout State, _ start: UInt64) {
+        var id = start
+        while id != rootId, let n = s.nodes[id], n.lookups == 0, n.children.isEmpty {
+            s.nodes[id] = nil
+            guard n.parent != 0 else { return }
+            if s.nodes[n.parent]?.children[n.name] == id { s.nodes[n.parent]!.children[n.name] = nil }
+            id = n.parent
+        }
+    }
+
+    /// Unlinks a node from its name (after unlink/rmdir/rename over it).
+    func detach(_ id: UInt64) {
+        state.withLock { s in
+            guard let n = s.nodes[id], n.parent != 0 else { return }
+            if s.nodes[n.parent]?.children[n.name] == id { s.nodes[n.parent]!.children[n.name] = nil }
+            let parent = n.parent
+            s.nodes[id]!.parent = 0
+            OverlayFS.collect(&s, id)
+            OverlayFS.collect(&s, parent)
+        }
+    }
+
+    /// Moves a node to newParent/newName (the target's node must have been detached).
+    func move(_ id: UInt64, to newParent: UInt64, _ newName: ByteString) {
+        state.withLock { s in
+            guard let n = s.nodes[id] else { return }
+            if n.parent != 0, s.nodes[n.parent]?.children[n.name] == id { s.nodes[n.parent]!.children[n.name] = nil }
+            let old = n.parent
+            s.nodes[id]!.parent = newParent
+            s.nodes[id]!.name = newName
+            s.nodes[newParent]?.children[newName] = id
+            if old != 0 { OverlayFS.collect(&s, old) }
+        }
+    }
+
+    /// Swaps the names of two attached nodes (after RENAME_EXCHANGE).
+    func swapNodes(_ a: UInt64, _ b: UInt64) {
+        state.withLock { s in
+            guard let x = s.nodes[a], let y = s.nodes[b], x.parent != 0, y.parent != 0 else { return }
+            s.nodes[a]!.parent = y.parent
+            s.nodes[a]!.name = y.name
+            s.nodes[b]!.parent = x.parent
+            s.nodes[b]!.name = x.name
+            s.nodes[x.parent]?.children[x.name] = b
+            s.nodes[y.parent]?.children[y.name] = a
+        }
+    }
+
+    /// Marks a node and everything below it in the table as upper-only (after a subtree copy).
+    func markSubtreeUpper(_ id: UInt64) {
+        state.withLock { s in
+            var stack = [id]
+            while let x = stack.popLast() {
+                guard let n = s.nodes[x] else { continue }
+                s.nodes[x]!.upper = true
+                s.nodes[x]!.lower = -1
+                stack.append(contentsOf: n.children.values)
+            }
+        }
+    }
+
+    // MARK: Inode numbers
+
+    /// The st_ino a view inode reports (caller holds the tree lock).
+    func lowerIno(_ inode: Int32) -> UInt64 {
+        lowerInos.isEmpty ? UInt64(inode) + 1 : lowerInos[Int(inode)]
+    }
+
+    func reportedIno(_ st: stat) -> UInt64 {
+        let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        let own = UInt64(st.st_ino) &+ OverlayFS.upperInoBase
+        return state.withLock { s in
+            if let mapped = s.inoMap[key] { return mapped }
+            guard s.retired.contains(own) else { return own }
+            // The upper inode number of a file that a rebase moved out, whose path still
+            // reports it: this new file gets a number of its own.
+            let fresh = s.nextFreshIno
+            s.nextFreshIno += 1
+            s.inoMap[key] = fresh
+            return fresh
+        }
+    }
+
+    func mapIno(dirfd: Int32, name: ByteString, to ino: UInt64) {
+        var st = stat()
+        guard fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        state.withLock { s in s.inoMap[key] = ino }
+    }
+}

@@ -1,0 +1,166 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import LayerStore
+
+/// Access to the upper directory: every path is opened one directory at a time beneath the
+/// upper root without following symlinks, and every object is changed by a descriptor or by
+/// name in its directory, never through a path the container could redirect.
+extension OverlayFS {
+    // MARK: Upper paths
+
+    /// The components of a node's path ("" for the root); ENOENT when it is detached.
+    func components(_ id: UInt64) throws(Errno) -> [ByteString] {
+        let parts: [ByteString]? = state.withLock { s in
+            var parts: [ByteString] = []
+            var x = id
+            while x != OverlayFS.rootId {
+                guard let n = s.nodes[x], n.parent != 0 else { return nil }
+                parts.append(n.name)
+                x = n.parent
+            }
+            return parts.reversed()
+        }
+        guard let parts else { throw Errno(ENOENT) }
+        return parts
+    }
+
+    /// Opens node `id`'s upper directory, never following a symlink (openat2 with
+    /// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or component by component with O_NOFOLLOW).
+    /// With the default O_PATH the root fd itself is returned (borrowed).
+    func openUpperDir(_ id: UInt64, flags: Int32 = Sys.O_PATH) throws(Errno) -> DirFD {
+        let parts = try components(id)
+        if parts.isEmpty {
+            if flags == Sys.O_PATH { return DirFD(fd: upperRoot, owned: false) }
+            let fd = openat(upperRoot, ".", flags | O_DIRECTORY | O_CLOEXEC)
+            if fd < 0 { throw Errno.current }
+            return DirFD(fd: fd, owned: true)
+        }
+        if useOpenat2 {
+            let fd = Sys.openat2(upperRoot, parts.joined(separator: "/"), flags: flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                                 resolve: Sys.RESOLVE_BENEATH | Sys.RESOLVE_NO_SYMLINKS | Sys.RESOLVE_NO_MAGICLINKS)
+            if fd < 0 { throw errno == ELOOP ? Errno(ENOTDIR) : Errno.current }
+            return DirFD(fd: fd, owned: true)
+        }
+        var current = upperRoot
+        for (i, part) in parts.enumerated() {
+            let last = i == parts.count - 1
+            let fd = openat(current, part.c, (last ? flags : Sys.O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let saved = errno
+            if current != upperRoot { close(current) }
+            if fd < 0 { throw Errno(saved == ELOOP ? ENOTDIR : saved) }
+            current = fd
+        }
+        return DirFD(fd: current, owned: true)
+    }
+
+    /// Opens a child directory of an open upper directory (no symlink following).
+    func openChildDir(_ dirfd: Int32, _ name: ByteString, flags: Int32 = Sys.O_PATH) throws(Errno) -> Int32 {
+        let fd = openat(dirfd, name.c, flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if fd < 0 { throw errno == ELOOP ? Errno(ENOTDIR) : Errno.current }
+        return fd
+    }
+
+    func exists(_ dirfd: Int32, _ name: ByteString) -> Bool {
+        var st = stat()
+        return fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0
+    }
+
+    func isOpaque(_ dirfd: Int32, _ name: ByteString) -> Bool {
+        let fd = openat(dirfd, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return exists(fd, OverlayFS.opaqueName)
+    }
+
+    /// Calls `body` with the name (bytes), d_ino and d_type of each entry of an upper
+    /// directory, without "." and "..".
+    func forEachEntry(of directory: Int32, _ body: (ByteString, ino_t, UInt8) -> Void) throws(Errno) {
+        let fd = openat(directory, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw Errno.current }
+        guard let dir = fdopendir(fd) else { close(fd); throw Errno.current }
+        defer { closedir(dir) }
+        while true {
+            errno = 0
+            guard let e = readdir(dir) else {
+                if errno != 0 { throw Errno.current }
+                return
+            }
+            let name = ByteString(dirent: e.pointee.d_name)
+            if name == "." || name == ".." { continue }
+            body(name, e.pointee.d_ino, e.pointee.d_type)
+        }
+    }
+
+    /// Removes what an interrupted copy-up left (UpperWhiteout.isInternal names) anywhere in
+    /// the upper directory, before it is served.
+    static func removeInternalFiles(_ directory: Int32, path: String) throws(StoreError) {
+        for name in try Files.names(fd: directory, path: path) {
+            let sub = path + "/" + name.description
+            if UpperWhiteout.isInternal(name) {
+                if unlinkat(directory, name.c, 0) != 0 && errno != ENOENT { throw .system("remove", sub) }
+                continue
+            }
+            var st = stat()
+            guard fstatat(directory, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+            let fd = openat(directory, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if fd < 0 { throw .system("open", sub) }
+            defer { close(fd) }
+            try removeInternalFiles(fd, path: sub)
+        }
+    }
+
+    /// Sets an upper directory's atime and mtime back to `st`'s (fd: any open descriptor of it,
+    /// O_PATH included).
+    func restoreTimes(_ fd: Int32, _ st: stat) throws(Errno) {
+        var times = (st.st_atim, st.st_mtim)
+        let r = withUnsafePointer(to: &times) { p in
+            p.withMemoryRebound(to: timespec.self, capacity: 2) { utimensat(fd, "", $0, Sys.AT_EMPTY_PATH) }
+        }
+        if r != 0 { throw Errno.current }
+    }
+
+    // MARK: Markers
+
+    /// Whether the entry `name` of an upper directory is a device whiteout (UpperWhiteout).
+    func isDeviceWhiteout(_ dirfd: Int32, _ name: ByteString) -> Bool {
+        guard UpperWhiteout.usesDevice(name) else { return false }
+        var st = stat()
+        return fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 && UpperWhiteout.isDevice(st, name: name)
+    }
+
+    /// Records `name` in an upper directory as deleted (UpperWhiteout).
+    func makeWhiteout(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
+        if UpperWhiteout.make(dirfd, name) != 0 { throw Errno.current }
+    }
+
+    func makeMarker(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
+        let fd = openat(dirfd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
+        if fd < 0 {
+            if errno == EEXIST { return }
+            throw Errno.current
+        }
+        defer { close(fd) }
+        if fchown(fd, 0, 0) != 0 || fchmod(fd, 0) != 0 { throw Errno.current }
+    }
+
+    func makeOpaque(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
+        let fd = try openChildDir(dirfd, name)
+        defer { close(fd) }
+        try makeMarker(fd, OverlayFS.opaqueName)
+    }
+
+    /// Removes every `.wh.*` file in an upper directory (before removing or replacing it).
+    func removeWhiteouts(_ parentfd: Int32, _ name: ByteString) throws(Errno) {
+        let fd = try openChildDir(parentfd, name, flags: O_RDONLY)
+        guard let dir = fdopendir(fd) else { close(fd); throw Errno.current }
+        defer { closedir(dir) }
+        var names: [ByteString] = []
+        while let e = readdir(dir) {
+            let n = ByteString(dirent: e.pointee.d_name)
+            if n.isWhiteoutName || (e.pointee.d_type == UInt8(DT_CHR) && isDeviceWhiteout(dirfd(dir), n)) { names.append(n) }
+        }
+        for n in names where unlinkat(dirfd(dir), n.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+    }
+}
