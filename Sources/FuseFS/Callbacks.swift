@@ -23,11 +23,12 @@ private func store(_ h: Handle, in fi: UnsafeMutablePointer<fuse_file_info>?) {
     fi?.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(h).toOpaque()))
 }
 
-/// Ends a file handle stored by `store` (release, or a reply the kernel did not take).
-private func discard(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+/// Ends a file handle stored by `store` (release, or a reply the kernel did not take: fs is
+/// taken before the reply, which frees the request).
+private func discard(_ fs: OverlayFS, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     guard let fi, fi.pointee.fh != 0 else { return }
     let h = Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!)
-    filesystem(req).released(h.takeUnretainedValue())
+    fs.released(h.takeUnretainedValue())
     h.release()
     fi.pointee.fh = 0
 }
@@ -44,7 +45,7 @@ private func replyEntry(_ req: fuse_req_t?, _ id: UInt64, _ st: stat) {
     e.ino = id
     e.generation = 0
     e.attr = st
-    e.attr_timeout = OverlayFS.timeout
+    e.attr_timeout = OverlayFS.attributeTimeout(st)
     e.entry_timeout = OverlayFS.timeout
     fuse_reply_entry(req, &e)
 }
@@ -53,7 +54,7 @@ private func entryParam(_ id: UInt64, _ st: stat) -> fuse_entry_param {
     var e = fuse_entry_param()
     e.ino = id
     e.attr = st
-    e.attr_timeout = OverlayFS.timeout
+    e.attr_timeout = OverlayFS.attributeTimeout(st)
     e.entry_timeout = OverlayFS.timeout
     return e
 }
@@ -64,11 +65,23 @@ private func caller(_ req: fuse_req_t?) -> (uid_t, gid_t) {
 }
 
 private func reply(_ req: fuse_req_t?, _ body: () throws(Errno) -> Void) {
+    let fs = filesystem(req)  // req is freed by the reply
     do {
         try body()
     } catch {
         fuse_reply_err(req, error.code)
     }
+    sendInvalidations(fs)  // what a failed request queued
+}
+
+/// Tells the kernel about the nodes whose caches a request made stale: other names of a file
+/// it changed. Sent before the reply, so that the caller's next call sees the change through
+/// every name. Never the request's own node (the kernel may hold that one's page locks for
+/// the request); other nodes' pages can only be held by requests other worker threads serve.
+private func sendInvalidations(_ fs: OverlayFS) {
+    let ids = fs.takeInvalidations()
+    guard !ids.isEmpty, let se = fs.session else { return }
+    for id in ids { fuse_lowlevel_notify_inval_inode(se, id, 0, 0) }
 }
 
 private func readDirectory(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ off: off_t,
@@ -119,7 +132,9 @@ func makeOperations() -> fuse_lowlevel_ops {
     var ops = fuse_lowlevel_ops()
     ops.`init` = { _, conn in
         guard let conn else { return }
-        let wanted = UInt32(FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS
+        // AUTO_INVAL_DATA: cached pages go when a file's mtime or size moved, which is how a
+        // change through one name of a hardlinked file reaches the others (see attributeTimeout).
+        let wanted = UInt32(FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_READDIRPLUS
                             | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE)
         conn.pointee.want |= wanted & conn.pointee.capable
         conn.pointee.want &= ~UInt32(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK)
@@ -158,7 +173,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             let fs = filesystem(req)
             let h = handle(fi)
             var st = try fs.shared { () throws(Errno) -> stat in try fs.getattr(ino, fd: fs.currentFd(h)) }
-            fuse_reply_attr(req, &st, OverlayFS.timeout)
+            fuse_reply_attr(req, &st, OverlayFS.attributeTimeout(st))
         }
     }
     ops.setattr = { req, ino, attr, toSet, fi in
@@ -179,8 +194,10 @@ func makeOperations() -> fuse_lowlevel_ops {
             } else if toSet & FUSE_SET_ATTR_MTIME != 0 {
                 c.mtime = a.st_mtim
             }
-            var st = try filesystem(req).setattr(ino, c, handle: handle(fi))
-            fuse_reply_attr(req, &st, OverlayFS.timeout)
+            let fs = filesystem(req)
+            var st = try fs.setattr(ino, c, handle: handle(fi))
+            sendInvalidations(fs)
+            fuse_reply_attr(req, &st, OverlayFS.attributeTimeout(st))
         }
     }
     ops.readlink = { req, ino in
@@ -219,21 +236,27 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.unlink = { req, parent, cname in
         reply(req) { () throws(Errno) in
             guard let n = name(cname) else { throw Errno(ENOENT) }
-            try filesystem(req).remove(parent, n, directory: false)
+            let fs = filesystem(req)
+            try fs.remove(parent, n, directory: false)
+            sendInvalidations(fs)
             fuse_reply_err(req, 0)
         }
     }
     ops.rmdir = { req, parent, cname in
         reply(req) { () throws(Errno) in
             guard let n = name(cname) else { throw Errno(ENOENT) }
-            try filesystem(req).remove(parent, n, directory: true)
+            let fs = filesystem(req)
+            try fs.remove(parent, n, directory: true)
+            sendInvalidations(fs)
             fuse_reply_err(req, 0)
         }
     }
     ops.rename = { req, parent, cname, newParent, cnewName, flags in
         reply(req) { () throws(Errno) in
             guard let n = name(cname), let nn = name(cnewName) else { throw Errno(EINVAL) }
-            try filesystem(req).rename(parent, n, newParent, nn, flags: flags)
+            let fs = filesystem(req)
+            try fs.rename(parent, n, newParent, nn, flags: flags)
+            sendInvalidations(fs)
             fuse_reply_err(req, 0)
         }
     }
@@ -247,16 +270,19 @@ func makeOperations() -> fuse_lowlevel_ops {
             // offset the kernel only bumps the attribute version (no page or inode locks), so
             // this cannot wait on the link operation in progress.
             if let se = fs.session { fuse_lowlevel_notify_inval_inode(se, ino, -1, 0) }
+            sendInvalidations(fs)
             replyEntry(req, id, st)
         }
     }
     ops.open = { req, ino, fi in
         reply(req) { () throws(Errno) in
             guard let fi else { throw Errno(EINVAL) }
-            let h = try filesystem(req).open(ino, flags: fi.pointee.flags)
+            let fs = filesystem(req)
+            let h = try fs.open(ino, flags: fi.pointee.flags)
+            sendInvalidations(fs)
             fi.pointee.keep_cache = h.fd < 0 ? 1 : 0
             store(h, in: fi)
-            if fuse_reply_open(req, fi) != 0 { discard(req, fi) }
+            if fuse_reply_open(req, fi) != 0 { discard(fs, fi) }
         }
     }
     ops.create = { req, parent, cname, mode, fi in
@@ -267,11 +293,12 @@ func makeOperations() -> fuse_lowlevel_ops {
             let c = try fs.create(parent, n, .file(flags: fi.pointee.flags), mode: mode, uid: uid, gid: gid)
             let h = Handle()
             h.fd = c.fd
+            h.node = c.id
             h.generation = fs.generation.load(ordering: .relaxed)
             if fi.pointee.flags & O_ACCMODE != O_RDONLY { fs.registerWriter(h) }
             store(h, in: fi)
             var e = entryParam(c.id, c.attr)
-            if fuse_reply_create(req, &e, fi) != 0 { discard(req, fi) }
+            if fuse_reply_create(req, &e, fi) != 0 { discard(fs, fi) }
         }
     }
     ops.read = { req, ino, size, off, fi in
@@ -279,9 +306,9 @@ func makeOperations() -> fuse_lowlevel_ops {
             guard let h = handle(fi) else { throw Errno(EBADF) }
             let buffer = ThreadBuffer.get(max(size, 1))
             var count = 0
-            if h.fd >= 0 {
+            if let fd = h.fd >= 0 ? h.fd : filesystem(req).followCopyUp(h) {
                 while count < size {
-                    let r = pread(h.fd, buffer.baseAddress! + count, size - count, off + off_t(count))
+                    let r = pread(fd, buffer.baseAddress! + count, size - count, off + off_t(count))
                     if r < 0 { if errno == EINTR { continue }; throw Errno.current }
                     if r == 0 { break }
                     count += r
@@ -300,18 +327,21 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.write = { req, ino, buf, size, off, fi in
         reply(req) { () throws(Errno) in
             guard let h = handle(fi), h.fd >= 0, let buf else { throw Errno(EBADF) }
+            let fs = filesystem(req)
             var done = 0
             while done < size {
                 let r = pwrite(h.fd, buf + done, size - done, off + off_t(done))
                 if r < 0 { if errno == EINTR { continue }; throw Errno.current }
                 done += r
             }
+            fs.wrote(h)
+            sendInvalidations(fs)
             fuse_reply_write(req, done)
         }
     }
     ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
     ops.release = { req, _, fi in
-        discard(req, fi)
+        discard(filesystem(req), fi)
         fuse_reply_err(req, 0)
     }
     ops.fsync = { req, _, datasync, fi in
@@ -325,16 +355,17 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.opendir = { req, ino, fi in
         reply(req) { () throws(Errno) in
             let h = Handle()
-            h.entries = try filesystem(req).listDirectory(ino)
+            let fs = filesystem(req)
+            h.entries = try fs.listDirectory(ino)
             h.inode = Int32(truncatingIfNeeded: ino)
             store(h, in: fi)
-            if fuse_reply_open(req, fi) != 0 { discard(req, fi) }
+            if fuse_reply_open(req, fi) != 0 { discard(fs, fi) }
         }
     }
     ops.readdir = { req, ino, size, off, fi in readDirectory(req, ino, size, off, fi, plus: false) }
     ops.readdirplus = { req, ino, size, off, fi in readDirectory(req, ino, size, off, fi, plus: true) }
     ops.releasedir = { req, _, fi in
-        discard(req, fi)
+        discard(filesystem(req), fi)
         fuse_reply_err(req, 0)
     }
     ops.fsyncdir = { req, _, _, _ in fuse_reply_err(req, 0) }
@@ -346,7 +377,9 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.setxattr = { req, ino, cname, value, size, flags in
         reply(req) { () throws(Errno) in
             guard let n = name(cname) else { throw Errno(EINVAL) }
-            try filesystem(req).setxattr(ino, n, UnsafeRawBufferPointer(start: value, count: size), flags: flags)
+            let fs = filesystem(req)
+            try fs.setxattr(ino, n, UnsafeRawBufferPointer(start: value, count: size), flags: flags)
+            sendInvalidations(fs)
             fuse_reply_err(req, 0)
         }
     }
@@ -378,7 +411,9 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.removexattr = { req, ino, cname in
         reply(req) { () throws(Errno) in
             guard let n = name(cname) else { throw Errno(ENODATA) }
-            try filesystem(req).removexattr(ino, n)
+            let fs = filesystem(req)
+            try fs.removexattr(ino, n)
+            sendInvalidations(fs)
             fuse_reply_err(req, 0)
         }
     }

@@ -107,6 +107,100 @@ extension OverlayFS {
             throw error
         }
         mapIno(dirfd: dirfd, name: name, to: lowerIno(number))
+        if a.type == .regular || a.type == .hardlink {
+            copyUps.add(1, ordering: .releasing)
+            try linkOtherNames(of: lower, to: dirfd, name)
+        }
+    }
+
+    // MARK: Hardlink groups
+
+    /// The other names of a hardlinked lower file that the mount still shows become hardlinks
+    /// of its copy at dirfd/name, so that the group stays one file: a change through any name
+    /// shows through all, with one st_ino and the right link count (as overlayfs's index
+    /// keeps groups). Nodes the kernel knows for those names are updated and their caches
+    /// invalidated after the reply.
+    func linkOtherNames(of lower: Int32, to dirfd: Int32, _ name: ByteString) throws(Errno) {
+        let others = view.otherNames(of: lower)
+        guard !others.isEmpty else { return }
+        let rootLower = try snapshot(OverlayFS.rootId).lower
+        for other in others {
+            guard rootLower >= 0, let path = shownLowerPath(other) else { continue }
+            let parent = try openUpperParent(of: other)
+            defer { close(parent) }
+            var before = stat()
+            if fstat(parent, &before) != 0 { throw Errno.current }
+            if linkat(dirfd, name.c, parent, view.name(of: other).c, 0) != 0 { throw Errno.current }
+            try restoreTimes(parent, before)
+            if let id = nodeAt(path) {
+                update(id, upper: true, lower: -1)
+                var st = stat()
+                if fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { noteIdentity(id, st) }
+                queueInvalidation(id)
+            }
+        }
+    }
+
+    /// The path of lower node `node` if the mount shows that very node there (no upper object,
+    /// whiteout or opaque directory in the way), else nil. Changes nothing.
+    func shownLowerPath(_ node: Int32) -> [ByteString]? {
+        var chain: [Int32] = []
+        var x = node
+        while x != MergedView.root {
+            chain.append(x)
+            x = view.parent(of: x)
+        }
+        chain.reverse()
+        var path: [ByteString] = []
+        var upper: Int32 = openat(upperRoot, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
+        defer { if upper >= 0 { close(upper) } }
+        for (i, n) in chain.enumerated() {
+            let name = view.name(of: n)
+            path.append(name)
+            guard upper >= 0 else { continue }  // below here the lower view shows through
+            var st = stat()
+            if fstatat(upper, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+                // Replaced or already upper, or a directory of which only a merged one shows
+                // its lower content.
+                if i == chain.count - 1 || (st.st_mode & S_IFMT) != S_IFDIR || UpperWhiteout.isDevice(st, name: name)
+                    || isOpaque(upper, name) { return nil }
+                let sub = openat(upper, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                close(upper)
+                upper = sub
+                if sub < 0 { return nil }
+            } else {
+                if UpperWhiteout.exists(upper, name) { return nil }
+                close(upper)
+                upper = -1
+            }
+        }
+        return path
+    }
+
+    /// Opens (O_PATH) the upper directory of lower node `node`'s parent, copying up the
+    /// directories on the way (the caller checked that the mount shows them from the lower
+    /// view).
+    func openUpperParent(of node: Int32) throws(Errno) -> Int32 {
+        var chain: [Int32] = []
+        var x = view.parent(of: node)
+        while x != MergedView.root {
+            chain.append(x)
+            x = view.parent(of: x)
+        }
+        var current = openat(upperRoot, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
+        if current < 0 { throw Errno.current }
+        for n in chain.reversed() {
+            let name = view.name(of: n)
+            if !exists(current, name) {
+                do throws(Errno) { try copyUpObject(dirfd: current, name: name, lower: n) } catch { close(current); throw error }
+            }
+            let next = openat(current, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            let saved = errno
+            close(current)
+            if next < 0 { throw Errno(saved) }
+            current = next
+        }
+        return current
     }
 
     /// Makes sure node `id` has an upper object: copies up its parent chain, then itself.
@@ -119,6 +213,8 @@ extension OverlayFS {
         defer { dir.close() }
         try copyUpObject(dirfd: dir.fd, name: n.name, lower: n.lower, data: data)
         update(id, upper: true, lower: viewIsDirectory(n.lower) ? n.lower : -1)
+        var st = stat()
+        if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { noteIdentity(id, st) }
     }
 
     /// Copies everything the merged directory dirfd (lower directory `lower`) shows into the
@@ -143,7 +239,8 @@ extension OverlayFS {
                 let name = view.name(of: c)
                 if hidden.contains(name) { continue }
                 let lowerIsDir = viewIsDirectory(c)
-                if upperNames.contains(name) {
+                // Checked again here: copying up one name of a link group links the others.
+                if upperNames.contains(name) || exists(dirfd, name) {
                     var st = stat()
                     guard lowerIsDir, fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
                 } else {

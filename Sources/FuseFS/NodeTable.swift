@@ -63,6 +63,11 @@ extension OverlayFS {
         var id = start
         while id != rootId, let n = s.nodes[id], n.lookups == 0, n.children.isEmpty {
             s.nodes[id] = nil
+            if n.orphan >= 0 { close(n.orphan) }
+            if let key = n.identity {
+                s.links[key]?.remove(id)
+                if s.links[key]?.isEmpty == true { s.links[key] = nil }
+            }
             guard n.parent != 0 else { return }
             if s.nodes[n.parent]?.children[n.name] == id { s.nodes[n.parent]!.children[n.name] = nil }
             id = n.parent
@@ -92,6 +97,74 @@ extension OverlayFS {
             s.nodes[newParent]?.children[newName] = id
             if old != 0 { OverlayFS.collect(&s, old) }
         }
+    }
+
+    /// The attached node at a path from the root, if the kernel knows one.
+    func nodeAt(_ path: [ByteString]) -> UInt64? {
+        state.withLock { s in
+            var id = OverlayFS.rootId
+            for name in path {
+                guard let next = s.nodes[id]?.children[name] else { return nil }
+                id = next
+            }
+            return id
+        }
+    }
+
+    /// Records which upper file a node names when that file has more than one name (st from
+    /// the upper directory), or forgets it.
+    func noteIdentity(_ id: UInt64, _ st: stat) {
+        let several = (st.st_mode & S_IFMT) != S_IFDIR && st.st_nlink > 1
+        let key = several ? UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)) : nil
+        state.withLock { s in
+            guard let n = s.nodes[id] else { return }
+            if let old = n.identity, old != key {
+                s.links[old]?.remove(id)
+                if s.links[old]?.isEmpty == true { s.links[old] = nil }
+            }
+            s.nodes[id]!.identity = key
+            if let key { s.links[key, default: []].insert(id) }
+        }
+    }
+
+    /// Queues, for invalidation after the reply, the other nodes naming the upper file `st`.
+    func invalidateOtherNames(of id: UInt64, _ st: stat) {
+        guard (st.st_mode & S_IFMT) != S_IFDIR, st.st_nlink > 1 else { return }
+        let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        let others = state.withLock { s in (s.links[key] ?? []).subtracting([id]) }
+        for other in others { queueInvalidation(other) }
+    }
+
+    func queueInvalidation(_ id: UInt64) {
+        invalidations.withLock { $0.append(id) }
+        invalidationsPending.store(true, ordering: .releasing)
+    }
+
+    /// The queued invalidations (see OverlayFS.invalidations), emptied.
+    func takeInvalidations() -> [UInt64] {
+        guard invalidationsPending.load(ordering: .acquiring) else { return [] }
+        return invalidations.withLock { q in
+            invalidationsPending.store(false, ordering: .releasing)
+            defer { q.removeAll(keepingCapacity: true) }
+            return q
+        }
+    }
+
+    /// Keeps an O_PATH descriptor of the upper object at dirfd/name in node `id` before the
+    /// object loses its name, when the kernel still refers to the node (an open file).
+    func keepOrphan(_ id: UInt64, dirfd: Int32, _ name: ByteString) {
+        let fd = openat(dirfd, name.c, Sys.O_PATH | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        let kept = state.withLock { s -> Bool in
+            guard let n = s.nodes[id], n.lookups > 0, n.orphan < 0 else { return false }
+            s.nodes[id]!.orphan = fd
+            return true
+        }
+        if !kept { close(fd) }
+    }
+
+    func orphan(_ id: UInt64) -> Int32? {
+        state.withLock { s in s.nodes[id].flatMap { $0.orphan >= 0 ? $0.orphan : nil } }
     }
 
     /// Swaps the names of two attached nodes (after RENAME_EXCHANGE).

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import LayerStore
+import Synchronization
 
 /// An open file or directory, retained in `fuse_file_info.fh` from open to release.
 final class Handle {
@@ -21,8 +22,19 @@ final class Handle {
     var generation: UInt64 = 0
     /// A directory listing taken at opendir (offsets index it, so they stay stable).
     var entries: [OverlayFS.DirEntry] = []
+    /// The node it was opened on (files).
+    var node: UInt64 = 0
+    /// For a lower file: the upper copy made after it was opened, once a read found it
+    /// (-1: none yet), and the copy-up count (OverlayFS.copyUps) that read last looked at.
+    /// Reads on one handle run concurrently, hence atomics.
+    let follow = Atomic<Int32>(-1)
+    let seenCopyUps = Atomic<UInt64>(0)
     init() {}
-    deinit { if fd >= 0 { close(fd) } }
+    deinit {
+        if fd >= 0 { close(fd) }
+        let f = follow.load(ordering: .relaxed)
+        if f >= 0 { close(f) }
+    }
 }
 
 extension OverlayFS {
@@ -41,16 +53,19 @@ extension OverlayFS {
             if needsWhiteout || r.upper { try ensureUpper(parentId) }
             let dir = try openUpperDir(parentId)
             defer { dir.close() }
+            let id = existingChild(parentId, name)
             if r.upper {
                 if directory {
                     try removeWhiteouts(dir.fd, name)
                     if unlinkat(dir.fd, name.c, AT_REMOVEDIR) != 0 { throw Errno.current }
-                } else if unlinkat(dir.fd, name.c, 0) != 0 {
-                    throw Errno.current
+                } else {
+                    if let id { keepOrphan(id, dirfd: dir.fd, name) }
+                    if unlinkat(dir.fd, name.c, 0) != 0 { throw Errno.current }
+                    invalidateOtherNames(of: id ?? 0, r.upperStat)
                 }
             }
             if needsWhiteout { try makeWhiteout(dir.fd, name) }
-            if let id = existingChild(parentId, name) { detach(id) }
+            if let id { detach(id) }
         }
     }
 
@@ -106,6 +121,9 @@ extension OverlayFS {
             // The target: an upper directory loses its whiteouts (it is merged-empty).
             if let target, target.upper, target.isDirectory { try removeWhiteouts(to.fd, newName) }
             if UpperWhiteout.remove(to.fd, newName) != 0 { throw Errno.current }
+            if let target, target.upper, !target.isDirectory, let targetId = existingChild(newParentId, newName) {
+                keepOrphan(targetId, dirfd: to.fd, newName)
+            }
             if renameat(from.fd, name.c, to.fd, newName.c) != 0 { throw Errno.current }
             if lowerAt(parent, name) != nil { try makeWhiteout(from.fd, name) }
             if source.isDirectory && !madeOpaque, let l = lowerAt(newParent, newName), viewIsDirectory(l) {
@@ -193,6 +211,9 @@ extension OverlayFS {
             var st = stat()
             if fstatat(to.fd, newName.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
             let newId = install(parent: newParentId, name: newName, upper: true, lower: -1)
+            noteIdentity(id, st)
+            noteIdentity(newId, st)
+            invalidateOtherNames(of: newId, st)
             return (newId, presentUpper(st, mergedDir: false))
         }
     }
@@ -212,6 +233,17 @@ extension OverlayFS {
         try exclusive { () throws(Errno) -> stat in
             if let fd = currentFd(handle) {
                 try apply(change, fd: fd, dirfd: -1, name: "")
+                var st = stat()
+                if fstat(fd, &st) != 0 { throw Errno.current }
+                invalidateOtherNames(of: id, st)
+                return presentUpper(st, mergedDir: false)
+            }
+            if let orphan = orphan(id), try snapshot(id).parent == 0 {
+                // Unlinked while open: the file itself, through a descriptor of its own.
+                let fd = Glibc.open("/proc/self/fd/\(orphan)", (change.size != nil ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC)
+                if fd < 0 { throw Errno.current }
+                defer { close(fd) }
+                try apply(change, fd: fd, dirfd: -1, name: "")
                 return try getattr(id, fd: fd)
             }
             try ensureUpper(id, data: change.size != 0)
@@ -224,6 +256,7 @@ extension OverlayFS {
                 defer { dir.close() }
                 try apply(change, fd: -1, dirfd: dir.fd, name: n.name)
             }
+            invalidateOtherNames(of: id, try upperStat(id, n))
             return try getattr(id)
         }
     }
@@ -290,8 +323,39 @@ extension OverlayFS {
             let h = Handle()
             h.view = view
             h.inode = view.inodeNumber(of: n.lower)
+            h.node = id
+            h.generation = generation.load(ordering: .relaxed)
+            h.seenCopyUps.store(copyUps.load(ordering: .acquiring), ordering: .relaxed)
             return h
         }
+    }
+
+    /// For a handle opened on a lower file: the upper copy of that file if one was made since
+    /// (by a writer through this or another name), opened read-only, so that the handle reads
+    /// what was written there, as on ext4. nil: keep reading the lower view. Cheap when no
+    /// copy-up happened since the last look.
+    func followCopyUp(_ h: Handle) -> Int32? {
+        let f = h.follow.load(ordering: .acquiring)
+        if f >= 0 { return f }
+        let count = copyUps.load(ordering: .acquiring)
+        if h.seenCopyUps.load(ordering: .relaxed) == count { return nil }
+        h.seenCopyUps.store(count, ordering: .relaxed)
+        // A rebase moves copies out again; a handle of an earlier view keeps that view.
+        guard h.generation == generation.load(ordering: .relaxed) else { return nil }
+        let fd: Int32? = try? shared { () throws(Errno) -> Int32? in
+            let n = try snapshot(h.node)
+            guard n.upper, n.parent != 0 else { return nil }
+            let dir = try openUpperDir(n.parent)
+            defer { dir.close() }
+            var st = stat()
+            guard fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+            let fd = openat(dir.fd, n.name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            return fd >= 0 ? fd : nil
+        }
+        guard let fd else { return nil }
+        let (exchanged, current) = h.follow.compareExchange(expected: -1, desired: fd, ordering: .acquiringAndReleasing)
+        if !exchanged { close(fd); return current }
+        return fd
     }
 
     /// Counts an upper handle that can write as a writer of its file (until release).
@@ -310,6 +374,14 @@ extension OverlayFS {
             let count = (s.writers[key] ?? 1) - 1
             s.writers[key] = count > 0 ? count : nil
         }
+    }
+
+    /// After a write through handle h: the other names of its file (if it has any) show it
+    /// once their caches are dropped, right after the reply.
+    func wrote(_ h: Handle) {
+        guard let key = h.writer else { return }
+        let others = state.withLock { s in s.links[key].map { $0.subtracting([h.node]) } ?? [] }
+        for other in others { queueInvalidation(other) }
     }
 
     /// A handle's upper fd, if metadata requests may use it: it can write (rebase never moves
@@ -338,6 +410,7 @@ extension OverlayFS {
         if fd < 0 { throw Errno.current }
         let h = Handle()
         h.fd = fd
+        h.node = id
         h.generation = generation.load(ordering: .relaxed)
         return h
     }
@@ -441,6 +514,7 @@ extension OverlayFS {
                 case .path(let path): return Int(lsetxattr(path.c, key.c, value.baseAddress, value.count, flags))
                 }
             }
+            if let n = try? snapshot(id), let st = try? upperStat(id, n) { invalidateOtherNames(of: id, st) }
         }
     }
 
@@ -460,6 +534,7 @@ extension OverlayFS {
                 case .path(let path): return Int(lremovexattr(path.c, key.c))
                 }
             }
+            if let n = try? snapshot(id), let st = try? upperStat(id, n) { invalidateOtherNames(of: id, st) }
         }
     }
 }

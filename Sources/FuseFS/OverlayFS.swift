@@ -32,6 +32,15 @@ final class OverlayFS: @unchecked Sendable {
     /// its back (edits of the upper directory from outside, which are not supported) and for
     /// the attributes of other names of a hardlinked lower file after one name is copied up.
     static let timeout: Double = 10.0
+
+    /// How long the kernel may keep a file's attributes: `timeout`, but not at all for a
+    /// file with several names. Each name is a node of its own in the kernel, so a write
+    /// through one name does not update the others' cached size and mtime; asking again
+    /// each time (and AUTO_INVAL_DATA dropping pages when those moved) makes every name
+    /// show every change, as one inode would.
+    static func attributeTimeout(_ st: stat) -> Double {
+        (st.st_mode & S_IFMT) != S_IFDIR && st.st_nlink > 1 ? 0 : timeout
+    }
     static let upperInoBase: UInt64 = 1 << 40
 
     /// The lower layer (see the ownership notes above).
@@ -50,6 +59,14 @@ final class OverlayFS: @unchecked Sendable {
     let upperDev: dev_t
     /// The FUSE session, for notifications; set once before serving, then only read.
     var session: OpaquePointer?
+    /// Regular files copied up so far: a handle reading a lower file looks for its copy when
+    /// this has moved (see followCopyUp).
+    let copyUps = Atomic<UInt64>(0)
+    /// Node ids whose kernel caches (attributes, pages) went stale through a change made under
+    /// another name of the same file; sent once the request that made them has been answered
+    /// (takeInvalidations, from the callbacks).
+    let invalidations = Mutex<[UInt64]>([])
+    let invalidationsPending = Atomic<Bool>(false)
 
     struct Node {
         /// 0 once detached (unlinked or replaced); the node then lives on until forgotten.
@@ -62,6 +79,12 @@ final class OverlayFS: @unchecked Sendable {
         /// Whether an upper object exists at this path (kept up to date by every change).
         var upper: Bool
         var children: [ByteString: UInt64] = [:]
+        /// For an upper file with more than one name: its inode, so that a change through one
+        /// name can invalidate the others (State.links).
+        var identity: UpperKey?
+        /// An O_PATH descriptor of the upper file this node named when it was unlinked while
+        /// the kernel still knew it (an open file): fstat, fchmod and friends go on working.
+        var orphan: Int32 = -1
     }
 
     struct UpperKey: Hashable { var dev: UInt64; var ino: UInt64 }
@@ -78,6 +101,8 @@ final class OverlayFS: @unchecked Sendable {
         /// would be one of them gets a fresh number instead (from nextFreshIno).
         var retired: Set<UInt64> = []
         var nextFreshIno: UInt64 = 1 << 50
+        /// The nodes naming each upper file that has several names (Node.identity).
+        var links: [UpperKey: Set<UInt64>] = [:]
     }
 
     struct Snapshot {
@@ -265,19 +290,30 @@ final class OverlayFS: @unchecked Sendable {
         }
         let n = try snapshot(id)
         if n.upper {
-            var st = stat()
-            if id == OverlayFS.rootId {
-                if fstat(upperRoot, &st) != 0 { throw Errno.current }
-            } else {
-                guard n.parent != 0 else { throw Errno(ENOENT) }
-                let dir = try openUpperDir(n.parent)
-                defer { dir.close() }
-                if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
-            }
+            let st = try upperStat(id, n)
             return presentUpper(st, mergedDir: (st.st_mode & S_IFMT) == S_IFDIR && n.lower >= 0)
         }
         guard n.lower >= 0 else { throw Errno(ENOENT) }
-        return lowerStat(n.lower)
+        var st = lowerStat(n.lower)
+        if n.parent == 0 && id != OverlayFS.rootId { st.st_nlink = 0 }  // unlinked, still open
+        return st
+    }
+
+    /// The upper object's own stat (not as the mount presents it); for a node unlinked while
+    /// open, its orphan's.
+    func upperStat(_ id: UInt64, _ n: Snapshot) throws(Errno) -> stat {
+        var st = stat()
+        if id == OverlayFS.rootId {
+            if fstat(upperRoot, &st) != 0 { throw Errno.current }
+        } else if n.parent == 0 {
+            guard let fd = orphan(id) else { throw Errno(ENOENT) }
+            if fstat(fd, &st) != 0 { throw Errno.current }
+        } else {
+            let dir = try openUpperDir(n.parent)
+            defer { dir.close() }
+            if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+        }
+        return st
     }
 
     // MARK: Lookup
@@ -287,6 +323,7 @@ final class OverlayFS: @unchecked Sendable {
             let parent = try snapshot(parentId)
             guard let r = try resolve(parentId, parent, name) else { throw Errno(ENOENT) }
             let id = install(parent: parentId, name: name, upper: r.upper, lower: r.lower)
+            if r.upper && r.upperStat.st_nlink > 1 { noteIdentity(id, r.upperStat) }
             return (id, attributes(of: r))
         }
     }

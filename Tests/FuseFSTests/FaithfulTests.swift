@@ -104,4 +104,84 @@ struct FaithfulTests {
         #expect(removexattr(m.mnt, "user.root-note") == 0)
         #expect(getxattrString(m.mnt, "user.root-note") == nil)
     }
+
+    @Test func hardlinkGroupsStayGroups() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        let names = ["hard-a", "hard-b", "etc/hard-c", "gnu/hard-to-lower"]
+        let ino = try #require(lstatOrNil(m.path("hard-a"))).st_ino
+        #expect(writeFile(m.path("hard-b"), "CHANGED\n") == 0)
+        for n in names {
+            #expect(readText(m.path(n)) == "CHANGED\n", "\(n) shows the change")
+            let st = try #require(lstatOrNil(m.path(n)))
+            #expect(st.st_ino == ino && st.st_nlink == 4, "\(n): one file, four names")
+        }
+        let upper = try #require(lstatOrNil(m.upperPath("hard-a")))
+        for n in names { #expect(lstatOrNil(m.upperPath(n))?.st_ino == upper.st_ino, "\(n) is a link in the upper directory") }
+        // Metadata through one name shows through the others at once.
+        #expect(chmod(m.path("etc/hard-c"), 0o600) == 0)
+        #expect(lstatOrNil(m.path("hard-a"))?.st_mode == S_IFREG | 0o600)
+        // A new link and an unlink change every name's count.
+        #expect(link(m.path("hard-a"), m.path("hard-new")) == 0)
+        #expect(lstatOrNil(m.path("gnu/hard-to-lower"))?.st_nlink == 5)
+        #expect(unlink(m.path("hard-new")) == 0 && unlink(m.path("hard-b")) == 0)
+        #expect(lstatOrNil(m.path("hard-a"))?.st_nlink == 3)
+    }
+
+    @Test func aGroupInAMovedDirectoryStaysAGroup() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        #expect(rename(m.path("etc"), m.path("etc-moved")) == 0)
+        #expect(writeFile(m.path("hard-a"), "after move\n") == 0)
+        #expect(readText(m.path("etc-moved/hard-c")) == "after move\n")
+        #expect(lstatOrNil(m.upperPath("etc-moved/hard-c"))?.st_ino == lstatOrNil(m.upperPath("hard-a"))?.st_ino)
+    }
+
+    @Test func openFilesSeeWritesMadeAfterTheyOpened() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        // The same name: a read-only descriptor opened before the copy-up.
+        let reader = open(m.path("etc/hostname"), O_RDONLY)
+        #expect(reader >= 0)
+        defer { close(reader) }
+        #expect(pread(reader, &buffer, 64, 0) == 5)
+        #expect(writeFile(m.path("etc/hostname"), "changed\n") == 0)
+        let n = pread(reader, &buffer, 64, 0)
+        #expect(n == 8 && Array(buffer[0..<max(n, 0)]) == Array("changed\n".utf8))
+        // Another name of the file, read through a descriptor and a read-only mapping.
+        let other = open(m.path("hard-b"), O_RDONLY)
+        #expect(other >= 0)
+        defer { close(other) }
+        let map = mmap(nil, 4096, PROT_READ, MAP_SHARED, other, 0)
+        #expect(map != MAP_FAILED)
+        defer { munmap(map, 4096) }
+        #expect(map?.load(as: UInt8.self) == UInt8(ascii: "s"))
+        #expect(writeFile(m.path("hard-a"), "written elsewhere\n") == 0)
+        let k = pread(other, &buffer, 64, 0)
+        #expect(k == 18 && Array(buffer[0..<max(k, 0)]) == Array("written elsewhere\n".utf8), "read \(k): \(String(decoding: buffer[0..<max(k, 0)], as: UTF8.self))")
+        #expect(map?.load(as: UInt8.self) == UInt8(ascii: "w"), "the mapping shows the new data")
+    }
+
+    @Test func openUnlinkedFilesKeepTheirAttributes() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        let fd = open(m.path("tmp/scratch"), O_RDWR | O_CREAT | O_EXCL, 0o644)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        #expect(write(fd, "data", 4) == 4)
+        #expect(unlink(m.path("tmp/scratch")) == 0)
+        var st = stat()
+        #expect(fstat(fd, &st) == 0 && st.st_nlink == 0 && st.st_size == 4)
+        #expect(fchmod(fd, 0o600) == 0)
+        #expect(fstat(fd, &st) == 0 && st.st_mode & 0o7777 == 0o600)
+        #expect(fchown(fd, 1234, 5678) == 0)
+        #expect(fstat(fd, &st) == 0 && st.st_uid == 1234)
+        // A lower file, unlinked while open.
+        let lower = open(m.path("etc/hostname"), O_RDONLY)
+        #expect(lower >= 0)
+        defer { close(lower) }
+        #expect(unlink(m.path("etc/hostname")) == 0)
+        #expect(fstat(lower, &st) == 0 && st.st_size == 5)
+    }
 }
