@@ -79,24 +79,39 @@ public final class ImageLayout: Sendable {
 
     public func hasBlob(_ digest: Digest) -> Bool { Files.exists(blobPath(digest)) }
 
-    /// A blob's bytes, verified against the descriptor's size and digest.
+    /// A blob's bytes, verified against the descriptor's size and digest: the descriptor's
+    /// embedded `data` (image-spec 1.1) when it has some, else the blob file. A mismatch is an
+    /// error with umoci's phrase (`verified reader digest mismatch` / `size mismatch`).
     public func readBlob(_ descriptor: Descriptor) throws(StoreError) -> [UInt8] {
         let digest = descriptor.digest
-        let file = blobPath(digest)
-        guard Files.exists(file) else {
-            throw StoreError("blob \(digest) is missing from the image layout (\(file))")
+        let bytes: [UInt8]
+        let what: String
+        if let embedded = try descriptor.embeddedData() {
+            bytes = embedded
+            what = "blob \(digest) (embedded data)"
+        } else {
+            let file = blobPath(digest)
+            guard Files.exists(file) else {
+                throw StoreError("blob \(digest) is missing from the image layout (\(file))")
+            }
+            bytes = try Files.read(file)
+            what = "blob \(digest)"
         }
-        let bytes = try Files.read(file)
+        try ImageLayout.verify(bytes, against: descriptor, what: what)
+        return bytes
+    }
+
+    static func verify(_ bytes: [UInt8], against descriptor: Descriptor, what: String) throws(StoreError) {
         guard Int64(bytes.count) == descriptor.size else {
-            throw StoreError("blob \(digest): size mismatch: descriptor says \(descriptor.size) bytes, blob has \(bytes.count)")
+            throw StoreError("\(what): verified reader size mismatch: descriptor says \(descriptor.size) bytes, content has \(bytes.count)")
         }
+        let digest = descriptor.digest
         if digest.isVerifiable {
             let actual = try DigestHasher.digest(of: bytes, algorithm: digest.algorithm)
             guard actual == digest else {
-                throw StoreError("blob \(digest): digest mismatch: content hashes to \(actual)")
+                throw StoreError("\(what): verified reader digest mismatch: content hashes to \(actual)")
             }
         }
-        return bytes
     }
 
     public func readJSONBlob(_ descriptor: Descriptor) throws(StoreError) -> JSON {

@@ -16,6 +16,10 @@ public enum MediaType {
     public static let dockerLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip"
     public static let dockerLayerForeignGzip = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
+    /// image-spec 1.1's empty descriptor content (`{}`), e.g. the config of an artifact.
+    public static let empty = "application/vnd.oci.empty.v1+json"
+
+    public static func isImageConfig(_ t: String) -> Bool { t == imageConfig || t == dockerConfig }
     public static func isManifest(_ t: String) -> Bool { t == imageManifest || t == dockerManifest }
     public static func isIndex(_ t: String) -> Bool { t == imageIndex || t == dockerManifestList }
 }
