@@ -36,7 +36,9 @@ extension Umoci {
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 var img = try layout.loadImage(tag: ref.tag)
                 let layerCompression = requested ?? .gzip
+                let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
                 let (layer, _) = try LayerWriting.write(compression: layerCompression, layout: layout) { diff throws(DirectoryDiff.Failure) in
+                    diff.mtimeClamp = clamp
                     if whiteout {
                         try diff.addWhiteout(for: target)
                         return

@@ -61,8 +61,10 @@ extension Umoci {
                 let masks = maskPaths + (noMaskVolumes ? [] : base.config.runConfig["Volumes"]?.object?.keys ?? [])
                 let layerCompression = try requested ?? base.manifest.layers.last.map { try LayerCompression(mediaType: $0.mediaType) } ?? .gzip
                 let baseline = try UpperBaseline.read(paths.baseline)
+                let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
                 let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks,
                                                            baseline: baseline) { diff throws(DirectoryDiff.Failure) in
+                    diff.mtimeClamp = clamp
                     try diff.addContents(ofDirectory: paths.upper)
                 }
                 let entry = try history.entry(createdBy: "umoci repack", author: base.config.author, emptyLayer: layer == nil)

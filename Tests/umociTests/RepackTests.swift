@@ -205,6 +205,8 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir("src/sub"), withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: dir("src/sub/f"), contents: Data("f\n".utf8))
         _ = FileManager.default.createFile(atPath: dir("file"), contents: Data("file\n".utf8))
+        // Whole-second mtimes, where 0.4.7 (rounding) and this tool (truncating, as 0.6) agree.
+        for path in [dir("src/sub/f"), dir("file")] { ok(try run("/usr/bin/touch", ["-d", "@1700000000", path])) }
         let steps: [[String]] = [
             ["insert", dir("file"), "/etc/file"],
             ["insert", dir("src"), "/opt/d"],

@@ -7,15 +7,21 @@ import Glibc
 public enum Timestamp {
     /// Now, or `SOURCE_DATE_EPOCH` when it is set (the reproducible-builds convention).
     public static func now(environment: [String: String]) throws(StoreError) -> String {
-        if let epoch = environment["SOURCE_DATE_EPOCH"], !epoch.isEmpty {
-            guard let seconds = Int64(epoch) else {
-                throw StoreError("invalid SOURCE_DATE_EPOCH \(quoted: epoch): must be an integer number of seconds")
-            }
+        if let seconds = try sourceDateEpoch(environment: environment) {
             return format(seconds: seconds, nanoseconds: 0)
         }
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return format(seconds: Int64(ts.tv_sec), nanoseconds: Int(ts.tv_nsec))
+    }
+
+    /// `SOURCE_DATE_EPOCH` in seconds, nil when it is unset or empty.
+    public static func sourceDateEpoch(environment: [String: String]) throws(StoreError) -> Int64? {
+        guard let epoch = environment["SOURCE_DATE_EPOCH"], !epoch.isEmpty else { return nil }
+        guard let seconds = Int64(epoch) else {
+            throw StoreError("invalid SOURCE_DATE_EPOCH \(quoted: epoch): must be an integer number of seconds")
+        }
+        return seconds
     }
 
     public static func format(seconds: Int64, nanoseconds: Int) -> String {
