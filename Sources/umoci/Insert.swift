@@ -35,7 +35,7 @@ extension Umoci {
             let requested = try compression.choice()
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 var img = try layout.loadImage(tag: ref.tag)
-                let layerCompression = requested ?? .gzip
+                let layerCompression = requested ?? LayerCompression.auto(for: img.manifest.layers)
                 let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
                 let (layer, _) = try LayerWriting.write(compression: layerCompression, layout: layout) { diff throws(DirectoryDiff.Failure) in
                     diff.mtimeClamp = clamp
@@ -82,7 +82,7 @@ extension Umoci {
             let source = arguments[0]
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 var img = try layout.loadImage(tag: ref.tag)
-                let writer = try LayerBlobWriter(layout: layout, compression: requested ?? .gzip)
+                let writer = try LayerBlobWriter(layout: layout, compression: requested ?? LayerCompression.auto(for: img.manifest.layers))
                 do {
                     try TarCopy.copy(source, to: writer)
                 } catch {

@@ -59,7 +59,7 @@ extension Umoci {
                     throw StoreError("repack: the bundle's base image \(from.manifest.digest) cannot be read from \(ref.layout) (a different layout, or garbage-collected?): \(error)")
                 }
                 let masks = maskPaths + (noMaskVolumes ? [] : base.config.runConfig["Volumes"]?.object?.keys ?? [])
-                let layerCompression = try requested ?? base.manifest.layers.last.map { try LayerCompression(mediaType: $0.mediaType) } ?? .gzip
+                let layerCompression = requested ?? LayerCompression.auto(for: base.manifest.layers)
                 let baseline = try UpperBaseline.read(paths.baseline)
                 let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
                 let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks,
@@ -87,7 +87,7 @@ extension Umoci {
 
 /// --compress, for the commands that write layers.
 struct CompressionOption: ParsableArguments {
-    @Option(name: .customLong("compress"), help: "layer compression: auto (the previous layer's, else gzip), gzip, zstd or none")
+    @Option(name: .customLong("compress"), help: "layer compression: auto (the latest compressed layer's, else gzip), gzip, zstd or none")
     var compress: String = "auto"
 
     /// nil for auto.
@@ -97,7 +97,7 @@ struct CompressionOption: ParsableArguments {
         case "gzip": return .gzip
         case "zstd": return .zstd
         case "none": return LayerCompression.none
-        default: throw UsageError("invalid --compress \(quoted: compress): must be auto, gzip, zstd or none")
+        default: throw UsageError("invalid --compress: unknown layer compression type \"\(compress)\" (auto, gzip, zstd or none)")
         }
     }
 }
