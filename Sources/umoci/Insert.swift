@@ -23,11 +23,15 @@ extension Umoci {
             let ref = try image.reference()
             try history.check()
             if let tag { try ImageReference.validateTag(tag) }
+            // umoci's checks and messages: the count, then no empty argument.
             if whiteout {
                 guard !opaque else { throw UsageError("--whiteout and --opaque may not be specified together") }
-                try expectArguments(arguments, 1, "<target>")
+                try expectArguments(arguments, 1, "1")
             } else {
-                try expectArguments(arguments, 2, "<source> <target>")
+                try expectArguments(arguments, 2, "2")
+            }
+            try expectNonEmpty(arguments)
+            if !whiteout {
                 guard Files.exists(arguments[0]) else { throw StoreError("insert: source \(arguments[0]) does not exist") }
             }
             let target = cleanComponents(arguments.last!).joined(separator: "/")
@@ -75,7 +79,8 @@ extension Umoci {
 
         func run() throws {
             let ref = try image.reference()
-            try expectArguments(arguments, 1, "<layer.tar>")
+            try expectArguments(arguments, 1, "<newlayer.tar>")
+            guard !arguments[0].isEmpty else { throw UsageError("<new-layer.tar> path cannot be empty") }
             try history.check()
             if let tag { try ImageReference.validateTag(tag) }
             let requested = try compression.choice()

@@ -30,6 +30,7 @@ extension Umoci {
         func run() throws {
             let ref = try image.reference()
             try expectArguments(arguments, 1, "<bundle>")
+            guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             try history.check()
             let requested = try compression.choice()
             let paths = BundlePaths(arguments[0])

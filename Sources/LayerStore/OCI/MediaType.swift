@@ -1,5 +1,9 @@
 /// Media types of the OCI image-spec (image-spec/media-types.md) and their Docker equivalents.
 public enum MediaType {
+    /// The image-spec version whose documents this tool reads (1.1: artifactType, subject,
+    /// embedded data) and writes.
+    public static let imageSpecVersion = "1.1.1"
+
     public static let imageManifest = "application/vnd.oci.image.manifest.v1+json"
     public static let imageIndex = "application/vnd.oci.image.index.v1+json"
     public static let imageConfig = "application/vnd.oci.image.config.v1+json"

@@ -10,6 +10,8 @@
 ///   `"author": ""` and so on), and `org.opencontainers.image.variant` is written when set;
 /// - Labels are applied after those annotations, so a label of the same name wins.
 public enum RuntimeSpec {
+    /// The runtime-spec version of the configs this tool writes (`ociVersion`).
+    public static let version = "1.0.0"
     /// The runtime config.json umoci generates for an image. `rootfs`: the rootfs directory used for
     /// resolving the user via its etc/passwd and etc/group (nil = no rootfs given); `rootPath`: the
     /// value of root.path ("." when no --rootfs, else the --rootfs argument as given; unpack will pass "rootfs").
@@ -76,7 +78,7 @@ public enum RuntimeSpec {
         }
 
         var spec = JSONObject()
-        spec["ociVersion"] = .string("1.0.0")
+        spec["ociVersion"] = .string(RuntimeSpec.version)
         spec["process"] = .object(process)
         spec["root"] = .object(JSONObject(["path": .string(rootPath)]))
         spec["hostname"] = .string("umoci-default")
