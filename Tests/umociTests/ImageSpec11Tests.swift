@@ -45,6 +45,12 @@ import Testing
         // The image is only reachable as the referrer's subject: it stays, and no blob file
         // was needed for the embedded empty config and payload.
         #expect(layout.hasBlob(image.manifest.digest) && layout.hasBlob(config.digest) && layout.hasBlob(referrer.digest))
+        // An artifact is no image: the image commands refuse it (umoci's mutator: "unknown
+        // config blob type") and leave the layout alone.
+        let beforeEdit = snapshot(L)
+        fails(try umoci("config", "--image", L + ":sig", "--author", "x"), containing: "unknown config blob type: application/vnd.oci.empty.v1+json")
+        fails(try umoci("raw", "unpack", "--image", L + ":sig", dir("r")), containing: "unknown config blob type")
+        #expect(snapshot(L) == beforeEdit)
         let stat = ok(try umoci("stat", "--image", L + ":sig"))
         #expect(stat.contains("Artifact Type: application/vnd.example.sig\n"))
         #expect(stat.contains("Subject:\n\tDescriptor:\n\t\tMedia Type: application/vnd.oci.image.manifest.v1+json\n\t\tDigest: \(image.manifest.digest)\n"))

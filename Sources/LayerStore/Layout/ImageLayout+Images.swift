@@ -89,6 +89,10 @@ extension ImageLayout {
     public func loadImage(_ descriptorPath: DescriptorPath) throws(StoreError) -> Image {
         let manifestDescriptor = descriptorPath.manifest
         let manifest = try Manifest(json: readJSONBlob(manifestDescriptor), digest: manifestDescriptor.digest)
+        // An artifact (image-spec 1.1) is no image to edit or unpack; umoci refuses it too.
+        guard MediaType.isImageConfig(manifest.config.mediaType) else {
+            throw StoreError("manifest \(manifestDescriptor.digest) is not an image: unknown config blob type: \(manifest.config.mediaType)")
+        }
         let config = try ImageConfig(json: readJSONBlob(manifest.config), digest: manifest.config.digest)
         return Image(path: descriptorPath, manifest: manifest, config: config)
     }
