@@ -40,7 +40,18 @@ import Testing
             ["gc", "--layout", L, "x"],
             ["ls", "--layout", L, "x"],
             ["raw", "runtime-config", "--image", L + ":t"],
+            ["raw", "runtime-config", "--image", L + ":t", dir("a.json"), dir("b.json")],
+            ["raw", "runtime-config", "--image", L + ":t", ""],
             ["raw", "unpack", "--image", L + ":t"],
+            ["raw", "unpack", "--image", L + ":t", dir("r1"), dir("r2")],
+            ["raw", "unpack", "--image", L + ":t", ""],
+            ["tag", "--image", L + ":t", ""],
+            ["init", "--layout", dir("N"), "x"],
+            ["init"],
+            ["new"],
+            ["insert", dir("f"), "/x"],
+            ["repack", dir("b1")],
+            ["gc"],
         ]
         for arguments in cases {
             let theirs = try run(debianUmoci, arguments)
