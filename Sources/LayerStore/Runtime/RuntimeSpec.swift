@@ -109,28 +109,11 @@ public enum RuntimeSpec {
         return result.sortedByKey()
     }
 
-    /// `created` as umoci writes it after a round trip through Go's time.Time: RFC 3339 with
-    /// trailing zeros of the fraction dropped and a zero offset written "Z"; a missing time is
-    /// Go's zero time.
+    /// `created` as umoci writes it after a round trip through Go's time.Time (see
+    /// `Timestamp.normalize`); a missing time is Go's zero time.
     static func goTime(_ created: String?) -> String {
         guard let created, !created.isEmpty else { return "0001-01-01T00:00:00Z" }
-        let bytes = Array(created.utf8)
-        guard bytes.count >= 20 else { return created }
-        var end = 19
-        var fraction: [UInt8] = []
-        if bytes[19] == UInt8(ascii: ".") {
-            end = 20
-            while end < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[end]) {
-                fraction.append(bytes[end])
-                end += 1
-            }
-        }
-        fraction = Array(fraction.prefix(9))
-        while fraction.last == UInt8(ascii: "0") { fraction.removeLast() }
-        var zone = String(decoding: bytes[end...], as: UTF8.self)
-        if zone == "+00:00" || zone == "-00:00" { zone = "Z" }
-        let seconds = String(decoding: bytes[..<19], as: UTF8.self)
-        return seconds + (fraction.isEmpty ? "" : "." + String(decoding: fraction, as: UTF8.self)) + zone
+        return Timestamp.normalize(created) ?? created
     }
 
     /// The keys of a JSON object (ExposedPorts, Volumes), sorted as Go's sort.Strings does.
