@@ -23,11 +23,15 @@ extension Umoci {
             let ref = try image.reference()
             try history.check()
             if let tag { try ImageReference.validateTag(tag) }
+            // umoci's checks and messages: the count, then no empty argument.
             if whiteout {
                 guard !opaque else { throw UsageError("--whiteout and --opaque may not be specified together") }
-                try expectArguments(arguments, 1, "<target>")
+                try expectArguments(arguments, 1, "1")
             } else {
-                try expectArguments(arguments, 2, "<source> <target>")
+                try expectArguments(arguments, 2, "2")
+            }
+            try expectNonEmpty(arguments)
+            if !whiteout {
                 guard Files.exists(arguments[0]) else { throw StoreError("insert: source \(arguments[0]) does not exist") }
             }
             let target = cleanComponents(arguments.last!).joined(separator: "/")
@@ -35,8 +39,10 @@ extension Umoci {
             let requested = try compression.choice()
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 var img = try layout.loadImage(tag: ref.tag)
-                let layerCompression = requested ?? .gzip
+                let layerCompression = requested ?? LayerCompression.auto(for: img.manifest.layers)
+                let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
                 let (layer, _) = try LayerWriting.write(compression: layerCompression, layout: layout) { diff throws(DirectoryDiff.Failure) in
+                    diff.mtimeClamp = clamp
                     if whiteout {
                         try diff.addWhiteout(for: target)
                         return
@@ -73,14 +79,15 @@ extension Umoci {
 
         func run() throws {
             let ref = try image.reference()
-            try expectArguments(arguments, 1, "<layer.tar>")
+            try expectArguments(arguments, 1, "<newlayer.tar>")
+            guard !arguments[0].isEmpty else { throw UsageError("<new-layer.tar> path cannot be empty") }
             try history.check()
             if let tag { try ImageReference.validateTag(tag) }
             let requested = try compression.choice()
             let source = arguments[0]
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 var img = try layout.loadImage(tag: ref.tag)
-                let writer = try LayerBlobWriter(layout: layout, compression: requested ?? .gzip)
+                let writer = try LayerBlobWriter(layout: layout, compression: requested ?? LayerCompression.auto(for: img.manifest.layers))
                 do {
                     try TarCopy.copy(source, to: writer)
                 } catch {

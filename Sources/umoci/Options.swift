@@ -92,6 +92,13 @@ func expectArguments(_ arguments: [String], _ count: Int, _ names: String) throw
     }
 }
 
+/// Refuses empty positional arguments, with umoci's message.
+func expectNonEmpty(_ arguments: [String]) throws {
+    if let i = arguments.firstIndex(of: "") {
+        throw UsageError("invalid positional argument \(i): arguments cannot be empty")
+    }
+}
+
 extension ImageLayout {
     /// Opens the layout at `path` and runs `body` with its lock held.
     static func withLocked<T>(_ path: String, _ mode: LockMode, _ body: (ImageLayout) throws -> T) throws -> T {

@@ -18,6 +18,7 @@ extension Umoci {
         func run() throws {
             let ref = try image.reference()
             try expectArguments(arguments, 1, "<config.json>")
+            guard !arguments[0].isEmpty else { throw UsageError("config.json path cannot be empty") }
             let output = arguments[0]
             let config = try ImageLayout.withLocked(ref.layout, .shared) { try $0.loadImage(tag: ref.tag).config }
             let spec = try RuntimeSpec.generate(

@@ -15,6 +15,7 @@ extension Umoci {
         func run() throws {
             let ref = try image.reference()
             try expectArguments(arguments, 1, "<rootfs>")
+            guard !arguments[0].isEmpty else { throw UsageError("rootfs path cannot be empty") }
             let rootfs = arguments[0]
             try ImageLayout.withLocked(ref.layout, .shared) { layout in
                 let img = try layout.loadImage(tag: ref.tag)

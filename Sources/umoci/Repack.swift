@@ -30,6 +30,7 @@ extension Umoci {
         func run() throws {
             let ref = try image.reference()
             try expectArguments(arguments, 1, "<bundle>")
+            guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             try history.check()
             let requested = try compression.choice()
             let paths = BundlePaths(arguments[0])
@@ -59,10 +60,12 @@ extension Umoci {
                     throw StoreError("repack: the bundle's base image \(from.manifest.digest) cannot be read from \(ref.layout) (a different layout, or garbage-collected?): \(error)")
                 }
                 let masks = maskPaths + (noMaskVolumes ? [] : base.config.runConfig["Volumes"]?.object?.keys ?? [])
-                let layerCompression = try requested ?? base.manifest.layers.last.map { try LayerCompression(mediaType: $0.mediaType) } ?? .gzip
+                let layerCompression = requested ?? LayerCompression.auto(for: base.manifest.layers)
                 let baseline = try UpperBaseline.read(paths.baseline)
+                let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
                 let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks,
                                                            baseline: baseline) { diff throws(DirectoryDiff.Failure) in
+                    diff.mtimeClamp = clamp
                     try diff.addContents(ofDirectory: paths.upper)
                 }
                 let entry = try history.entry(createdBy: "umoci repack", author: base.config.author, emptyLayer: layer == nil)
@@ -85,7 +88,7 @@ extension Umoci {
 
 /// --compress, for the commands that write layers.
 struct CompressionOption: ParsableArguments {
-    @Option(name: .customLong("compress"), help: "layer compression: auto (the previous layer's, else gzip), gzip, zstd or none")
+    @Option(name: .customLong("compress"), help: "layer compression: auto (the latest compressed layer's, else gzip), gzip, zstd or none")
     var compress: String = "auto"
 
     /// nil for auto.
@@ -95,7 +98,7 @@ struct CompressionOption: ParsableArguments {
         case "gzip": return .gzip
         case "zstd": return .zstd
         case "none": return LayerCompression.none
-        default: throw UsageError("invalid --compress \(quoted: compress): must be auto, gzip, zstd or none")
+        default: throw UsageError("invalid --compress: unknown layer compression type \"\(compress)\" (auto, gzip, zstd or none)")
         }
     }
 }

@@ -18,7 +18,7 @@ extension Umoci {
             guard !newTag.isEmpty else { throw UsageError("new tag cannot be empty") }
             guard ImageReference.isValidTag(newTag) else { throw UsageError("new tag is an invalid reference: \(quoted: newTag)") }
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
-                let target = try layout.resolveImage(tag: ref.tag)
+                let target = try layout.resolveTarget(tag: ref.tag)
                 try layout.setTag(newTag, to: target.root)
             }
             Log.info("created new tag: \"\(newTag)\" -> \"\(ref.tag)\"")

@@ -8,6 +8,31 @@ import Glibc
 /// The version this tool reports; the umoci it mirrors is 0.4.7 / 0.6.
 let umociVersion = "0.1.0"
 
+/// `--version`, in umoci 0.6's shape: this tool's version, then the image-spec and
+/// runtime-spec versions it implements, then the toolchain it was built with (umoci names Go's;
+/// this is the Swift compiler's).
+let versionText: String = {
+    #if compiler(>=7.0)
+    let swift = "7.0 or later"
+    #elseif compiler(>=6.4)
+    let swift = "6.4"
+    #elseif compiler(>=6.3)
+    let swift = "6.3"
+    #elseif compiler(>=6.2)
+    let swift = "6.2"
+    #elseif compiler(>=6.1)
+    let swift = "6.1"
+    #else
+    let swift = "6.0"
+    #endif
+    return """
+        umoci version \(umociVersion)
+        image-spec: \(MediaType.imageSpecVersion)
+        runtime-spec: \(RuntimeSpec.version)
+        swift: \(swift)
+        """
+}()
+
 @main
 struct Umoci: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,7 +42,7 @@ struct Umoci: ParsableCommand {
             A reimplementation of umoci whose unpack mounts the image copy-on-write instead of \
             extracting it. Commands keep umoci's flags and behaviour.
             """,
-        version: "umoci version \(umociVersion)",
+        version: versionText,
         subcommands: [
             Config.self, New.self, Tag.self, Remove.self, Stat.self,
             GC.self, Init.self, List.self, Raw.self, Repack.self, Insert.self, Unpack.self, Mount.self, Umount.self, Serve.self,
@@ -26,7 +51,9 @@ struct Umoci: ParsableCommand {
 
     /// Parses and runs a command; every failure is one line on stderr and exit status 1.
     static func main() {
-        let arguments = hoistGlobalFlags(Array(CommandLine.arguments.dropFirst()))
+        var arguments = hoistGlobalFlags(Array(CommandLine.arguments.dropFirst()))
+        // umoci's global flags include -v for --version (urfave/cli's default).
+        if arguments.first == "-v" { arguments[0] = "--version" }
         do {
             var command = try parseAsRoot(arguments)
             try (command as? any LoggingCommand)?.global.apply()

@@ -92,6 +92,9 @@ import Testing
         #expect(Timestamp.normalize("2020-01-02T03:04:05Z") == "2020-01-02T03:04:05Z")
         #expect(Timestamp.normalize("2020-01-02T03:04:05.100Z") == "2020-01-02T03:04:05.1Z")
         #expect(Timestamp.normalize("2020-01-01T00:00:00.000000000+02:00") == "2020-01-01T00:00:00+02:00")
+        // Go's time.Format writes any zero offset as Z.
+        #expect(Timestamp.normalize("2020-01-01T00:00:00+00:00") == "2020-01-01T00:00:00Z")
+        #expect(Timestamp.normalize("2020-01-01T00:00:00.5-00:00") == "2020-01-01T00:00:00.5Z")
         #expect(Timestamp.normalize("2020-02-30T00:00:00Z") == nil)
         #expect(Timestamp.normalize("yesterday") == nil)
         #expect(Timestamp.normalize("2020-01-02 03:04:05Z") == nil)
@@ -100,5 +103,8 @@ import Testing
     @Test func sourceDateEpoch() throws {
         #expect(try Timestamp.now(environment: ["SOURCE_DATE_EPOCH": "1234"]) == "1970-01-01T00:20:34Z")
         #expect(throws: StoreError.self) { try Timestamp.now(environment: ["SOURCE_DATE_EPOCH": "x"]) }
+        #expect(try Timestamp.sourceDateEpoch(environment: ["SOURCE_DATE_EPOCH": "1234"]) == 1234)
+        #expect(try Timestamp.sourceDateEpoch(environment: ["SOURCE_DATE_EPOCH": ""]) == nil)
+        #expect(try Timestamp.sourceDateEpoch(environment: [:]) == nil)
     }
 }

@@ -180,13 +180,13 @@ import Testing
         tampered[tampered.startIndex + 3] ^= 0x20
         try tampered.write(to: URL(fileURLWithPath: configFile))
         var before = snapshot(L)
-        fails(try umoci("stat", "--image", L + ":t"), containing: "blob \(image.configDigest): digest mismatch")
+        fails(try umoci("stat", "--image", L + ":t"), containing: "blob \(image.configDigest): verified reader digest mismatch")
         fails(try umoci("config", "--image", L + ":t", "--author", "x"), containing: "digest mismatch")
         #expect(snapshot(L) == before)
 
         // Longer than its descriptor says.
         try (original + Data([0x20])).write(to: URL(fileURLWithPath: configFile))
-        fails(try umoci("stat", "--image", L + ":t"), containing: "size mismatch")
+        fails(try umoci("stat", "--image", L + ":t"), containing: "verified reader size mismatch")
 
         // Gone.
         try FileManager.default.removeItem(atPath: configFile)
@@ -275,13 +275,17 @@ import Testing
         ok(try reference("new", "--image", L + ":t"))
         _ = FileManager.default.createFile(atPath: dir("file"), contents: Data(repeating: 0x61, count: 5000))
         ok(try reference("insert", "--image", L + ":t", dir("file"), "/file"))
-        ok(try reference("config", "--image", L + ":t", "--author", "a", "--history.comment", "tab\there"))
-        #expect(ok(try umoci("stat", "--image", L + ":t")) == ok(try reference("stat", "--image", L + ":t")))
-        let ours = try JSON.parse(ok(try umoci("stat", "--image", L + ":t", "--json")))
+        ok(try reference("config", "--image", L + ":t", "--author", "a", "--history.comment", "a comment"))
+        // 0.4.7 prints only the history table, which 0.6 prints as its HISTORY section; they
+        // agree where no cell needs quoting (0.6 quotes, 0.4.7 does not). StatTests has the rest.
+        let ours = ok(try umoci("stat", "--image", L + ":t"))
+        let history = try #require(ours.range(of: "\n== HISTORY ==\n"))
+        #expect(String(ours[history.upperBound...]) == ok(try reference("stat", "--image", L + ":t")))
+        let json = try JSON.parse(ok(try umoci("stat", "--image", L + ":t", "--json")))
         let theirs = try JSON.parse(ok(try reference("stat", "--image", L + ":t", "--json")))
-        #expect(ours.object?["history"] == theirs.object?["history"])
-        #expect(ours.object?["manifest"]?.object?["descriptor"] != nil)
-        #expect(ours.object?["config"]?.object?["blob"]?.object?["author"] == .string("a"))
+        #expect(json.object?["history"] == theirs.object?["history"])
+        #expect(json.object?["manifest"]?.object?["descriptor"] != nil)
+        #expect(json.object?["config"]?.object?["blob"]?.object?["author"] == .string("a"))
     }
 
     @Test func runtimeConfigMatchesDebianUmoci() throws {

@@ -7,6 +7,8 @@ struct Output: CustomStringConvertible {
     var status: Int32
     var stdout: String
     var stderr: String
+    /// stdout as it was written, for output that need not be UTF-8.
+    var stdoutBytes: [UInt8] = []
     var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
 }
 
@@ -38,7 +40,8 @@ func run(_ program: String, _ arguments: [String], environment: [String: String]
     process.waitUntilExit()
     return Output(status: process.terminationStatus,
                   stdout: String(decoding: outData, as: UTF8.self),
-                  stderr: String(decoding: errData, as: UTF8.self))
+                  stderr: String(decoding: errData, as: UTF8.self),
+                  stdoutBytes: Array(outData))
 }
 
 /// The umoci built by this package: it sits beside the test bundle in the build directory.

@@ -21,6 +21,22 @@ public enum LayerCompression: Sendable, Equatable {
         }
     }
 
+    /// umoci 0.6's `--compress=auto` (mutate.PickDefaultCompressAlgorithm): the compression
+    /// of the most recent layer whose media type ends in a suffix umoci compresses with
+    /// (`+gzip`, `+zstd`; the suffix is what follows the first '+'), never none; gzip when no
+    /// layer has one. Docker's gzip layer types have no suffix and so do not count.
+    public static func auto(for layers: [Descriptor]) -> LayerCompression {
+        for layer in layers.reversed() {
+            guard let plus = layer.mediaType.firstIndex(of: "+") else { continue }
+            switch layer.mediaType[layer.mediaType.index(after: plus)...] {
+            case "gzip": return .gzip
+            case "zstd": return .zstd
+            default: continue
+            }
+        }
+        return .gzip
+    }
+
     /// The OCI (distributable) layer media type for this compression.
     public var layerMediaType: String {
         switch self {

@@ -56,7 +56,7 @@ public enum LayerIndexer {
             blobHasher.update(chunk)
             compressed += Int64(chunk.count)
             guard compressed <= layer.size else {
-                throw fail("size mismatch: descriptor says \(layer.size) bytes, blob is larger")
+                throw fail("verified reader size mismatch: descriptor says \(layer.size) bytes, blob is larger")
             }
             do throws(StoreError) {
                 if let gzip {
@@ -72,7 +72,7 @@ public enum LayerIndexer {
             progress?(compressed)
         }
         guard compressed == layer.size else {
-            throw fail("size mismatch: descriptor says \(layer.size) bytes, blob has \(compressed)")
+            throw fail("verified reader size mismatch: descriptor says \(layer.size) bytes, blob has \(compressed)")
         }
         do {
             try gzip?.finish()
@@ -90,7 +90,7 @@ public enum LayerIndexer {
         }
         if digest.isVerifiable {
             let actual = blobHasher.finalize()
-            guard actual == digest else { throw fail("digest mismatch: blob content hashes to \(actual)") }
+            guard actual == digest else { throw fail("verified reader digest mismatch: blob content hashes to \(actual)") }
         }
         if diffID.isVerifiable {
             let actual = diffHasher.finalize()

@@ -4,7 +4,9 @@ import Glibc
 
 extension ImageLayout {
     /// Every blob reachable from index.json: manifests, their configs and layers (and subject),
-    /// and the children of image indexes. A reachable blob that is missing or corrupt is an
+    /// and the children of image indexes, as umoci's walk follows every descriptor of a
+    /// manifest. Content embedded in a descriptor (image-spec 1.1 `data`) is verified instead
+    /// of looked up; a blob file of the same digest is kept. A reachable blob that is missing or corrupt is an
     /// error, so that nothing is deleted on the strength of a graph that could not be read.
     public func reachableBlobs() throws(StoreError) -> Set<Digest> {
         var marked = Set<Digest>()
@@ -15,11 +17,15 @@ extension ImageLayout {
                 let manifest = try Manifest(json: readJSONBlob(d), digest: d.digest)
                 pending.append(manifest.config)
                 pending.append(contentsOf: manifest.layers)
-                if let subject = manifest.json["subject"] {
-                    pending.append(try Descriptor(json: subject, what: "subject of manifest \(d.digest)"))
-                }
+                if let subject = manifest.subject { pending.append(subject) }
             } else if MediaType.isIndex(d.mediaType) {
-                pending.append(contentsOf: try ImageIndex(json: readJSONBlob(d), what: "image index \(d.digest)").manifests)
+                let index = try ImageIndex(json: readJSONBlob(d), what: "image index \(d.digest)")
+                pending.append(contentsOf: index.manifests)
+                if let subject = index.json["subject"], !subject.isNull {
+                    pending.append(try Descriptor(json: subject, what: "subject of image index \(d.digest)"))
+                }
+            } else if try d.embeddedData() != nil {
+                _ = try readBlob(d)  // verified; it needs no blob file
             } else if !hasBlob(d.digest) {
                 throw StoreError("blob \(d.digest) is missing from the image layout (\(blobPath(d.digest)))")
             }

@@ -1,4 +1,5 @@
-/// The descriptors walked from an `index.json` entry down to an image manifest, through any
+/// The descriptors walked from an `index.json` entry down to its target (an image manifest
+/// for every command but `tag`), through any
 /// nested image indexes (umoci.json's `from_descriptor_path.descriptor_walk`).
 public struct DescriptorPath: Sendable, Equatable {
     public var walk: [Descriptor]
@@ -42,7 +43,9 @@ extension Descriptor {
 extension ImageLayout {
     static let maximumIndexDepth = 32
 
-    /// Every image manifest reached from the `index.json` entries tagged `tag`.
+    /// Every target reached from the `index.json` entries tagged `tag`: the descriptors that
+    /// are not image indexes (manifests, and blobs of types this tool does not parse), each
+    /// with the walk through the indexes above it, as umoci resolves a reference.
     public func resolve(tag: String) throws(StoreError) -> [DescriptorPath] {
         var paths: [DescriptorPath] = []
         for root in try readIndex().manifests where root.refName == tag {
@@ -53,19 +56,19 @@ extension ImageLayout {
 
     private func walk(_ prefix: [Descriptor], into paths: inout [DescriptorPath]) throws(StoreError) {
         let last = prefix[prefix.count - 1]
-        if MediaType.isManifest(last.mediaType) {
-            paths.append(DescriptorPath(walk: prefix))
-        } else if MediaType.isIndex(last.mediaType) {
+        if MediaType.isIndex(last.mediaType) {
             guard prefix.count < ImageLayout.maximumIndexDepth else {
                 throw StoreError("image index \(last.digest) nests deeper than \(ImageLayout.maximumIndexDepth) levels")
             }
             let index = try ImageIndex(json: readJSONBlob(last), what: "image index \(last.digest)")
             for child in index.manifests { try walk(prefix + [child], into: &paths) }
+        } else {
+            paths.append(DescriptorPath(walk: prefix))
         }
     }
 
-    /// The one image tagged `tag`: an error when there is none or more than one.
-    public func resolveImage(tag: String) throws(StoreError) -> DescriptorPath {
+    /// The one target tagged `tag`: an error when there is none or more than one.
+    public func resolveTarget(tag: String) throws(StoreError) -> DescriptorPath {
         let paths = try resolve(tag: tag)
         guard let first = paths.first else { throw StoreError("image tag \(quoted: tag) not found in \(path)") }
         guard paths.count == 1 else {
@@ -74,9 +77,22 @@ extension ImageLayout {
         return first
     }
 
+    /// The one image manifest tagged `tag`; a tag naming anything else is an error, as in umoci.
+    public func resolveImage(tag: String) throws(StoreError) -> DescriptorPath {
+        let target = try resolveTarget(tag: tag)
+        guard MediaType.isManifest(target.manifest.mediaType) else {
+            throw StoreError("image tag \(quoted: tag) does not name an image manifest: descriptor does not point to ispec.MediaTypeImageManifest: not implemented: \(target.manifest.mediaType)")
+        }
+        return target
+    }
+
     public func loadImage(_ descriptorPath: DescriptorPath) throws(StoreError) -> Image {
         let manifestDescriptor = descriptorPath.manifest
         let manifest = try Manifest(json: readJSONBlob(manifestDescriptor), digest: manifestDescriptor.digest)
+        // An artifact (image-spec 1.1) is no image to edit or unpack; umoci refuses it too.
+        guard MediaType.isImageConfig(manifest.config.mediaType) else {
+            throw StoreError("manifest \(manifestDescriptor.digest) is not an image: unknown config blob type: \(manifest.config.mediaType)")
+        }
         let config = try ImageConfig(json: readJSONBlob(manifest.config), digest: manifest.config.digest)
         return Image(path: descriptorPath, manifest: manifest, config: config)
     }

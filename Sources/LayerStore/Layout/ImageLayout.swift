@@ -15,6 +15,9 @@ import Glibc
 /// a blob under them. See `lock(_:)`.
 public final class ImageLayout: Sendable {
     public let path: String
+    /// The owner of every file and directory this tool creates in the layout (that of the
+    /// layout directory, as umoci gives it), or nil when they get it anyway.
+    public let owner: FileOwner?
 
     static let layoutFile = "oci-layout"
     static let indexFile = "index.json"
@@ -42,6 +45,7 @@ public final class ImageLayout: Sendable {
         guard version.hasPrefix("1.") else {
             throw StoreError("open image layout \(path): unsupported imageLayoutVersion \(quoted: version)")
         }
+        owner = try FileOwner.inherited(from: path)
     }
 
     /// Creates a new, empty layout at `path`, which must not exist yet (or be an empty directory).
@@ -53,12 +57,27 @@ public final class ImageLayout: Sendable {
         } else {
             try Files.makeDirectory(path)
         }
-        try Files.makeDirectory(path + "/blobs")
-        try Files.makeDirectory(path + "/blobs/" + Digest.sha256)
-        try Files.writeAtomically(path + "/" + indexFile, ImageIndex().json.serializedValue)
+        // An empty directory given to init may belong to someone else: what goes in is theirs.
+        let owner = try FileOwner.inherited(from: path)
+        try makeDirectory(path + "/blobs", owner: owner)
+        try makeDirectory(path + "/blobs/" + Digest.sha256, owner: owner)
+        try Files.writeAtomically(path + "/" + indexFile, ImageIndex().json.serializedValue, owner: owner)
         // oci-layout last: until it exists the directory is not a layout.
-        try Files.writeAtomically(path + "/" + layoutFile, JSONObject(["imageLayoutVersion": .string("1.0.0")]).serializedValue)
+        try Files.writeAtomically(path + "/" + layoutFile, JSONObject(["imageLayoutVersion": .string("1.0.0")]).serializedValue,
+                                  owner: owner)
         return try ImageLayout(opening: path)
+    }
+
+    /// Creates a directory of the layout (if missing), owned like the layout.
+    static func makeDirectory(_ path: String, owner: FileOwner?) throws(StoreError) {
+        guard !Files.isDirectory(path) else { return }
+        try Files.makeDirectory(path)
+        try owner?.adopt(path: path)
+    }
+
+    /// The directory of `algorithm`'s blobs, created owned like the layout when missing.
+    func makeBlobDirectory(_ algorithm: String) throws(StoreError) {
+        try ImageLayout.makeDirectory("\(path)/blobs/\(algorithm)", owner: owner)
     }
 
     // MARK: Locking
@@ -79,24 +98,39 @@ public final class ImageLayout: Sendable {
 
     public func hasBlob(_ digest: Digest) -> Bool { Files.exists(blobPath(digest)) }
 
-    /// A blob's bytes, verified against the descriptor's size and digest.
+    /// A blob's bytes, verified against the descriptor's size and digest: the descriptor's
+    /// embedded `data` (image-spec 1.1) when it has some, else the blob file. A mismatch is an
+    /// error with umoci's phrase (`verified reader digest mismatch` / `size mismatch`).
     public func readBlob(_ descriptor: Descriptor) throws(StoreError) -> [UInt8] {
         let digest = descriptor.digest
-        let file = blobPath(digest)
-        guard Files.exists(file) else {
-            throw StoreError("blob \(digest) is missing from the image layout (\(file))")
+        let bytes: [UInt8]
+        let what: String
+        if let embedded = try descriptor.embeddedData() {
+            bytes = embedded
+            what = "blob \(digest) (embedded data)"
+        } else {
+            let file = blobPath(digest)
+            guard Files.exists(file) else {
+                throw StoreError("blob \(digest) is missing from the image layout (\(file))")
+            }
+            bytes = try Files.read(file)
+            what = "blob \(digest)"
         }
-        let bytes = try Files.read(file)
+        try ImageLayout.verify(bytes, against: descriptor, what: what)
+        return bytes
+    }
+
+    static func verify(_ bytes: [UInt8], against descriptor: Descriptor, what: String) throws(StoreError) {
         guard Int64(bytes.count) == descriptor.size else {
-            throw StoreError("blob \(digest): size mismatch: descriptor says \(descriptor.size) bytes, blob has \(bytes.count)")
+            throw StoreError("\(what): verified reader size mismatch: descriptor says \(descriptor.size) bytes, content has \(bytes.count)")
         }
+        let digest = descriptor.digest
         if digest.isVerifiable {
             let actual = try DigestHasher.digest(of: bytes, algorithm: digest.algorithm)
             guard actual == digest else {
-                throw StoreError("blob \(digest): digest mismatch: content hashes to \(actual)")
+                throw StoreError("\(what): verified reader digest mismatch: content hashes to \(actual)")
             }
         }
-        return bytes
     }
 
     public func readJSONBlob(_ descriptor: Descriptor) throws(StoreError) -> JSON {
@@ -114,11 +148,12 @@ public final class ImageLayout: Sendable {
         let digest = try DigestHasher.digest(of: bytes)
         let target = blobPath(digest)
         if !Files.exists(target) {
-            try Files.makeDirectory("\(path)/blobs/\(digest.algorithm)")
+            try makeBlobDirectory(digest.algorithm)
             let temp = path + "/" + Files.temporaryName(prefix: ImageLayout.temporaryPrefix)
             let fd = try Files.open(temp, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
             do throws(StoreError) {
                 defer { close(fd) }
+                try owner?.adopt(fd: fd, path: temp)
                 try Files.writeAll(fd, bytes, path: temp)
                 try Files.fsync(fd, path: temp)
                 try Files.rename(temp, target)
@@ -153,7 +188,7 @@ public final class ImageLayout: Sendable {
 
     /// Replaces `index.json` atomically. Call only after every blob it reaches is stored.
     public func writeIndex(_ index: ImageIndex) throws(StoreError) {
-        try Files.writeAtomically(path + "/" + ImageLayout.indexFile, index.json.serializedValue)
+        try Files.writeAtomically(path + "/" + ImageLayout.indexFile, index.json.serializedValue, owner: owner)
     }
 }
 

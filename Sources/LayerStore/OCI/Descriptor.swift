@@ -43,6 +43,17 @@ public struct Descriptor: Sendable, Equatable {
         set { json["annotations"] = newValue.isEmpty ? nil : .object(JSONObject(stringMap: newValue)) }
     }
 
+    /// The content embedded in the descriptor (image-spec 1.1 `data`, base64), or nil when
+    /// there is none. It is not verified here: `ImageLayout.readBlob` checks it against the
+    /// descriptor's size and digest.
+    public func embeddedData() throws(StoreError) -> [UInt8]? {
+        guard let value = json["data"], !value.isNull else { return nil }
+        guard let text = value.string, let bytes = Base64.decode(text) else {
+            throw StoreError("descriptor \(digest) has invalid embedded data: not base64")
+        }
+        return bytes
+    }
+
     public var refName: String? { json["annotations"]?.object?["org.opencontainers.image.ref.name"]?.string }
 
     /// This descriptor with a tag set or removed, leaving every other annotation alone.

@@ -3,6 +3,8 @@ public struct Manifest: Sendable, Equatable {
     public private(set) var json: JSONObject
     public private(set) var config: Descriptor
     public private(set) var layers: [Descriptor]
+    /// The manifest this one refers to (image-spec 1.1 `subject`), if any.
+    public let subject: Descriptor?
 
     public init(json value: JSON, digest: Digest) throws(StoreError) {
         guard let object = value.object else { throw StoreError("manifest \(digest) is not a JSON object") }
@@ -16,6 +18,11 @@ public struct Manifest: Sendable, Equatable {
             layers.append(try Descriptor(json: l, what: "layer \(i) of manifest \(digest)"))
         }
         self.layers = layers
+        if let subject = object["subject"], !subject.isNull {
+            self.subject = try Descriptor(json: subject, what: "subject of manifest \(digest)")
+        } else {
+            self.subject = nil
+        }
         self.json = object
     }
 
@@ -29,6 +36,7 @@ public struct Manifest: Sendable, Equatable {
         self.json = json
         self.config = config
         self.layers = layers
+        self.subject = nil
     }
 
     public var mediaType: String { json["mediaType"]?.string ?? MediaType.imageManifest }

@@ -1,5 +1,9 @@
 /// Media types of the OCI image-spec (image-spec/media-types.md) and their Docker equivalents.
 public enum MediaType {
+    /// The image-spec version whose documents this tool reads (1.1: artifactType, subject,
+    /// embedded data) and writes.
+    public static let imageSpecVersion = "1.1.1"
+
     public static let imageManifest = "application/vnd.oci.image.manifest.v1+json"
     public static let imageIndex = "application/vnd.oci.image.index.v1+json"
     public static let imageConfig = "application/vnd.oci.image.config.v1+json"
@@ -16,6 +20,10 @@ public enum MediaType {
     public static let dockerLayerGzip = "application/vnd.docker.image.rootfs.diff.tar.gzip"
     public static let dockerLayerForeignGzip = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
+    /// image-spec 1.1's empty descriptor content (`{}`), e.g. the config of an artifact.
+    public static let empty = "application/vnd.oci.empty.v1+json"
+
+    public static func isImageConfig(_ t: String) -> Bool { t == imageConfig || t == dockerConfig }
     public static func isManifest(_ t: String) -> Bool { t == imageManifest || t == dockerManifest }
     public static func isIndex(_ t: String) -> Bool { t == imageIndex || t == dockerManifestList }
 }

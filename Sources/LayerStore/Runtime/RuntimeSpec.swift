@@ -10,6 +10,8 @@
 ///   `"author": ""` and so on), and `org.opencontainers.image.variant` is written when set;
 /// - Labels are applied after those annotations, so a label of the same name wins.
 public enum RuntimeSpec {
+    /// The runtime-spec version of the configs this tool writes (`ociVersion`).
+    public static let version = "1.0.0"
     /// The runtime config.json umoci generates for an image. `rootfs`: the rootfs directory used for
     /// resolving the user via its etc/passwd and etc/group (nil = no rootfs given); `rootPath`: the
     /// value of root.path ("." when no --rootfs, else the --rootfs argument as given; unpack will pass "rootfs").
@@ -76,7 +78,7 @@ public enum RuntimeSpec {
         }
 
         var spec = JSONObject()
-        spec["ociVersion"] = .string("1.0.0")
+        spec["ociVersion"] = .string(RuntimeSpec.version)
         spec["process"] = .object(process)
         spec["root"] = .object(JSONObject(["path": .string(rootPath)]))
         spec["hostname"] = .string("umoci-default")
@@ -107,28 +109,11 @@ public enum RuntimeSpec {
         return result.sortedByKey()
     }
 
-    /// `created` as umoci writes it after a round trip through Go's time.Time: RFC 3339 with
-    /// trailing zeros of the fraction dropped and a zero offset written "Z"; a missing time is
-    /// Go's zero time.
+    /// `created` as umoci writes it after a round trip through Go's time.Time (see
+    /// `Timestamp.normalize`); a missing time is Go's zero time.
     static func goTime(_ created: String?) -> String {
         guard let created, !created.isEmpty else { return "0001-01-01T00:00:00Z" }
-        let bytes = Array(created.utf8)
-        guard bytes.count >= 20 else { return created }
-        var end = 19
-        var fraction: [UInt8] = []
-        if bytes[19] == UInt8(ascii: ".") {
-            end = 20
-            while end < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[end]) {
-                fraction.append(bytes[end])
-                end += 1
-            }
-        }
-        fraction = Array(fraction.prefix(9))
-        while fraction.last == UInt8(ascii: "0") { fraction.removeLast() }
-        var zone = String(decoding: bytes[end...], as: UTF8.self)
-        if zone == "+00:00" || zone == "-00:00" { zone = "Z" }
-        let seconds = String(decoding: bytes[..<19], as: UTF8.self)
-        return seconds + (fraction.isEmpty ? "" : "." + String(decoding: fraction, as: UTF8.self)) + zone
+        return Timestamp.normalize(created) ?? created
     }
 
     /// The keys of a JSON object (ExposedPorts, Volumes), sorted as Go's sort.Strings does.

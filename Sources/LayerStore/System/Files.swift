@@ -117,12 +117,15 @@ public enum Files {
 
     /// Replaces `path` with `bytes` atomically: written to a temporary file beside it, fsynced,
     /// renamed over it, and the directory fsynced. Readers see the old or the new file, whole.
-    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(StoreError) {
+    /// Replaces `path` through a temporary file beside it, owned by `owner` when given.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644,
+                                       owner: FileOwner? = nil) throws(StoreError) {
         let dir = directoryName(path)
         let temp = dir + "/" + temporaryName(prefix: ".umoci-tmp-")
         let fd = try open(temp, O_WRONLY | O_CREAT | O_EXCL, mode: mode)
         do throws(StoreError) {
             defer { close(fd) }
+            try owner?.adopt(fd: fd, path: temp)
             try writeAll(fd, bytes, path: temp)
             try fsync(fd, path: temp)
             try rename(temp, path)
@@ -237,5 +240,29 @@ public enum Files {
                 throw .system("remove", sub)
             }
         }
+    }
+}
+
+/// The owner a command gives the files it creates in an image layout: the layout directory's,
+/// as umoci does, so that a layout another user owns stays theirs when root edits it.
+public struct FileOwner: Sendable, Equatable {
+    public var uid: uid_t
+    public var gid: gid_t
+
+    /// The owner of `directory` when it differs from this process's and this process may give
+    /// files away (it is root); nil when new files already get the right owner or cannot.
+    public static func inherited(from directory: String) throws(StoreError) -> FileOwner? {
+        var st = stat()
+        guard stat(directory, &st) == 0 else { throw .system("stat", directory) }
+        guard geteuid() == 0, st.st_uid != geteuid() || st.st_gid != getegid() else { return nil }
+        return FileOwner(uid: st.st_uid, gid: st.st_gid)
+    }
+
+    public func adopt(fd: Int32, path: String) throws(StoreError) {
+        if fchown(fd, uid, gid) != 0 { throw .system("chown", path) }
+    }
+
+    public func adopt(path: String) throws(StoreError) {
+        if lchown(path, uid, gid) != 0 { throw .system("chown", path) }
     }
 }

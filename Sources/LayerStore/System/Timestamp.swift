@@ -7,15 +7,21 @@ import Glibc
 public enum Timestamp {
     /// Now, or `SOURCE_DATE_EPOCH` when it is set (the reproducible-builds convention).
     public static func now(environment: [String: String]) throws(StoreError) -> String {
-        if let epoch = environment["SOURCE_DATE_EPOCH"], !epoch.isEmpty {
-            guard let seconds = Int64(epoch) else {
-                throw StoreError("invalid SOURCE_DATE_EPOCH \(quoted: epoch): must be an integer number of seconds")
-            }
+        if let seconds = try sourceDateEpoch(environment: environment) {
             return format(seconds: seconds, nanoseconds: 0)
         }
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return format(seconds: Int64(ts.tv_sec), nanoseconds: Int(ts.tv_nsec))
+    }
+
+    /// `SOURCE_DATE_EPOCH` in seconds, nil when it is unset or empty.
+    public static func sourceDateEpoch(environment: [String: String]) throws(StoreError) -> Int64? {
+        guard let epoch = environment["SOURCE_DATE_EPOCH"], !epoch.isEmpty else { return nil }
+        guard let seconds = Int64(epoch) else {
+            throw StoreError("invalid SOURCE_DATE_EPOCH \(quoted: epoch): must be an integer number of seconds")
+        }
+        return seconds
     }
 
     public static func format(seconds: Int64, nanoseconds: Int) -> String {
@@ -40,8 +46,9 @@ public enum Timestamp {
             + (frac.isEmpty ? "" : "." + frac) + offset
     }
 
-    /// Parses an RFC 3339 timestamp (`2006-01-02T15:04:05.999999999Z07:00`) and returns it in
-    /// Go's RFC3339Nano form; nil when it is not one.
+    /// Parses an RFC 3339 timestamp (`2006-01-02T15:04:05.999999999Z07:00`) and returns it as
+    /// Go's time.MarshalJSON writes it (RFC3339Nano): trailing zeros of the fraction trimmed,
+    /// `Z` for a zero offset, any other offset kept; nil when it is not one.
     public static func normalize(_ text: String) -> String? {
         let b = Array(text.utf8)
         func digits(_ at: Int, _ n: Int) -> Int? {
@@ -75,7 +82,8 @@ public enum Timestamp {
             i += 1
         } else if byte(i, "+") || byte(i, "-"), let oh = digits(i + 1, 2), byte(i + 3, ":"), let om = digits(i + 4, 2),
                   oh < 24, om < 60 {
-            offset = String(decoding: b[i..<(i + 6)], as: UTF8.self)
+            // Go's time.Format writes "Z" for any zero offset.
+            offset = oh == 0 && om == 0 ? "Z" : String(decoding: b[i..<(i + 6)], as: UTF8.self)
             i += 6
         } else {
             return nil

@@ -6,8 +6,9 @@ import Glibc
 
 /// Writes a directory tree as the entries of an OCI layer, the way umoci writes layers: Go-style
 /// tar (ustar unless a value needs PAX), directories with a trailing '/', empty uname/gname,
-/// whole-second mtimes, xattrs as SCHILY.xattr, the first path of an inode a file and later ones
-/// hardlinks, entries in path order (a directory before its contents, names in byte order).
+/// whole-second mtimes (truncated, and clamped to `mtimeClamp`), xattrs as SCHILY.xattr, the
+/// first path of an inode a file and later ones hardlinks, entries in path order (a directory
+/// before its contents, names in byte order).
 ///
 /// A file named `.wh.NAME` is an OCI whiteout and becomes a whiteout entry (name only, mode 0,
 /// mtime 0); `.wh..wh..opq` marks its directory opaque. This is exactly the format of a bundle's
@@ -44,6 +45,9 @@ public struct DirectoryDiff {
     public private(set) var seen = UpperBaseline()
     var hardlinks: [UInt64: [UInt64: ByteString]] = [:]
     public private(set) var entryCount = 0
+    /// `SOURCE_DATE_EPOCH`, when set: a file newer than it is recorded with this time, older
+    /// ones keep theirs (as `tar --clamp-mtime`, and umoci 0.6's repack and insert).
+    public var mtimeClamp: Int64?
     let buffer: UnsafeMutableRawBufferPointer
 
     public init(writer: LayerBlobWriter, masks: [String] = [], baseline: UpperBaseline? = nil) {
@@ -124,6 +128,14 @@ public struct DirectoryDiff {
         do { try writer.write(TarWriter.endOfArchive) } catch { throw .store(error) }
     }
 
+    /// The mtime a layer records for a file: whole seconds, truncated as umoci 0.6 does (not
+    /// rounded), then clamped to `mtimeClamp`.
+    func layerMtime(_ time: timespec) -> Int64 {
+        let seconds = Int64(time.tv_sec)
+        if let mtimeClamp, seconds > mtimeClamp { return mtimeClamp }
+        return seconds
+    }
+
     mutating func emit(_ entry: TarEntry) throws(Failure) {
         do {
             try writer.write(try TarWriter.header(for: entry))
@@ -197,8 +209,7 @@ public struct DirectoryDiff {
             return
         }
         var entry = TarEntry(name: entryName, type: .regular, mode: UInt32(st.st_mode & 0o7777), uid: Int64(st.st_uid),
-                             gid: Int64(st.st_gid), size: 0, mtime: Int64(st.st_mtim.tv_sec))
-        entry.mtimeNanoseconds = Int32(st.st_mtim.tv_nsec)
+                             gid: Int64(st.st_gid), size: 0, mtime: layerMtime(st.st_mtim))
 
         if kind != S_IFDIR && st.st_nlink > 1 {
             if let first = hardlinks[UInt64(st.st_dev)]?[UInt64(st.st_ino)] {
@@ -227,8 +238,7 @@ public struct DirectoryDiff {
             var before = stat()
             guard fstat(fd, &before) == 0, before.st_ino == st.st_ino else { throw .changed(FileChanged(path: displayPath)) }
             entry.size = Int64(before.st_size)
-            entry.mtime = Int64(before.st_mtim.tv_sec)
-            entry.mtimeNanoseconds = Int32(before.st_mtim.tv_nsec)
+            entry.mtime = layerMtime(before.st_mtim)
             entry.xattrs = Xattrs.list(fd: fd)
             try emit(entry)
             try copyData(fd: fd, size: entry.size, path: displayPath)

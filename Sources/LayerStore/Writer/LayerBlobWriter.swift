@@ -26,6 +26,13 @@ public final class LayerBlobWriter {
         self.compression = compression
         tempPath = layout.path + "/" + Files.temporaryName(prefix: ".umoci-tmp-")
         fd = try Files.open(tempPath, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
+        do {
+            try layout.owner?.adopt(fd: fd, path: tempPath)
+        } catch {
+            close(fd)
+            unlink(tempPath)
+            throw error
+        }
         diffHasher = try DigestHasher()
         blobHasher = try DigestHasher()
         gzip = compression == .gzip ? try GzipEncoder() : nil
@@ -92,7 +99,7 @@ public final class LayerBlobWriter {
         fd = -1
         let digest = blobHasher.finalize()
         let target = layout.blobPath(digest)
-        try Files.makeDirectory("\(layout.path)/blobs/\(digest.algorithm)")
+        try layout.makeBlobDirectory(digest.algorithm)
         try Files.rename(tempPath, target)
         try Files.fsyncDirectory("\(layout.path)/blobs/\(digest.algorithm)")
         finished = true
