@@ -100,7 +100,7 @@ extension Umoci {
                 do {
                     try Mounting.start(paths)
                 } catch {
-                    throw MountUnavailable(reason: "cannot mount FUSE: \(error)")
+                    throw MountUnavailable(reason: "\(error)")
                 }
                 try writeRuntimeConfig(loaded, paths)
             } catch {

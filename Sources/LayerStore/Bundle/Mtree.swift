@@ -8,7 +8,7 @@ import Glibc
 /// what every path was when the bundle was unpacked, so that repack finds what changed.
 ///
 /// Written exactly as go-mtree (as vendored by umoci 0.4.7) writes it: a comment header, then
-/// per directory a blank line, `# path`, a `/set` line whenever the directory's owner differs
+/// per directory a blank line, `# path` (not encoded), a `/set` line whenever the directory's owner differs
 /// from the current one, the directory's line, its non-directories (indented, names in byte
 /// order), its subdirectories, and `..`. Names and link targets are vis(3)-encoded
 /// (VIS_WHITE|VIS_OCTAL|VIS_GLOB); xattrs (of files and directories only) are
@@ -22,10 +22,13 @@ public struct MtreeManifest: Sendable {
     public struct Entry: Sendable, Equatable {
         public var path: String
         public var keywords: [String: String]
+        /// The xattr keys in the order they are written (the order the kernel lists them).
+        public var xattrKeys: [String]
         public var isDirectory: Bool { keywords["type"] == "dir" }
-        public init(path: String, keywords: [String: String]) {
+        public init(path: String, keywords: [String: String], xattrKeys: [String] = []) {
             self.path = path
             self.keywords = keywords
+            self.xattrKeys = xattrKeys
         }
     }
 
@@ -95,12 +98,15 @@ public struct MtreeManifest: Sendable {
                 StoreError("\(file): line \(lineNumber): \(why): \(String(line).debugDescription)")
             }
             var keywords: [String: String] = [:]
+            var xattrKeys: [String] = []
             for field in fields.dropFirst() {
                 guard let eq = field.firstIndex(of: "=") else {
                     if first == "/unset" { keywords[String(field)] = ""; continue }
                     throw bad("keyword without a value")
                 }
-                keywords[String(field[..<eq])] = String(field[field.index(after: eq)...])
+                let key = String(field[..<eq])
+                if key.hasPrefix("xattr.") && keywords[key] == nil { xattrKeys.append(key) }
+                keywords[key] = String(field[field.index(after: eq)...])
             }
             switch first {
             case "/set":
@@ -118,7 +124,8 @@ public struct MtreeManifest: Sendable {
                 if name.contains("/") {
                     // A full path: relative to the root, it does not change the directory.
                     let components = cleanComponents(name)
-                    entries.append(Entry(path: components.isEmpty ? "." : components.joined(separator: "/"), keywords: resolved))
+                    entries.append(Entry(path: components.isEmpty ? "." : components.joined(separator: "/"), keywords: resolved,
+                                         xattrKeys: xattrKeys))
                     continue
                 }
                 let entryPath: String
@@ -131,7 +138,7 @@ public struct MtreeManifest: Sendable {
                     guard name != "." && name != ".." && !name.isEmpty else { throw bad("invalid name") }
                     entryPath = current == "." ? name : current + "/" + name
                 }
-                entries.append(Entry(path: entryPath, keywords: resolved))
+                entries.append(Entry(path: entryPath, keywords: resolved, xattrKeys: xattrKeys))
                 if resolved["type"] == "dir" { directory = entryPath }
             }
         }
@@ -164,7 +171,9 @@ public struct MtreeManifest: Sendable {
                 }
             }
             if entry.isDirectory {
-                out += "\n# " + (entry.path == "." ? "." : MtreeManifest.vis(entry.path)) + "\n"
+                // go-mtree writes this comment unencoded; a line break must not end it early.
+                let comment = entry.path.contains(where: { $0 == "\n" || $0 == "\r" }) ? MtreeManifest.vis(entry.path) : entry.path
+                out += "\n# " + comment + "\n"
                 let owner = ["uid": entry.keywords["uid"] ?? "", "gid": entry.keywords["gid"] ?? ""].filter { !$0.value.isEmpty }
                 if set == nil || owner.contains(where: { set?[$0.key] != $0.value }) {
                     var newSet = ["type": "file", "nlink": "1", "mode": "0664"]
@@ -181,9 +190,7 @@ public struct MtreeManifest: Sendable {
             }
             for keyword in MtreeManifest.keywords {
                 if keyword == "xattr" {
-                    for key in entry.keywords.keys.filter({ $0.hasPrefix("xattr.") }).sorted(by: namePrecedes) {
-                        out += " " + key + "=" + entry.keywords[key]!
-                    }
+                    for key in entry.xattrKeys { if let value = entry.keywords[key] { out += " " + key + "=" + value } }
                 } else if let value = entry.keywords[keyword], set?[keyword] != value {
                     out += " " + keyword + "=" + value
                 }
@@ -212,7 +219,7 @@ public struct MtreeManifest: Sendable {
     static func hostName() -> String {
         var buffer = [CChar](repeating: 0, count: 256)
         guard gethostname(&buffer, buffer.count - 1) == 0 else { return "" }
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Go's time.ANSIC in local time: "Mon Jan _2 15:04:05 2006".
@@ -222,7 +229,7 @@ public struct MtreeManifest: Sendable {
         localtime_r(&now, &parts)
         var buffer = [CChar](repeating: 0, count: 64)
         let n = strftime(&buffer, buffer.count, "%a %b %e %H:%M:%S %Y", &parts)
-        return n > 0 ? String(cString: buffer) : ""
+        return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     // MARK: vis(3)

@@ -47,7 +47,7 @@ struct Walker {
     let buffer: UnsafeMutableRawBufferPointer
 
     mutating func directory(fd: Int32, st: stat, path: String) throws(StoreError) {
-        result.entries.append(MtreeManifest.Entry(path: path, keywords: keywords(st, xattrs: Xattrs.list(fd: fd), link: nil, digest: nil)))
+        result.entries.append(entry(path, st, xattrs: Xattrs.list(fd: fd), link: nil, digest: nil))
         let display = path == "." ? rootfs : rootfs + "/" + path
         var files: [(String, stat)] = []
         var directories: [(String, stat)] = []
@@ -80,8 +80,7 @@ struct Walker {
         case S_IFREG:
             if let knownStamps, knownStamps.unchanged(path, st), let digest = knownDigests[path]?.keywords["sha256digest"] {
                 result.stamps.stamps[path] = UpperBaseline.stamp(st)
-                result.entries.append(MtreeManifest.Entry(path: path, keywords: keywords(st, xattrs: Xattrs.list(parent: parent, name: name),
-                                                                                   link: nil, digest: digest)))
+                result.entries.append(entry(path, st, xattrs: Xattrs.list(parent: parent, name: name), link: nil, digest: digest))
                 return
             }
             let fd = Files.retrying { openat(parent, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
@@ -94,15 +93,15 @@ struct Walker {
             if fstat(fd, &after) == 0, UpperBaseline.stamp(after) == UpperBaseline.stamp(before) {
                 result.stamps.stamps[path] = UpperBaseline.stamp(before)
             }
-            result.entries.append(MtreeManifest.Entry(path: path, keywords: keywords(before, xattrs: Xattrs.list(fd: fd), link: nil, digest: digest)))
+            result.entries.append(entry(path, before, xattrs: Xattrs.list(fd: fd), link: nil, digest: digest))
         case S_IFLNK:
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = readlinkat(parent, name, &target, target.count)
             guard n >= 0 else { throw .system("readlink", display) }
-            result.entries.append(MtreeManifest.Entry(path: path, keywords: keywords(st, xattrs: [], link: String(decoding: target[0..<n], as: UTF8.self), digest: nil)))
+            result.entries.append(entry(path, st, xattrs: [], link: String(decoding: target[0..<n], as: UTF8.self), digest: nil))
         default:
             // go-mtree records xattrs of regular files and directories only.
-            result.entries.append(MtreeManifest.Entry(path: path, keywords: keywords(st, xattrs: [], link: nil, digest: nil)))
+            result.entries.append(entry(path, st, xattrs: [], link: nil, digest: nil))
         }
     }
 
@@ -119,8 +118,8 @@ struct Walker {
         return hasher.finalize().encoded
     }
 
-    /// umoci's keywords of one path, as go-mtree computes them from lstat.
-    func keywords(_ st: stat, xattrs: [TarXattr], link: String?, digest: String?) -> [String: String] {
+    /// The entry of `path` with umoci's keywords, as go-mtree computes them from lstat.
+    func entry(_ path: String, _ st: stat, xattrs: [TarXattr], link: String?, digest: String?) -> MtreeManifest.Entry {
         var k: [String: String] = [:]
         k["size"] = String(st.st_size)
         switch st.st_mode & S_IFMT {
@@ -140,7 +139,12 @@ struct Walker {
         k["nlink"] = String(st.st_nlink)
         k["tar_time"] = "\(st.st_mtim.tv_sec).000000000"
         if let digest { k["sha256digest"] = digest }
-        for x in xattrs { k["xattr." + MtreeManifest.vis(x.name)] = MtreeManifest.base64(x.value) }
-        return k
+        var xattrKeys: [String] = []
+        for x in xattrs {
+            let key = "xattr." + MtreeManifest.vis(x.name)
+            if k[key] == nil { xattrKeys.append(key) }
+            k[key] = MtreeManifest.base64(x.value)
+        }
+        return MtreeManifest.Entry(path: path, keywords: k, xattrKeys: xattrKeys)
     }
 }
