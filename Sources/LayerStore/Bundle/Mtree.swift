@@ -34,7 +34,8 @@ public struct MtreeManifest: Sendable {
 
     /// In walk order (a directory before its contents).
     public var entries: [Entry]
-    /// The keywords the manifest uses (xattr for every xattr.*): the ones repack compares.
+    /// The keywords the manifest uses (xattr for every xattr.*) or names in its header: the
+    /// ones repack compares.
     public var usedKeywords: Set<String>
 
     public init(entries: [Entry], usedKeywords: Set<String> = Set(MtreeManifest.keywords)) {
@@ -93,7 +94,15 @@ public struct MtreeManifest: Sendable {
                 pending = ""
             }
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            guard let first = fields.first, !first.hasPrefix("#") else { continue }
+            guard let first = fields.first else { continue }
+            if first.hasPrefix("#") {
+                // go-mtree's header names the keywords it collected: compare those too, even
+                // where no entry has one (an xattr added to a manifest without xattrs).
+                if !started, fields.count == 3, fields[1] == "keywords:" {
+                    for k in fields[2].split(separator: ",") { used.insert(String(k)) }
+                }
+                continue
+            }
             func bad(_ why: String) -> StoreError {
                 StoreError("\(file): line \(lineNumber): \(why): \(String(line).debugDescription)")
             }
