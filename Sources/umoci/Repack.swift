@@ -68,8 +68,7 @@ extension Umoci {
                 let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks,
                                                            baseline: baseline) { diff throws(DirectoryDiff.Failure) in
                     if extracted {
-                        do throws(StoreError) { changes = try ExtractedBundle.changes(paths, base: from.manifest.digest, masks: masks) } catch { throw .store(error) }
-                        try ExtractedBundle.add(changes!, paths, to: &diff)
+                        changes = try ExtractedBundle.addChanges(paths, base: from.manifest.digest, masks: masks, to: &diff)
                     } else {
                         try diff.addContents(ofDirectory: paths.upper)
                     }

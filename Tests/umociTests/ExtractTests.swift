@@ -92,6 +92,16 @@ import Testing
         #expect(meta.json["unpack_mode"]?.string == "extract")
         #expect(try BundleMetadata.read(bundle: dir("D")).mode == .extract)
         #expect(try readJSON(dir("E/config.json"))["root"]?.object?["path"]?.string == "rootfs")
+        // Unchanged, xattrs included (taken from the manifest where the stamp vouches for
+        // them), so repack adds no layer.
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        ok(try umoci("repack", "--image", L + ":same", dir("E")))
+        #expect(try ImageLayout(opening: L).loadImage(tag: "same").manifest.layers.count
+                == ImageLayout(opening: L).loadImage(tag: "basic-gzip").manifest.layers.count)
+        #expect(setxattr(dir("E/rootfs/xattr-file"), "user.comment", "changed", 7, 0) == 0)
+        ok(try umoci("repack", "--image", L + ":changed", dir("E")))
+        #expect(try lastLayerEntries(L, "changed") == ["xattr-file"])
         fails(try umoci("mount", dir("E")), containing: "was unpacked with --extract")
         ok(try umoci("umount", dir("E")))
         #expect(FileManager.default.fileExists(atPath: dir("E/rootfs/etc/hostname")))

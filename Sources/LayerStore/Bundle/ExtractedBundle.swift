@@ -90,9 +90,17 @@ public enum ExtractedBundle {
         }
     }
 
-    /// Writes the layer entries of `changes` through `diff`: each new or changed path by
-    /// itself, a whiteout for each missing one.
-    public static func add(_ changes: Changes, _ paths: BundlePaths, to diff: inout DirectoryDiff) throws(DirectoryDiff.Failure) {
+    /// Finds the changes (see `changes`) and writes them through `diff`: each new or changed
+    /// path by itself, a whiteout for each missing one.
+    public static func addChanges(_ paths: BundlePaths, base manifest: Digest, masks: [String],
+                                  to diff: inout DirectoryDiff) throws(DirectoryDiff.Failure) -> Changes {
+        let changes: Changes
+        do { changes = try self.changes(paths, base: manifest, masks: masks) } catch { throw .store(error) }
+        try add(changes, paths, to: &diff)
+        return changes
+    }
+
+    static func add(_ changes: Changes, _ paths: BundlePaths, to diff: inout DirectoryDiff) throws(DirectoryDiff.Failure) {
         let root: Int32
         do { root = try Files.open(paths.rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
         defer { close(root) }

@@ -78,9 +78,14 @@ struct Walker {
     mutating func file(parent: Int32, name: String, st: stat, path: String, display: String) throws(StoreError) {
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            if let knownStamps, knownStamps.unchanged(path, st), let digest = knownDigests[path]?.keywords["sha256digest"] {
+            if let knownStamps, knownStamps.unchanged(path, st), let known = knownDigests[path],
+               let digest = known.keywords["sha256digest"] {
+                // The same ctime: content and xattrs are as the manifest has them.
                 result.stamps.stamps[path] = UpperBaseline.stamp(st)
-                result.entries.append(entry(path, st, xattrs: Xattrs.list(parent: parent, name: name), link: nil, digest: digest))
+                var e = entry(path, st, xattrs: [], link: nil, digest: digest)
+                for key in known.xattrKeys { e.keywords[key] = known.keywords[key] }
+                e.xattrKeys = known.xattrKeys
+                result.entries.append(e)
                 return
             }
             let fd = Files.retrying { openat(parent, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
