@@ -127,7 +127,7 @@ extension Umoci {
     struct Mount: LoggingCommand {
         static let configuration = CommandConfiguration(
             commandName: "mount", abstract: "mounts the rootfs of a bundle made by unpack again",
-            discussion: "usage: umoci mount <bundle>\n\nEvery change in the bundle's upper directory is kept. A mount whose server died is cleaned up first. A bundle unpacked with --extract cannot be mounted (its rootfs is a plain directory).")
+            discussion: "usage: umoci mount <bundle>\n\nEvery change in the bundle's upper directory is kept. A mount whose server died is cleaned up first. An extracted bundle (unpack --extract, or made by umoci) cannot be mounted: its rootfs is a plain directory.")
 
         @OptionGroup var global: GlobalOptions
         @Argument(help: "the bundle") var arguments: [String] = []
@@ -137,7 +137,7 @@ extension Umoci {
             let paths = BundlePaths(arguments[0])
             let metadata = try BundleMetadata.read(bundle: paths.bundle)
             guard metadata.mode == .mount else {
-                throw StoreError("\(paths.bundle) was unpacked with --extract: its rootfs is a plain directory, there is nothing to mount")
+                throw StoreError("\(paths.bundle) is an extracted bundle (unpack --extract, or made by umoci): its rootfs is a plain directory, there is nothing to mount")
             }
             guard metadata.mount != nil else {
                 throw StoreError("\(paths.metadata) has no mount information: the bundle was not made by this umoci's unpack")
@@ -157,7 +157,7 @@ extension Umoci {
     struct Umount: LoggingCommand {
         static let configuration = CommandConfiguration(
             commandName: "umount", abstract: "unmounts the rootfs of a bundle and stops its server",
-            discussion: "usage: umoci umount <bundle>\n\nFor a bundle unpacked with --extract there is nothing to unmount: umount does nothing and succeeds.")
+            discussion: "usage: umoci umount <bundle>\n\nFor an extracted bundle (unpack --extract, or made by umoci) there is nothing to unmount: umount does nothing and succeeds.")
 
         @OptionGroup var global: GlobalOptions
         @Argument(help: "the bundle") var arguments: [String] = []
@@ -166,7 +166,7 @@ extension Umoci {
             try expectArguments(arguments, 1, "<bundle>")
             let paths = BundlePaths(arguments[0])
             if try BundleMetadata.read(bundle: paths.bundle).mode == .extract {
-                Log.info("\(paths.rootfs) is a plain directory (unpacked with --extract): nothing to unmount")
+                Log.info("\(paths.rootfs) is a plain directory (an extracted bundle): nothing to unmount")
                 return
             }
             try Mounting.stop(paths)

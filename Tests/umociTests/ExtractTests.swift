@@ -102,7 +102,9 @@ import Testing
         #expect(setxattr(dir("E/rootfs/xattr-file"), "user.comment", "changed", 7, 0) == 0)
         ok(try umoci("repack", "--image", L + ":changed", dir("E")))
         #expect(try lastLayerEntries(L, "changed") == ["xattr-file"])
-        fails(try umoci("mount", dir("E")), containing: "was unpacked with --extract")
+        fails(try umoci("mount", dir("E")), containing: "is an extracted bundle")
+        fails(try umoci("mount", dir("D")), containing: "is an extracted bundle")
+        ok(try umoci("umount", dir("D")))
         ok(try umoci("umount", dir("E")))
         #expect(FileManager.default.fileExists(atPath: dir("E/rootfs/etc/hostname")))
         // An existing rootfs is refused, as umoci does.
