@@ -243,6 +243,25 @@ import Testing
         #expect(try ImageLayout(opening: L).loadImage(tag: "same").manifest.layers.count == before)
     }
 
+    /// A directory replaced by a symlink is that one entry: no whiteouts below it, which a
+    /// reader resolving through the symlink would apply to its target (umoci 0.4.7 writes
+    /// them). The tree is the one Debian's umoci extracts too.
+    @Test func directoryReplacedBySymlinkHasNoWhiteoutsBelowIt() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        ok(try umoci("unpack", "--extract", "--cache-dir", dir("cache"), "--image", L + ":whiteouts-gzip", dir("E")))
+        try FileManager.default.removeItem(atPath: dir("E/rootfs/a"))
+        #expect(symlink("/multi", dir("E/rootfs/a")) == 0)
+        try FileManager.default.createDirectory(atPath: dir("E/rootfs/multi/sub"), withIntermediateDirectories: false)
+        ok(try umoci("repack", "--image", L + ":x", dir("E")))
+        let entries = try lastLayerEntries(L, "x")
+        #expect(entries.contains("a") && entries.contains("multi/sub/"), "\(entries.sorted())")
+        #expect(!entries.contains { $0.hasPrefix("a/") }, "\(entries.sorted())")
+        ok(try reference("raw", "unpack", "--image", L + ":x", dir("check")))
+        try expectSameTree(dir("check"), dir("E/rootfs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+    }
+
     /// A new xattr is a change although the manifest holds no xattr at all: the header names
     /// the keywords to compare. The stamp (ctime) tells the file must be looked at again.
     @Test func xattrOnlyChangeIsFound() throws {

@@ -6,7 +6,7 @@ import Glibc
 /// plain directory, and `sha256_<manifest hex>.mtree` describing it as unpacked. Repack
 /// compares the rootfs with that manifest, as umoci does, and writes what differs: new and
 /// changed paths (a directory without its contents), and a whiteout for each removed path
-/// whose parent is still there.
+/// whose parent is still a directory.
 ///
 /// Beside the manifest this tool keeps `umoci-rootfs-stamps.sha256_<hex>`: stat stamps of the
 /// files whose digest in the manifest is known to match (see RootfsWalk), so that repack
@@ -68,11 +68,15 @@ public enum ExtractedBundle {
                 deltas.append(Delta(path: entry.path, kind: .extra))
             }
         }
-        var missing = Set<String>()
-        for entry in mtree.entries where !seen.contains(entry.path) { missing.insert(entry.path) }
-        // A removed directory is one whiteout, not one per path it held (umoci's SimplifyFilter).
-        for path in missing where !missing.contains(MtreeManifest.parentPath(path)) {
-            deltas.append(Delta(path: path, kind: .missing))
+        // A whiteout only where the parent is still a directory: a removed directory is one
+        // whiteout, not one per path it held (umoci's SimplifyFilter), and a directory replaced
+        // by a file or symlink is hidden by that entry alone. (umoci writes whiteouts below the
+        // replacement too, which a reader resolving the parent through a new symlink applies
+        // to the symlink's target.)
+        var directories = Set<String>()
+        for entry in walk.entries where entry.isDirectory { directories.insert(entry.path) }
+        for entry in mtree.entries where !seen.contains(entry.path) && directories.contains(MtreeManifest.parentPath(entry.path)) {
+            deltas.append(Delta(path: entry.path, kind: .missing))
         }
         let maskSet = Set(masks.map { cleanComponents($0).joined(separator: "/") }.filter { !$0.isEmpty })
         deltas.removeAll { isMasked($0.path, maskSet) }
