@@ -12,9 +12,11 @@ extension Umoci {
             discussion: """
                 usage: umoci repack --image <image-path>[:<tag>] <bundle>
 
-                The new layer holds exactly the bundle's upper directory: what changed through \
-                the mount, whiteouts included. Like umoci, repack always builds on the image the \
-                bundle was unpacked from.
+                For a mounted bundle the new layer holds exactly the bundle's upper directory: \
+                what changed through the mount, whiteouts included. For an extracted bundle \
+                (unpack --extract, or one made by umoci) it holds what differs between rootfs/ \
+                and the bundle's mtree manifest, as umoci finds it. Like umoci, repack always \
+                builds on the image the bundle was unpacked from.
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -46,7 +48,8 @@ extension Umoci {
             }
             defer { bundleLock.release() }
             var metadata = try BundleMetadata.read(bundle: paths.bundle)
-            let mounted = Mounting.state(of: paths.rootfs) == .live
+            let extracted = metadata.mode == .extract
+            let mounted = !extracted && Mounting.state(of: paths.rootfs) == .live
             // Every write that returned before now is in the upper directory already (the
             // server writes through); sync also pushes out pages dirtied through mmap.
             if mounted { sync() }
@@ -61,12 +64,17 @@ extension Umoci {
                 }
                 let masks = maskPaths + (noMaskVolumes ? [] : base.config.runConfig["Volumes"]?.object?.keys ?? [])
                 let layerCompression = requested ?? LayerCompression.auto(for: base.manifest.layers)
-                let baseline = try UpperBaseline.read(paths.baseline)
+                let baseline = extracted ? nil : try UpperBaseline.read(paths.baseline)
                 let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
+                var changes: ExtractedBundle.Changes?
                 let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks,
                                                            baseline: baseline) { diff throws(DirectoryDiff.Failure) in
                     diff.mtimeClamp = clamp
-                    try diff.addContents(ofDirectory: paths.upper)
+                    if extracted {
+                        changes = try ExtractedBundle.addChanges(paths, base: from.manifest.digest, masks: masks, to: &diff)
+                    } else {
+                        try diff.addContents(ofDirectory: paths.upper)
+                    }
                 }
                 let entry = try history.entry(createdBy: "umoci repack", author: base.config.author, emptyLayer: layer == nil)
                 if let layer {
@@ -76,7 +84,9 @@ extension Umoci {
                 }
                 let newPath = try layout.commit(base, tag: ref.tag)
                 Log.info("new image manifest created: \(newPath.manifest.digest)")
-                if refreshBundle {
+                if refreshBundle, let changes {
+                    try ExtractedBundle.refresh(paths, metadata: &metadata, onto: newPath, walk: changes.walk)
+                } else if refreshBundle {
                     try Refresh.rebase(paths, metadata: &metadata, onto: newPath, in: ref.layout, mounted: mounted, packed: seen)
                 }
             }

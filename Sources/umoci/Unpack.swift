@@ -10,20 +10,38 @@ extension Umoci {
         static let configuration = CommandConfiguration(
             commandName: "unpack", abstract: "unpacks a reference into an OCI runtime bundle",
             discussion: """
-                usage: umoci unpack --image <image-path>[:<tag>] <bundle>
+                usage: umoci unpack [--extract] --image <image-path>[:<tag>] <bundle>
 
-                The bundle's rootfs is not extracted: it is the image mounted copy-on-write \
-                (FUSE), with every change written to the bundle's upper directory, which \
-                `umoci repack` turns into the next layer.
+                By default the bundle's rootfs is not extracted: it is the image mounted \
+                copy-on-write (FUSE), with every change written to the bundle's upper directory, \
+                which `umoci repack` turns into the next layer.
+
+                With --extract (or UMOCI_UNPACK_MODE=extract in the environment) the bundle is \
+                umoci's own: rootfs/ a plain directory, and sha256_<manifest>.mtree, which \
+                repack compares the rootfs with. Without either, unpack extracts when FUSE \
+                cannot be used (no /dev/fuse, mount refused) and says why in one line; \
+                UMOCI_UNPACK_MODE=mount makes that an error instead.
                 """)
 
         @OptionGroup var global: GlobalOptions
         @OptionGroup var image: ImageOptions
         @OptionGroup var layers: LayerOptions
+        @Flag(name: .customLong("extract"), help: "extract the rootfs as a plain directory (umoci's bundle format) instead of mounting it")
+        var extract = false
         @Flag(name: .customLong("rootless"), help: .hidden) var rootless = false
         @Option(name: .customLong("uid-map"), help: .hidden) var uidMap: [String] = []
         @Option(name: .customLong("gid-map"), help: .hidden) var gidMap: [String] = []
         @Argument(help: "the bundle directory to create") var arguments: [String] = []
+
+        /// The bundle mode asked for, and whether it was asked for explicitly (no fallback).
+        func requestedMode() throws -> (BundleMetadata.Mode, explicit: Bool) {
+            if extract { return (.extract, true) }
+            guard let value = Environment.variables["UMOCI_UNPACK_MODE"], !value.isEmpty else { return (.mount, false) }
+            guard let mode = BundleMetadata.Mode(rawValue: value) else {
+                throw UsageError("invalid UMOCI_UNPACK_MODE \(quoted: value): must be extract or mount")
+            }
+            return (mode, true)
+        }
 
         func run() throws {
             let ref = try image.reference()
@@ -35,8 +53,34 @@ extension Umoci {
             for existing in [paths.config, paths.rootfs, paths.metadata] where Files.exists(existing) {
                 throw StoreError("create runtime bundle: \(existing) already exists")
             }
-            try Mounting.checkFuse()
+            let (mode, explicit) = try requestedMode()
             let cache = layers.cache()
+            if mode == .mount {
+                do {
+                    do { try Mounting.checkFuse() } catch { throw MountUnavailable(reason: "\(error)") }
+                    try unpackMounted(ref, paths, cache)
+                    return
+                } catch let error as MountUnavailable where !explicit {
+                    Log.warn("\(error.reason); extracting the rootfs instead (umoci's bundle format)")
+                }
+            }
+            try ImageLayout.withLocked(ref.layout, .shared) { layout in
+                let loaded = try layout.loadImage(tag: ref.tag)
+                let view = try MergedView.open(layout: layout, image: loaded, cache: cache, options: layers.viewOptions())
+                let created = try BundleCreation(paths, extracting: loaded.path.manifest.digest)
+                do {
+                    Log.info("unpacking rootfs ...")
+                    try ExtractedBundle.create(view, paths, from: loaded.path)
+                    try writeRuntimeConfig(loaded, paths)
+                } catch {
+                    created.undo()
+                    throw error
+                }
+            }
+            Log.info("unpacked image bundle: \(paths.bundle)")
+        }
+
+        func unpackMounted(_ ref: ImageReference, _ paths: BundlePaths, _ cache: IndexCache) throws {
             let layoutPath = Mounting.canonical(ref.layout)
             let (loaded, created) = try ImageLayout.withLocked(ref.layout, .shared) { layout in
                 let loaded = try layout.loadImage(tag: ref.tag)
@@ -53,10 +97,12 @@ extension Umoci {
                 let metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
                     layout: layoutPath, cacheDirectory: Mounting.canonical(cache.directory), keepDirlinks: layers.keepDirlinks))
                 try metadata.write(bundle: paths.bundle)
-                try Mounting.start(paths)
-                let spec = try RuntimeSpec.generate(config: loaded.config, rootfs: paths.rootfs, rootPath: "rootfs",
-                                                    warn: { Log.warn($0) })
-                try Files.writeAtomically(paths.config, JSON.object(spec).serialized(indent: "\t") + [0x0A])
+                do {
+                    try Mounting.start(paths)
+                } catch {
+                    throw MountUnavailable(reason: "\(error)")
+                }
+                try writeRuntimeConfig(loaded, paths)
             } catch {
                 if Mounting.state(of: paths.rootfs) != .notMounted { try? Mounting.stop(paths) }
                 created.undo()
@@ -64,12 +110,24 @@ extension Umoci {
             }
             Log.info("unpacked image bundle: \(paths.bundle)")
         }
+
+        func writeRuntimeConfig(_ loaded: Image, _ paths: BundlePaths) throws {
+            let spec = try RuntimeSpec.generate(config: loaded.config, rootfs: paths.rootfs, rootPath: "rootfs",
+                                                warn: { Log.warn($0) })
+            try Files.writeAtomically(paths.config, JSON.object(spec).serialized(indent: "\t") + [0x0A])
+        }
+    }
+
+    /// FUSE cannot serve the bundle here; unpack extracts instead unless a mount was asked for.
+    struct MountUnavailable: Error, CustomStringConvertible {
+        var reason: String
+        var description: String { reason }
     }
 
     struct Mount: LoggingCommand {
         static let configuration = CommandConfiguration(
             commandName: "mount", abstract: "mounts the rootfs of a bundle made by unpack again",
-            discussion: "usage: umoci mount <bundle>\n\nEvery change in the bundle's upper directory is kept. A mount whose server died is cleaned up first.")
+            discussion: "usage: umoci mount <bundle>\n\nEvery change in the bundle's upper directory is kept. A mount whose server died is cleaned up first. An extracted bundle (unpack --extract, or made by umoci) cannot be mounted: its rootfs is a plain directory.")
 
         @OptionGroup var global: GlobalOptions
         @Argument(help: "the bundle") var arguments: [String] = []
@@ -78,6 +136,9 @@ extension Umoci {
             try expectArguments(arguments, 1, "<bundle>")
             let paths = BundlePaths(arguments[0])
             let metadata = try BundleMetadata.read(bundle: paths.bundle)
+            guard metadata.mode == .mount else {
+                throw StoreError("\(paths.bundle) is an extracted bundle (unpack --extract, or made by umoci): its rootfs is a plain directory, there is nothing to mount")
+            }
             guard metadata.mount != nil else {
                 throw StoreError("\(paths.metadata) has no mount information: the bundle was not made by this umoci's unpack")
             }
@@ -96,7 +157,7 @@ extension Umoci {
     struct Umount: LoggingCommand {
         static let configuration = CommandConfiguration(
             commandName: "umount", abstract: "unmounts the rootfs of a bundle and stops its server",
-            discussion: "usage: umoci umount <bundle>")
+            discussion: "usage: umoci umount <bundle>\n\nFor an extracted bundle (unpack --extract, or made by umoci) there is nothing to unmount: umount does nothing and succeeds.")
 
         @OptionGroup var global: GlobalOptions
         @Argument(help: "the bundle") var arguments: [String] = []
@@ -104,7 +165,10 @@ extension Umoci {
         func run() throws {
             try expectArguments(arguments, 1, "<bundle>")
             let paths = BundlePaths(arguments[0])
-            _ = try BundleMetadata.read(bundle: paths.bundle)
+            if try BundleMetadata.read(bundle: paths.bundle).mode == .extract {
+                Log.info("\(paths.rootfs) is a plain directory (an extracted bundle): nothing to unmount")
+                return
+            }
             try Mounting.stop(paths)
             Log.info("unmounted \(paths.rootfs)")
         }
@@ -115,9 +179,14 @@ extension Umoci {
 struct BundleCreation {
     let paths: BundlePaths
     let createdBundle: Bool
+    /// The manifest whose mtree an extracted bundle gets; nil for a mounted bundle.
+    let extracting: Digest?
 
-    init(_ paths: BundlePaths) throws {
+    /// For a mounted bundle: the upper directory and the mount point. For an extracted one
+    /// (`extracting` its manifest): the rootfs directory.
+    init(_ paths: BundlePaths, extracting: Digest? = nil) throws {
         self.paths = paths
+        self.extracting = extracting
         if Files.exists(paths.bundle) {
             guard Files.isDirectory(paths.bundle) else { throw StoreError("create runtime bundle: \(paths.bundle) is not a directory") }
             createdBundle = false
@@ -126,7 +195,7 @@ struct BundleCreation {
             createdBundle = true
         }
         chmod(paths.bundle, 0o700)
-        for dir in [paths.upper, paths.rootfs] where mkdir(dir, 0o755) != 0 {
+        for dir in extracting == nil ? [paths.upper, paths.rootfs] : [paths.rootfs] where mkdir(dir, 0o755) != 0 {
             let e = StoreError.system("create runtime bundle", dir)
             undo()
             throw e
@@ -136,6 +205,10 @@ struct BundleCreation {
     func undo() {
         if createdBundle {
             try? Files.removeTree(paths.bundle)
+        } else if let extracting {
+            for p in [paths.config, paths.metadata, ExtractedBundle.manifestPath(paths, extracting),
+                      ExtractedBundle.stampsPath(paths, extracting)] { unlink(p) }
+            try? Files.removeTree(paths.rootfs)
         } else {
             for p in [paths.config, paths.metadata, paths.log, paths.pid] { unlink(p) }
             try? Files.removeTree(paths.upper)

@@ -1,6 +1,7 @@
 /// `umoci.json` of a runtime bundle: umoci's schema (`umoci_version` "2",
-/// `from_descriptor_path`, `map_options`), plus a `mount` member with what this tool needs to
-/// mount the bundle again. Kept as a JSON view like the OCI types, so fields written by other
+/// `from_descriptor_path`, `map_options`), plus `unpack_mode` ("mount" or "extract") and, for a
+/// mounted bundle, a `mount` member with what this tool needs to mount the bundle again. A
+/// bundle without `unpack_mode` is a mounted one if it has `mount`, else umoci's own (extract). Kept as a JSON view like the OCI types, so fields written by other
 /// versions survive an update.
 public struct BundleMetadata: Sendable {
     public var json: JSONObject
@@ -13,11 +14,15 @@ public struct BundleMetadata: Sendable {
         guard object["umoci_version"]?.string == BundleMetadata.umociVersion else {
             throw StoreError("\(path): unsupported umoci_version \(object["umoci_version"]?.text ?? "(none)")")
         }
+        if let mode = object["unpack_mode"], mode.string.flatMap(Mode.init(rawValue:)) == nil {
+            throw StoreError("\(path): unknown unpack_mode \(mode.text): must be \"mount\" or \"extract\"")
+        }
         json = object
         _ = try fromDescriptorPath(path: path)
     }
 
-    public init(from path: DescriptorPath, mount: Mount) {
+    /// A mounted bundle's metadata with `mount`, an extracted one's without.
+    public init(from path: DescriptorPath, mount: Mount?) {
         json = JSONObject()
         json["umoci_version"] = .string(BundleMetadata.umociVersion)
         setFromDescriptorPath(path)
@@ -25,6 +30,17 @@ public struct BundleMetadata: Sendable {
             "uid_mappings": .null, "gid_mappings": .null, "rootless": .bool(false),
         ]))
         self.mount = mount
+        json["unpack_mode"] = .string((mount == nil ? Mode.extract : Mode.mount).rawValue)
+    }
+
+    /// How the bundle's rootfs was made: served by a FUSE mount over an upper directory, or
+    /// extracted as a plain directory with an mtree manifest (umoci's own format).
+    public enum Mode: String, Sendable {
+        case mount, extract
+    }
+
+    public var mode: Mode {
+        json["unpack_mode"]?.string.flatMap(Mode.init(rawValue:)) ?? (json["mount"]?.object != nil ? .mount : .extract)
     }
 
     public static func read(bundle: String) throws(StoreError) -> BundleMetadata {

@@ -92,6 +92,22 @@ public struct DirectoryDiff {
         try addEntry(parent: parent, name: base, displayPath: path, entryName: ByteString(name), recurse: true)
     }
 
+    /// Adds the one entry at `path` (relative, "." for the root) below the open directory
+    /// `root`, a directory without its contents; the parent is opened one component at a time,
+    /// never following a symlink. `display` names `root` in errors.
+    public mutating func addEntry(beneath root: Int32, path: ByteString, display: String) throws(Failure) {
+        var components = cleanComponents(path)
+        let name = components.popLast() ?? "."
+        let shown = display + "/" + path.description
+        let parent = Files.openDirectory(beneath: root, components)
+        guard parent >= 0 else {
+            if errno == ENOENT || errno == ENOTDIR || errno == ELOOP { throw .changed(FileChanged(path: shown)) }
+            throw .store(.system("open", display + "/" + components.joined(separator: "/").description))
+        }
+        defer { close(parent) }
+        try addEntry(parent: parent, name: name, displayPath: shown, entryName: path, recurse: false, useBaseline: false)
+    }
+
     /// A whiteout entry for `name` (its parent path plus `.wh.` plus its base name).
     public mutating func addWhiteout(for path: String) throws(Failure) {
         try addWhiteout(for: ByteString(path))
@@ -227,7 +243,7 @@ public struct DirectoryDiff {
             guard fd >= 0 else { throw .store(.system("open", displayPath)) }
             defer { close(fd) }
             entry.type = .directory
-            entry.name = entryName + "/"
+            entry.name = entryName == "." ? "." : entryName + "/"
             entry.xattrs = Xattrs.list(fd: fd)
             try emit(entry)
             if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline) }
