@@ -30,6 +30,39 @@ public struct IndexCache: Sendable {
         return home + "/.cache/umoci"
     }
 
+    /// The cache at `directory`, created with its parents. Where that cannot be created or
+    /// written (a HOME that does not exist or is read-only), a private cache in the temporary
+    /// directory instead, after one line to `warn` saying why.
+    public static func usable(directory: String, environment: [String: String], warn: (String) -> Void) -> IndexCache {
+        let reason: String
+        do throws(StoreError) {
+            try Files.makeDirectories(directory)
+            if access(directory, W_OK | X_OK) == 0 { return IndexCache(directory: directory) }
+            reason = "\(directory) is not writable: \(String(cString: strerror(errno)))"
+        } catch {
+            reason = error.message
+        }
+        let fallback = privateTemporaryDirectory(environment: environment)
+        warn("cannot use the index cache at \(directory) (\(reason)); using \(fallback)")
+        return IndexCache(directory: fallback)
+    }
+
+    /// `$TMPDIR/umoci-cache-UID` when it is (or can be made) a directory only this user can
+    /// use, else a new directory from mkdtemp.
+    static func privateTemporaryDirectory(environment: [String: String]) -> String {
+        let tmp = environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        let shared = "\(tmp)/umoci-cache-\(getuid())"
+        _ = mkdir(shared, 0o700)
+        var st = stat()
+        if lstat(shared, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == getuid(), st.st_mode & 0o077 == 0,
+           access(shared, W_OK | X_OK) == 0 {
+            return shared
+        }
+        var template = Array("\(tmp)/umoci-cache-XXXXXX".utf8CString)
+        if let made = mkdtemp(&template) { return String(cString: made) }
+        return shared
+    }
+
     public func indexPath(_ layer: Digest) -> String { "\(directory)/index/\(layer.algorithm)/\(layer.encoded)" }
     public func zstdCopyPath(_ layer: Digest) -> String { "\(directory)/zstd/\(layer.algorithm)/\(layer.encoded)" }
 
@@ -135,13 +168,14 @@ public struct IndexCache: Sendable {
     }
 
     func storeView(_ key: String, _ storage: ViewStorage) throws(StoreError) {
-        try Files.makeDirectory(directory)
+        try Files.makeDirectories(directory)
         try Files.makeDirectory(directory + "/view")
         try Files.writeAtomically("\(directory)/view/\(key)", storage.encoded())
     }
 
     private func makeDirectories(for digest: Digest) throws(StoreError) {
-        for sub in ["", "/index", "/index/\(digest.algorithm)", "/zstd", "/zstd/\(digest.algorithm)", "/verified"] {
+        try Files.makeDirectories(directory)
+        for sub in ["/index", "/index/\(digest.algorithm)", "/zstd", "/zstd/\(digest.algorithm)", "/verified"] {
             try Files.makeDirectory(directory + sub)
         }
     }
@@ -158,7 +192,7 @@ public struct IndexCache: Sendable {
 
     private func recordVerified(_ blob: String, _ digest: Digest) throws(StoreError) {
         guard let s = stamp(blob, digest) else { return }
-        try Files.makeDirectory(directory + "/verified")
+        try Files.makeDirectories(directory + "/verified")
         try Files.writeAtomically(directory + "/verified/" + s.key, s.value)
     }
 
