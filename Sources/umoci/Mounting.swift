@@ -31,6 +31,9 @@ enum Mounting {
     /// The absolute path, resolving symlinks in the parent only: the path itself may be a
     /// mount whose server is gone, which must not be touched.
     static func canonical(_ path: String) -> String {
+        // "layout/" names the same directory as "layout".
+        var path = path
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         let parent = Files.directoryName(path)
         let base = String(path.split(separator: "/").last ?? "")
         guard let resolved = realpath(parent, nil) else { return path }
