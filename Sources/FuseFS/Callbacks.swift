@@ -9,8 +9,18 @@ import LayerStore
 // Errno becomes fuse_reply_err at this boundary, nothing is thrown or unwinds across C.
 
 @inline(__always)
-private func filesystem(_ req: fuse_req_t?) -> OverlayFS {
-    Unmanaged<OverlayFS>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+private func context(_ req: fuse_req_t?) -> ServerContext {
+    Unmanaged<ServerContext>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+}
+
+@inline(__always)
+private func filesystem(_ req: fuse_req_t?) -> OverlayFS { context(req).fs }
+
+/// After a change that removed an entry of `parent`: the mount detaches itself, before the
+/// reply, when that emptied its root (see Following).
+@inline(__always)
+private func removed(_ req: fuse_req_t?, from parent: fuse_ino_t) {
+    if parent == OverlayFS.rootId { context(req).detacher.removed(from: parent, filesystem(req)) }
 }
 
 @inline(__always)
@@ -219,6 +229,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         reply(req) { () throws(Errno) in
             guard let n = name(cname) else { throw Errno(ENOENT) }
             try filesystem(req).remove(parent, n, directory: false)
+            removed(req, from: parent)
             fuse_reply_err(req, 0)
         }
     }
@@ -226,6 +237,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         reply(req) { () throws(Errno) in
             guard let n = name(cname) else { throw Errno(ENOENT) }
             try filesystem(req).remove(parent, n, directory: true)
+            removed(req, from: parent)
             fuse_reply_err(req, 0)
         }
     }
@@ -233,6 +245,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         reply(req) { () throws(Errno) in
             guard let n = name(cname), let nn = name(cnewName) else { throw Errno(EINVAL) }
             try filesystem(req).rename(parent, n, newParent, nn, flags: flags)
+            if newParent != parent { removed(req, from: parent) }
             fuse_reply_err(req, 0)
         }
     }
@@ -324,7 +337,8 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.opendir = { req, ino, fi in
         reply(req) { () throws(Errno) in
             let h = Handle()
-            h.entries = try filesystem(req).listDirectory(ino)
+            // The root of a mount whose owner is being deleted lists as empty (see Following).
+            h.entries = context(req).detacher.opensEmpty(ino) ? [] : try filesystem(req).listDirectory(ino)
             h.inode = Int32(truncatingIfNeeded: ino)
             store(h, in: fi)
             if fuse_reply_open(req, fi) != 0 { discard(req, fi) }
