@@ -31,11 +31,19 @@ extension Umoci {
                 close(readyFd)
             }
             let server: OverlayServer
+            let watch: BundleWatch
             do {
+                // The mount follows its bundle: deleting the bundle detaches it (see BundleWatch).
+                watch = try BundleWatch(paths)
+                var options = MountOptions()
+                options.following = Following(ownerGone: { watch.bundleGone },
+                                              detached: { Log.info("detached the mount: \($0); exiting once it is released") })
                 server = try OverlayServer(view: Serve.openBase(paths), upperDirectory: paths.upper, mountpoint: paths.rootfs,
-                                           options: MountOptions())
+                                           options: options)
+                try watch.watch { server.detach(reason: $0) }
                 try MountControl.serve(paths) { request in
                     guard request == "rebase" else { return "error unknown request \(quoted: request)" }
+                    guard !watch.bundleGone else { return "error the bundle is being deleted" }
                     do {
                         let report = try Serve.rebase(server, paths)
                         return "ok moved=\(report.moved) kept=\(report.kept) pause_ms=\(Int((report.pauseSeconds * 1000).rounded()))"
@@ -61,8 +69,8 @@ extension Umoci {
             Log.info("serving \(paths.rootfs)")
             ready("ok")
             defer {
-                unlink(paths.pid)
-                unlink(paths.control)
+                watch.unlink(paths.pid)
+                watch.unlink(paths.control)
                 _ = signals
             }
             try server.serve()

@@ -104,7 +104,8 @@ extension Umoci {
         func run() throws {
             try expectArguments(arguments, 1, "<bundle>")
             let paths = BundlePaths(arguments[0])
-            _ = try BundleMetadata.read(bundle: paths.bundle)
+            // The mount is found through /proc/self/mountinfo: umoci.json may be gone already.
+            guard Files.isDirectory(paths.bundle) else { throw StoreError("\(paths.bundle) is not a directory") }
             try Mounting.stop(paths)
             Log.info("unmounted \(paths.rootfs)")
         }

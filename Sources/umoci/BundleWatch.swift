@@ -1,0 +1,87 @@
+import Dispatch
+import FuseFS
+import LayerStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a mount server notices that the user is deleting its bundle (`rm -rf`, Python's rmtree,
+/// `find -delete`, in any order and from any mount namespace), so that its mount gets out of
+/// the way (see FuseFS.Following):
+/// - `upper/` or the bundle directory itself deleted (inotify, on a background thread);
+/// - at the opendir of the mount's root: `upper/` deleted or `umoci.json` gone. Synchronous,
+///   for a delete that reaches `rootfs/` right after removing those (inotify would race it).
+/// The mount also detaches when its root is emptied through it.
+///
+/// The bundle directory and `upper/` are held as O_PATH descriptors for the life of the server,
+/// so that the checks follow a renamed bundle; nothing here writes into the bundle.
+final class BundleWatch: Sendable {
+    /// O_PATH descriptors, owned, never closed (the server exits with them).
+    let bundle: Int32
+    private let upper: Int32
+
+    init(_ paths: BundlePaths) throws(StoreError) {
+        let pathFlags: Int32 = 0o10000000 | O_DIRECTORY | O_CLOEXEC  // O_PATH
+        bundle = open(paths.bundle, pathFlags)
+        guard bundle >= 0 else { throw .system("open", paths.bundle) }
+        upper = open(paths.upper, pathFlags)
+        guard upper >= 0 else { throw .system("open", paths.upper) }
+    }
+
+    /// Whether the bundle is being deleted: `upper/` or the bundle directory is gone, or
+    /// `umoci.json` (never absent from a live bundle: it is replaced by rename).
+    var bundleGone: Bool {
+        var st = stat()
+        if fstat(upper, &st) == 0 && st.st_nlink == 0 { return true }
+        if fstat(bundle, &st) == 0 && st.st_nlink == 0 { return true }
+        return fstatat(bundle, BundleMetadata.fileName, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT
+    }
+
+    /// Removes one of the server's own files (pid file, socket) from the bundle it was started
+    /// in, wherever that is now, and never from a new bundle made at the same path.
+    func unlink(_ path: String) {
+        guard let name = path.split(separator: "/").last else { return }
+        _ = unlinkat(bundle, String(name), 0)
+    }
+
+    /// Calls `gone` (once, on a background thread) when inotify reports that `upper/` or the
+    /// bundle directory was deleted. Only deletion counts: renaming the bundle is not the end.
+    func watch(_ gone: @escaping @Sendable (String) -> Void) throws(StoreError) {
+        let fd = inotify_init1(Int32(IN_CLOEXEC))
+        guard fd >= 0 else { throw .system("inotify_init1", "for the bundle") }
+        let mask = UInt32(IN_DELETE) | UInt32(IN_DELETE_SELF)
+        guard inotify_add_watch(fd, "/proc/self/fd/\(bundle)", mask) >= 0 else {
+            close(fd)
+            throw .system("watch the bundle directory", "/proc/self/fd/\(bundle)")
+        }
+        let upperName = "upper"
+        DispatchQueue(label: "umoci.bundle-watch").async {
+            var buffer = [UInt8](repeating: 0, count: 64 << 10)
+            let header = MemoryLayout<inotify_event>.size
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                var offset = 0
+                while offset + header <= n {
+                    let (mask, length) = buffer.withUnsafeBytes { raw in
+                        let event = raw.loadUnaligned(fromByteOffset: offset, as: inotify_event.self)
+                        return (event.mask, Int(event.len))
+                    }
+                    let name = String(decoding: buffer[(offset + header)..<min(n, offset + header + length)].prefix { $0 != 0 },
+                                      as: UTF8.self)
+                    offset += header + length
+                    if mask & UInt32(IN_DELETE_SELF) != 0 || mask & UInt32(IN_IGNORED) != 0 {
+                        gone("the bundle directory was deleted")
+                        return
+                    }
+                    if mask & UInt32(IN_DELETE) != 0 && name == upperName {
+                        gone("the bundle's upper directory was deleted")
+                        return
+                    }
+                }
+            }
+        }
+    }
+}
