@@ -20,7 +20,8 @@ import Synchronization
 public struct Following: Sendable {
     /// Asked on a FUSE worker thread, inside the root opendir; must be quick and must not block.
     public var ownerGone: @Sendable () -> Bool
-    /// Told once, on the thread that detached, with the reason; must not block.
+    /// Told once, on the thread that detached, with the reason, unless stop() detached; must
+    /// not block.
     public var detached: @Sendable (String) -> Void
 
     public init(ownerGone: @escaping @Sendable () -> Bool, detached: @escaping @Sendable (String) -> Void) {
@@ -61,21 +62,26 @@ final class MountDetacher: Sendable {
 
     var isDetached: Bool { detachedReason.withLock { $0 != nil } }
 
-    /// Detaches the mount unless that was done already; true if this call did.
+    /// Detaches the mount unless that was done already; true if this call did. `following`'s
+    /// `detached` is told unless `notify` is false (stop()).
     @discardableResult
-    func detach(_ reason: String) -> Bool {
+    func detach(_ reason: String, notify: Bool = true) -> Bool {
         let first = detachedReason.withLock { r -> Bool in
             guard r == nil else { return false }
             r = reason
-            // MNT_DETACH only takes the mount out of the namespace: it neither waits for nor
-            // calls into this file system, so it is safe inside a request.
-            if parent < 0 || umount2("/proc/self/fd/\(parent)/\(name)", Int32(MNT_DETACH)) != 0 {
-                umount2(path, Int32(MNT_DETACH))
-            }
             return true
         }
-        if first { following?.detached(reason) }
-        return first
+        guard first else { return false }
+        // Not under the lock: when this drops the last reference to the mount (no request in
+        // flight), the kernel tears the file system down on the way out of umount2 and waits
+        // for the requests still being answered, which may be asking isDetached. Inside a
+        // request it cannot be the last reference; MNT_DETACH neither waits for nor calls into
+        // this file system there.
+        if parent < 0 || umount2("/proc/self/fd/\(parent)/\(name)", Int32(MNT_DETACH)) != 0 {
+            umount2(path, Int32(MNT_DETACH))
+        }
+        if notify { following?.detached(reason) }
+        return true
     }
 
     /// After a request that removed an entry from the directory `parentId`: detaches if that

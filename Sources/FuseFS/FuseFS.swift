@@ -135,9 +135,11 @@ public final class OverlayServer: @unchecked Sendable {
     /// queue until serve()).
     /// Process-wide memory settings for a process whose job is serving a mount: few malloc
     /// arenas and large buffers returned to the system when freed, so that the resident size
-    /// reflects what is in use. Call first thing in the serving process.
+    /// reflects what is in use; stderr without stdio's lock (see umoci_stderr_without_lock).
+    /// Call first thing in the serving process.
     public static func tuneProcessForServing() {
         umoci_tune_malloc_for_server()
+        umoci_stderr_without_lock()
     }
 
     public init(view: MergedView, upperDirectory: String, mountpoint: String, options: MountOptions) throws(StoreError) {
@@ -192,7 +194,9 @@ public final class OverlayServer: @unchecked Sendable {
         }
         let wasStopped = lifecycle.withLock { $0.stopped }
         teardown()
-        if result != 0 && !wasStopped && result != -ENODEV {
+        // A connection the kernel aborted after the mount detached itself is the normal end.
+        let detached = context.detacher.isDetached
+        if result != 0 && !wasStopped && result != -ENODEV && !(detached && result == -ECONNABORTED) {
             throw StoreError("serving the FUSE mount at \(mountpoint) failed: \(String(cString: strerror(abs(result))))")
         }
     }
@@ -204,7 +208,7 @@ public final class OverlayServer: @unchecked Sendable {
             guard !s.torn, let se = session else { s.stopped = true; return }
             s.stopped = true
             fuse_session_exit(se)
-            context.detacher.detach("stopped")
+            context.detacher.detach("stopped", notify: false)
         }
     }
 

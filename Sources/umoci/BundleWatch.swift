@@ -1,6 +1,7 @@
 import Dispatch
 import FuseFS
 import LayerStore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -9,17 +10,24 @@ import Glibc
 /// How a mount server notices that the user is deleting its bundle (`rm -rf`, Python's rmtree,
 /// `find -delete`, in any order and from any mount namespace), so that its mount gets out of
 /// the way (see FuseFS.Following):
-/// - `upper/` or the bundle directory itself deleted (inotify, on a background thread);
+/// - `upper/` deleted (inotify, after a delay, see watch()) or the bundle directory itself;
 /// - at the opendir of the mount's root: `upper/` deleted or `umoci.json` gone. Synchronous,
 ///   for a delete that reaches `rootfs/` right after removing those (inotify would race it).
 /// The mount also detaches when its root is emptied through it.
 ///
 /// The bundle directory and `upper/` are held as O_PATH descriptors for the life of the server,
-/// so that the checks follow a renamed bundle; nothing here writes into the bundle.
+/// so that the checks follow a renamed bundle; nothing here writes into the bundle, and once
+/// the mount followed it the server does not even remove its own files (the deleting program
+/// would find them gone under it).
 final class BundleWatch: Sendable {
     /// O_PATH descriptors, owned, never closed (the server exits with them).
     let bundle: Int32
     private let upper: Int32
+    /// Set once the mount detached itself (the bundle is being deleted or its rootfs emptied):
+    /// from then on the server leaves the bundle's files alone.
+    let followed = Atomic<Bool>(false)
+    /// How long after upper/ was deleted the mount detaches, if nothing opened its root.
+    static let upperGoneDelay = 2.0
 
     init(_ paths: BundlePaths) throws(StoreError) {
         let pathFlags: Int32 = 0o10000000 | O_DIRECTORY | O_CLOEXEC  // O_PATH
@@ -77,7 +85,13 @@ final class BundleWatch: Sendable {
                         return
                     }
                     if mask & UInt32(IN_DELETE) != 0 && name == upperName {
-                        gone("the bundle's upper directory was deleted")
+                        // Later, not now: a program deleting the bundle may have stat'ed
+                        // rootfs/ (the mount) and be about to open it; detaching in between
+                        // would show it another directory (Python's rmtree then fails). If it
+                        // goes on into rootfs/, the root's opendir detaches synchronously.
+                        DispatchQueue.global().asyncAfter(deadline: .now() + BundleWatch.upperGoneDelay) {
+                            gone("the bundle's upper directory was deleted")
+                        }
                         return
                     }
                 }

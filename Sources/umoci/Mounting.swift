@@ -172,6 +172,10 @@ enum Mounting {
             umount2(paths.rootfs, Int32(MNT_DETACH))
         case .live:
             if umount2(paths.rootfs, 0) != 0 {
+                let error = errno
+                // The server detached it in the meantime (its bundle is being deleted).
+                if error == EINVAL && mountType(of: paths.rootfs) == nil { break }
+                errno = error
                 if errno == EBUSY {
                     throw StoreError("\(paths.rootfs) is busy: stop the containers and processes that use it first")
                 }

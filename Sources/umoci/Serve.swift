@@ -36,8 +36,10 @@ extension Umoci {
                 // The mount follows its bundle: deleting the bundle detaches it (see BundleWatch).
                 watch = try BundleWatch(paths)
                 var options = MountOptions()
-                options.following = Following(ownerGone: { watch.bundleGone },
-                                              detached: { Log.info("detached the mount: \($0); exiting once it is released") })
+                options.following = Following(ownerGone: { watch.bundleGone }, detached: { reason in
+                    watch.followed.store(true, ordering: .sequentiallyConsistent)
+                    Log.info("detached the mount: \(reason); exiting once it is released")
+                })
                 server = try OverlayServer(view: Serve.openBase(paths), upperDirectory: paths.upper, mountpoint: paths.rootfs,
                                            options: options)
                 try watch.watch { server.detach(reason: $0) }
@@ -69,8 +71,12 @@ extension Umoci {
             Log.info("serving \(paths.rootfs)")
             ready("ok")
             defer {
-                watch.unlink(paths.pid)
-                watch.unlink(paths.control)
+                // Once the mount followed its bundle, whoever is deleting the bundle removes
+                // these (find -delete fails on a file that vanished under it).
+                if !watch.followed.load(ordering: .sequentiallyConsistent) {
+                    watch.unlink(paths.pid)
+                    watch.unlink(paths.control)
+                }
                 _ = signals
             }
             try server.serve()

@@ -1,0 +1,210 @@
+import CLinux
+import Foundation
+import LayerStore
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Whether anything is mounted at or below `path` (this process's mount namespace).
+func mountedBelow(_ path: String) -> Bool {
+    guard let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+    return mounts.split(separator: "\n").contains { line in
+        let fields = line.split(separator: " ")
+        return fields.count > 4 && (fields[4] == path || fields[4].hasPrefix(path + "/"))
+    }
+}
+
+/// The pids of the mount servers of `bundle` (an absolute path), found by command line.
+func serverProcesses(of bundle: String) -> [pid_t] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { name in
+        guard let pid = pid_t(name), let data = FileManager.default.contents(atPath: "/proc/\(name)/cmdline") else { return nil }
+        let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard let i = arguments.firstIndex(of: "__serve"), i + 1 < arguments.count, arguments[i + 1] == bundle else { return nil }
+        return pid
+    }
+}
+
+/// Waits up to 10 s for the servers of `bundle` to exit; true if none is left.
+func serversExit(_ bundle: String) -> Bool {
+    for _ in 0..<200 {
+        if serverProcesses(of: bundle).isEmpty { return true }
+        usleep(50_000)
+    }
+    return false
+}
+
+/// A tmpfs mounted on a fresh directory under `dir` for the length of `body`, detached after it
+/// whatever happened (after the bundle inside it was cleaned up by `body`'s own defers).
+func withTmpfs<T>(_ dir: TemporaryDirectory, _ body: (String) throws -> T) throws -> T {
+    let path = dir("tmpfs")
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    try #require(mount("tmpfs", path, "tmpfs", 0, "mode=0755") == 0, "mount tmpfs: \(String(cString: strerror(errno)))")
+    defer { umount2(path, Int32(MNT_DETACH)) }
+    return try body(path)
+}
+
+/// A mounted bundle behaves like a directory its owner can throw away: every way of deleting it
+/// succeeds, in whatever order its directory lists the entries, and leaves no mount and no
+/// server; `umount` needs nothing but the mount.
+@Suite(.enabled(if: fuseAvailable, "FUSE is not available here (/dev/fuse)"), .serialized)
+struct FollowBundleTests {
+    /// Unpacks fixture image `basic` to `path`; the bundle is unmounted at the end of the test
+    /// whatever happened.
+    func unpack(_ path: String, cache: String, image: String = fixtureLayout + ":basic") throws -> MountedBundle {
+        let bundle = MountedBundle(path)
+        ok(try umoci("unpack", "--cache-dir", cache, "--image", image, path))
+        #expect(mountedBelow(path))
+        #expect(serverProcesses(of: path).count == 1)
+        return bundle
+    }
+
+    /// Deletes `path` with one of the deleting programs; its output.
+    func delete(_ path: String, with tool: String) throws -> Output {
+        switch tool {
+        case "rm": return try run("/bin/rm", ["-rf", path])
+        case "rmtree": return try run("/usr/bin/env", ["python3", "-c", "import shutil, sys; shutil.rmtree(sys.argv[1])", path])
+        default: return try run("/usr/bin/find", [path, "-delete"])
+        }
+    }
+
+    func expectGone(_ path: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(!FileManager.default.fileExists(atPath: path), sourceLocation: sourceLocation)
+        #expect(!mountedBelow(path), "a mount is left under \(path)", sourceLocation: sourceLocation)
+        #expect(serversExit(path), "the server of \(path) is still running: \(serverStates(path))", sourceLocation: sourceLocation)
+    }
+
+    /// What the servers of `bundle` are waiting for, for a failure message.
+    func serverStates(_ bundle: String) -> String {
+        serverProcesses(of: bundle).map { pid in
+            let fm = FileManager.default
+            let threads = (try? fm.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            let waits = threads.map { (try? String(contentsOfFile: "/proc/\(pid)/task/\($0)/wchan", encoding: .utf8)) ?? "?" }
+            let fds = ((try? fm.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).map {
+                (try? fm.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) ?? "?"
+            }
+            let log = (try? String(contentsOfFile: bundle + "/umoci-mount.log", encoding: .utf8)) ?? ""
+            return "pid \(pid) waits \(waits) fds \(fds) mounts \(mountedBelow(bundle)) log \(log)"
+        }.joined(separator: "; ")
+    }
+
+    /// ext4 and tmpfs list a directory's entries in different orders (hash order, newest
+    /// first), so rootfs/ is reached before or after umoci.json and upper/ are gone.
+    @Test(arguments: ["rm", "rmtree", "find"], ["disk", "tmpfs"])
+    func deletingAMountedBundle(_ tool: String, _ fileSystem: String) throws {
+        let dir = TemporaryDirectory()
+        func check(_ parent: String) throws {
+            let path = parent + "/bundle"
+            let bundle = try unpack(path, cache: dir("cache"))
+            defer { withExtendedLifetime(bundle) {} }
+            let order = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+            let output = try delete(path, with: tool)
+            #expect(output.status == 0 && output.stderr.isEmpty, "listing order \(order): \(output)")
+            expectGone(path)
+        }
+        if fileSystem == "tmpfs" { try withTmpfs(dir, check) } else { try check(dir.path) }
+    }
+
+    /// Each of the three ways the server notices, forced by deleting one entry first: upper/
+    /// (inotify, and the root opendir finds it gone), umoci.json (the root opendir), rootfs/
+    /// (the request that empties the root). Then rm -rf of the rest.
+    @Test(arguments: ["upper", "umoci.json", "rootfs"])
+    func deletingInEveryOrder(_ first: String) throws {
+        let dir = TemporaryDirectory()
+        let path = dir("bundle")
+        let bundle = try unpack(path, cache: dir("cache"))
+        defer { withExtendedLifetime(bundle) {} }
+        try "changed\n".write(toFile: path + "/rootfs/etc/hostname", atomically: false, encoding: .utf8)
+        ok(try run("/bin/rm", ["-rf", path + "/" + first]))
+        ok(try run("/bin/rm", ["-rf", path]))
+        expectGone(path)
+    }
+
+    /// rm -rf of rootfs/ alone deletes the image's entries through the mount; the request that
+    /// empties the root detaches the mount, so the rmdir of rootfs/ succeeds, and nothing is
+    /// written into the bundle after that.
+    @Test func deletingTheRootfsDetaches() throws {
+        let dir = TemporaryDirectory()
+        let path = dir("bundle")
+        let bundle = try unpack(path, cache: dir("cache"))
+        defer { withExtendedLifetime(bundle) {} }
+        ok(try run("/bin/rm", ["-rf", path + "/rootfs"]))
+        #expect(!FileManager.default.fileExists(atPath: path + "/rootfs"))
+        #expect(!mountedBelow(path))
+        #expect(serversExit(path))
+        #expect(FileManager.default.fileExists(atPath: path + "/umoci.json"))
+        // What was deleted through the mount is in upper/: mounted again, the root is empty.
+        ok(try umoci("mount", path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/rootfs") == [])
+        ok(try umoci("umount", path))
+        ok(try run("/bin/rm", ["-rf", path]))
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
+    /// A file open under the mount keeps reading after the bundle is deleted; the server exits
+    /// once it is closed.
+    @Test func openFilesOutliveTheDeletion() throws {
+        let dir = TemporaryDirectory()
+        let path = dir("bundle")
+        let bundle = try unpack(path, cache: dir("cache"))
+        defer { withExtendedLifetime(bundle) {} }
+        let fd = open(path + "/rootfs/etc/hostname", O_RDONLY | O_NOFOLLOW)
+        try #require(fd >= 0)
+        var closed = false
+        defer { if !closed { close(fd) } }
+        ok(try run("/bin/rm", ["-rf", path]))
+        #expect(!FileManager.default.fileExists(atPath: path))
+        #expect(!mountedBelow(path))
+        #expect(serverProcesses(of: path).count == 1, "the server must serve the open file")
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = pread(fd, &buffer, buffer.count, 0)
+        #expect(n == 5 && String(decoding: buffer[0..<max(n, 0)], as: UTF8.self) == "test\n")
+        close(fd)
+        closed = true
+        #expect(serversExit(path))
+    }
+
+    /// LXC runs its templates in a private mount namespace: deleting the bundle inside it, or
+    /// from outside it (where rootfs/ is a plain directory), ends the mount and the server.
+    @Test(arguments: ["inside", "outside"])
+    func privateMountNamespace(_ where_: String) throws {
+        let dir = TemporaryDirectory()
+        let path = dir("bundle")
+        let bundle = MountedBundle(path)
+        defer { withExtendedLifetime(bundle) {} }
+        let unpack = "'\(ourUmoci)' unpack --cache-dir '\(dir("cache"))' --image '\(fixtureLayout):basic' '\(path)'"
+        let script = where_ == "inside" ? unpack + " && rm -rf '\(path)'" : unpack
+        ok(try run("/usr/bin/unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", script]))
+        if where_ == "outside" {
+            #expect(serverProcesses(of: path).count == 1)
+            #expect(!mountedBelow(path))
+            ok(try run("/bin/rm", ["-rf", path]))
+        }
+        expectGone(path)
+    }
+
+    /// umount finds the mount through mountinfo and the server by its command line.
+    @Test(arguments: ["umoci.json", "umoci-mount.pid", "upper"])
+    func umountWithoutBundleFiles(_ missing: String) throws {
+        let dir = TemporaryDirectory()
+        let path = dir("bundle")
+        let bundle = try unpack(path, cache: dir("cache"))
+        defer { withExtendedLifetime(bundle) {} }
+        ok(try run("/bin/rm", ["-rf", path + "/" + missing]))
+        ok(try umoci("umount", path))
+        #expect(!mountedBelow(path))
+        #expect(serversExit(path))
+        #expect(FileManager.default.fileExists(atPath: path + "/rootfs"))
+    }
+
+    @Test func umountRefusesAForeignMount() throws {
+        let dir = TemporaryDirectory()
+        let path = dir("bundle")
+        try FileManager.default.createDirectory(atPath: path + "/rootfs", withIntermediateDirectories: true)
+        try #require(mount("tmpfs", path + "/rootfs", "tmpfs", 0, nil) == 0)
+        defer { umount2(path + "/rootfs", Int32(MNT_DETACH)) }
+        fails(try umoci("umount", path), containing: "is not mounted by umoci (it is a tmpfs mount)")
+        #expect(mountedBelow(path))
+    }
+}
