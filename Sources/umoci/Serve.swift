@@ -83,15 +83,36 @@ extension Umoci {
             Log.info("unmounted \(paths.rootfs)")
         }
 
-        /// The merged view of the bundle's base image (umoci.json's from descriptor).
+        /// The merged view of the bundle's base image (umoci.json's from descriptor), from the
+        /// layout it came from, or else from the index cache's blob layout, which keeps the
+        /// blobs of every image mounted with that cache (so the bundle can be mounted again
+        /// after its layout was deleted or gc'ed).
         static func openBase(_ paths: BundlePaths) throws -> MergedView {
             let metadata = try BundleMetadata.read(bundle: paths.bundle)
             guard let mount = metadata.mount else { throw StoreError("\(paths.metadata) has no mount information") }
-            return try ImageLayout.withLocked(mount.layout, .shared) { layout in
-                let image = try layout.loadImage(metadata.fromDescriptorPath())
-                return try MergedView.open(layout: layout, image: image, cache: IndexCache(directory: mount.cacheDirectory),
-                                           options: MergedView.Options(keepDirlinks: mount.keepDirlinks,
-                                                                       regionCacheBytes: Serve.regionCacheBytes))
+            let cache = IndexCache(directory: mount.cacheDirectory)
+            let descriptorPath = try metadata.fromDescriptorPath()
+            func open(_ layout: ImageLayout) throws -> (Image, MergedView) {
+                let image = try layout.loadImage(descriptorPath)
+                return (image, try MergedView.open(layout: layout, image: image, cache: cache,
+                                                   options: MergedView.Options(keepDirlinks: mount.keepDirlinks,
+                                                                               regionCacheBytes: Serve.regionCacheBytes)))
+            }
+            do {
+                return try ImageLayout.withLocked(mount.layout, .shared) { layout in
+                    let (image, view) = try open(layout)
+                    do { try cache.keepBlobs(of: image, from: layout) } catch { Log.warn("keeping the image's blobs in the index cache: \(error)") }
+                    return view
+                }
+            } catch let original {
+                guard Files.isDirectory(cache.blobLayoutPath) else { throw original }
+                do {
+                    let view = try ImageLayout.withLocked(cache.blobLayoutPath, .shared) { try open($0).1 }
+                    Log.info("\(original); serving the image from the index cache's copy")
+                    return view
+                } catch {
+                    throw StoreError("\(original); the index cache has no copy either: \(error)")
+                }
             }
         }
 

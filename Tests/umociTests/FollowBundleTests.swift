@@ -198,6 +198,51 @@ struct FollowBundleTests {
         #expect(FileManager.default.fileExists(atPath: path + "/rootfs"))
     }
 
+    /// The index cache keeps hard links to the blobs of mounted images: after the layout is
+    /// deleted, or its image garbage-collected, the mount keeps working and the bundle can be
+    /// mounted again, with the same tree.
+    @Test(arguments: ["deleted", "gc"])
+    func remountWithoutTheLayout(_ how: String) throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let bundle = try unpack(dir("bundle"), cache: dir("cache"), image: L + ":big")
+        defer { withExtendedLifetime(bundle) {} }
+        ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":big-gzip", dir("theirs")]))
+        if how == "deleted" {
+            ok(try run("/bin/rm", ["-rf", L]))
+        } else {
+            for tag in try ImageLayout(opening: L).readIndex().json["manifests"]?.array ?? [] {
+                if let name = tag.object?["annotations"]?.object?["org.opencontainers.image.ref.name"]?.string {
+                    ok(try umoci("rm", "--image", L + ":" + name))
+                }
+            }
+            ok(try umoci("gc", "--layout", L))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: L + "/blobs/sha256").isEmpty)
+        }
+        try expectSameTree(bundle.paths.rootfs, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        ok(try umoci("umount", bundle.paths.bundle))
+        ok(try umoci("mount", bundle.paths.bundle))
+        try expectSameTree(bundle.paths.rootfs, dir("theirs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+    }
+
+    /// Where the cache cannot link the layout's blobs (another file system), mounting again
+    /// without the layout fails with one line naming the missing layer.
+    @Test func remountWithoutTheLayoutOnAnotherFileSystem() throws {
+        let dir = TemporaryDirectory()
+        try withTmpfs(dir) { tmpfs in
+            let L = tmpfs + "/L"
+            ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+            let layer = try ImageLayout(opening: L).loadImage(tag: "basic").manifest.layers[0].digest
+            let bundle = try unpack(dir("bundle"), cache: dir("cache"), image: L + ":basic")
+            defer { withExtendedLifetime(bundle) {} }
+            ok(try run("/bin/rm", ["-rf", L]))
+            ok(try umoci("umount", bundle.paths.bundle))
+            fails(try umoci("mount", bundle.paths.bundle), containing: "blob \(layer) is missing")
+            #expect(!mountedBelow(bundle.paths.bundle))
+        }
+    }
+
     @Test func umountRefusesAForeignMount() throws {
         let dir = TemporaryDirectory()
         let path = dir("bundle")

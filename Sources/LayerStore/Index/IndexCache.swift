@@ -12,6 +12,7 @@ import Glibc
 ///     <dir>/zstd/<alg>/<hex>          decompressed copy of a zstd layer
 ///     <dir>/verified/<key>            which blob file was last verified against that digest
 ///     <dir>/view/<key>                the merged tree of a list of layers (see ViewStorage)
+///     <dir>/layout/                   an OCI layout of the blobs of mounted images (keepBlobs)
 ///
 /// Every file is written to a temporary name and renamed, so a crash never leaves a partial one.
 /// An index is only ever written after its blob's digest, size and diff_id were verified. A
@@ -180,6 +181,51 @@ public struct IndexCache: Sendable {
         }
     }
 
+    // MARK: Blobs of mounted images
+
+    /// An OCI image layout without tags that holds the blobs of the images mounted with this
+    /// cache: hard links to the blobs of their layouts, so that a bundle can be mounted again
+    /// after its layout was deleted or garbage-collected (see keepBlobs).
+    public var blobLayoutPath: String { directory + "/layout" }
+
+    /// The blob layout, made on first use.
+    func blobLayout() throws(StoreError) -> ImageLayout {
+        if let layout = try? ImageLayout(opening: blobLayoutPath) { return layout }
+        try Files.makeDirectories(directory)
+        do {
+            return try ImageLayout.create(at: blobLayoutPath)
+        } catch {
+            // Made by another process meanwhile.
+            if let layout = try? ImageLayout(opening: blobLayoutPath) { return layout }
+            throw error
+        }
+    }
+
+    /// Keeps `image`'s manifest, config and layers from `layout` in the blob layout: hard links
+    /// where both are on one file system; elsewhere copies of the manifest and config only
+    /// (layers are too big to copy on every unpack; mounting again without the layout then
+    /// names the missing layer). A layer verified before keeps counting as verified (the link
+    /// changes its ctime, which is part of the stamp).
+    public func keepBlobs(of image: Image, from layout: ImageLayout) throws(StoreError) {
+        let kept = try blobLayout()
+        let small = [image.path.manifest, image.manifest.config]
+        for descriptor in small + image.manifest.layers {
+            let source = layout.blobPath(descriptor.digest), target = kept.blobPath(descriptor.digest)
+            if Files.exists(target) { continue }
+            try Files.makeDirectories(Files.directoryName(target))
+            let verified = isRecordedVerified(source, descriptor.digest)
+            if link(source, target) == 0 {
+                if verified { try recordVerified(source, descriptor.digest) }
+                continue
+            }
+            if errno == EEXIST { continue }
+            guard errno == EXDEV || errno == EPERM || errno == EMLINK else { throw .system("link", "\(source) to \(target)") }
+            if small.contains(where: { $0.digest == descriptor.digest }) {
+                try Files.writeAtomically(target, try layout.readBlob(descriptor))
+            }
+        }
+    }
+
     // MARK: Which blob files were verified
 
     private func stamp(_ blob: String, _ digest: Digest) -> (key: String, value: [UInt8])? {
@@ -194,6 +240,11 @@ public struct IndexCache: Sendable {
         guard let s = stamp(blob, digest) else { return }
         try Files.makeDirectories(directory + "/verified")
         try Files.writeAtomically(directory + "/verified/" + s.key, s.value)
+    }
+
+    private func isRecordedVerified(_ blob: String, _ digest: Digest) -> Bool {
+        guard let s = stamp(blob, digest), let recorded = try? Files.read(directory + "/verified/" + s.key) else { return false }
+        return recorded == s.value
     }
 
     /// A cached index is used only with a blob that was verified: the same file as last time,
