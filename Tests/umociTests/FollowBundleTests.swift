@@ -142,6 +142,34 @@ struct FollowBundleTests {
         #expect(!FileManager.default.fileExists(atPath: path))
     }
 
+    /// Emptying the root through the mount detaches it; repack then refuses to miss what was
+    /// put into the plain directory, and after `umoci mount` the same file is in the layer.
+    @Test func repackRefusesFilesInADetachedRootfs() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let path = dir("bundle")
+        let bundle = try unpack(path, cache: dir("cache"), image: L + ":basic")
+        defer { withExtendedLifetime(bundle) {} }
+        ok(try run("/usr/bin/find", [path + "/rootfs", "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "{}", "+"]))
+        #expect(!mountedBelow(path))
+        func put() {
+            let fd = open(path + "/rootfs/new-file", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o644)
+            #expect(fd >= 0)
+            _ = "new\n".withCString { write(fd, $0, 4) }
+            close(fd)
+        }
+        put()
+        fails(try umoci("repack", "--image", L + ":next", path), containing: "is not mounted but holds 1 entries")
+        ok(try run("/bin/rm", [path + "/rootfs/new-file"]))
+        ok(try umoci("mount", path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/rootfs") == [])
+        put()
+        ok(try umoci("repack", "--image", L + ":next", path))
+        ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":next", dir("next")]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir("next")) == ["new-file"])
+    }
+
     /// A file open under the mount keeps reading after the bundle is deleted; the server exits
     /// once it is closed.
     @Test func openFilesOutliveTheDeletion() throws {
