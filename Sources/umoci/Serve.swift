@@ -42,7 +42,9 @@ extension Umoci {
                 })
                 server = try OverlayServer(view: Serve.openBase(paths), upperDirectory: paths.upper, mountpoint: paths.rootfs,
                                            options: options)
-                try watch.watch { server.detach(reason: $0) }
+                // Optional: the synchronous checks cover every deleter that goes through the
+                // mount; inotify instances are limited (fs.inotify.max_user_instances).
+                do { try watch.watch { server.detach(reason: $0) } } catch { Log.warn("not watching the bundle: \(error)") }
                 try MountControl.serve(paths) { request in
                     guard request == "rebase" else { return "error unknown request \(quoted: request)" }
                     guard !watch.bundleGone else { return "error the bundle is being deleted" }
