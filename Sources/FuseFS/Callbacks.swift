@@ -338,7 +338,8 @@ func makeOperations() -> fuse_lowlevel_ops {
         reply(req) { () throws(Errno) in
             let h = Handle()
             // The root of a mount whose owner is being deleted lists as empty (see Following).
-            h.entries = context(req).detacher.opensEmpty(ino) ? [] : try filesystem(req).listDirectory(ino)
+            let entries = try filesystem(req).listDirectory(ino)
+            h.entries = context(req).detacher.opensEmpty(ino, entries: entries, opener: fuse_req_ctx(req)!.pointee.pid) ? [] : entries
             h.inode = Int32(truncatingIfNeeded: ino)
             store(h, in: fi)
             if fuse_reply_open(req, fi) != 0 { discard(req, fi) }

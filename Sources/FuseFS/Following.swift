@@ -12,19 +12,29 @@ import Synchronization
 /// - inside the request (unlink, rmdir, rename) that left the merged root directory empty,
 ///   before replying, so that the caller's next step (`rmdir` of the mount point) finds the
 ///   plain directory;
-/// - inside an opendir of the root when `ownerGone()` says the owner is going away; that
+/// - inside an opendir of the root when `ownerGone` says the owner is going away; that
 ///   directory then lists as empty, so that a recursive delete that reached the mount point
 ///   after deleting the owner's other files finds nothing to delete and removes the plain
-///   directory;
+///   directory. `ownerGone` also hears whether the root is empty already and who opens it: a
+///   recursive delete of the owner that meets an empty root has nothing to remove through the
+///   mount, so only the opener can tell (say, by holding the owner's directory open);
 /// - when the owner calls `OverlayServer.detach(reason:)` (say on an inotify event).
 public struct Following: Sendable {
+    /// An opendir of the mount's root.
+    public struct RootOpen: Sendable {
+        /// The opening thread (the FUSE request's pid).
+        public var opener: pid_t
+        /// The merged root has no entries.
+        public var rootIsEmpty: Bool
+    }
+
     /// Asked on a FUSE worker thread, inside the root opendir; must be quick and must not block.
-    public var ownerGone: @Sendable () -> Bool
+    public var ownerGone: @Sendable (RootOpen) -> Bool
     /// Told once, on the thread that detached, with the reason, unless stop() detached; must
     /// not block.
     public var detached: @Sendable (String) -> Void
 
-    public init(ownerGone: @escaping @Sendable () -> Bool, detached: @escaping @Sendable (String) -> Void) {
+    public init(ownerGone: @escaping @Sendable (RootOpen) -> Bool, detached: @escaping @Sendable (String) -> Void) {
         self.ownerGone = ownerGone
         self.detached = detached
     }
@@ -93,10 +103,11 @@ final class MountDetacher: Sendable {
         }
     }
 
-    /// In an opendir of `id`: whether it must list as empty, detaching first when the owner is
-    /// going away.
-    func opensEmpty(_ id: UInt64) -> Bool {
-        guard let following, id == OverlayFS.rootId, following.ownerGone() else { return false }
+    /// In an opendir of `id` by `opener`, listing `entries`: whether it must list as empty,
+    /// detaching first when the owner is going away.
+    func opensEmpty(_ id: UInt64, entries: [OverlayFS.DirEntry], opener: pid_t) -> Bool {
+        guard let following, id == OverlayFS.rootId,
+              following.ownerGone(Following.RootOpen(opener: opener, rootIsEmpty: entries.isEmpty)) else { return false }
         detach("the mount's owner is being deleted")
         return true
     }

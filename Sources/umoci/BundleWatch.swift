@@ -12,7 +12,8 @@ import Glibc
 /// the way (see FuseFS.Following):
 /// - `upper/` deleted (inotify, after a delay, see watch()) or the bundle directory itself;
 /// - at the opendir of the mount's root: `upper/` deleted or `umoci.json` gone. Synchronous,
-///   for a delete that reaches `rootfs/` right after removing those (inotify would race it).
+///   for a delete that reaches `rootfs/` right after removing those (inotify would race it);
+///   or, for an empty root, the opener holding the bundle directory open (isBundleOpen).
 /// The mount also detaches when its root is emptied through it.
 ///
 /// The bundle directory and `upper/` are held as O_PATH descriptors for the life of the server,
@@ -44,6 +45,28 @@ final class BundleWatch: Sendable {
         if fstat(upper, &st) == 0 && st.st_nlink == 0 { return true }
         if fstat(bundle, &st) == 0 && st.st_nlink == 0 { return true }
         return fstatat(bundle, BundleMetadata.fileName, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT
+    }
+
+    /// Whether process (or thread) `pid` holds the bundle directory open: the mark of a
+    /// recursive delete of the bundle (rm, find and rmtree keep the parent directory open while
+    /// they go through its subdirectories). Only asked when the mounted root is empty, where
+    /// such a delete has nothing to remove through the mount and would meet the mount point:
+    /// a false alarm detaches an empty mount, and repack refuses what is then put into the
+    /// plain rootfs/.
+    /// Compares the links' texts: reading a link does not touch its target (a stat could wait
+    /// on this very mount, or on any other file system).
+    func isBundleOpen(in pid: pid_t) -> Bool {
+        guard pid > 0, let bundlePath = BundleWatch.readLink("/proc/self/fd/\(bundle)"),
+              let fds = try? Files.list("/proc/\(pid)/fd") else { return false }
+        return fds.contains { BundleWatch.readLink("/proc/\(pid)/fd/\($0)") == bundlePath }
+    }
+
+    static func readLink(_ path: String) -> String? {
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = buffer.withUnsafeMutableBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { readlink(path, $0.baseAddress!, $0.count - 1) }
+        }
+        return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
     }
 
     /// Removes one of the server's own files (pid file, socket) from the bundle it was started

@@ -36,7 +36,9 @@ extension Umoci {
                 // The mount follows its bundle: deleting the bundle detaches it (see BundleWatch).
                 watch = try BundleWatch(paths)
                 var options = MountOptions()
-                options.following = Following(ownerGone: { watch.bundleGone }, detached: { reason in
+                options.following = Following(ownerGone: { open in
+                    watch.bundleGone || open.rootIsEmpty && watch.isBundleOpen(in: open.opener)
+                }, detached: { reason in
                     watch.followed.store(true, ordering: .sequentiallyConsistent)
                     Log.info("detached the mount: \(reason); exiting once it is released")
                 })

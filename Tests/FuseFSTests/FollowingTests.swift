@@ -16,7 +16,7 @@ struct FollowingTests {
         let reasons = Mutex<[String]>([])
         var options: MountOptions {
             var o = MountOptions()
-            o.following = Following(ownerGone: { self.gone.load(ordering: .sequentiallyConsistent) },
+            o.following = Following(ownerGone: { _ in self.gone.load(ordering: .sequentiallyConsistent) },
                                     detached: { reason in self.reasons.withLock { $0.append(reason) } })
             return o
         }

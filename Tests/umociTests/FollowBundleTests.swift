@@ -121,6 +121,34 @@ struct FollowBundleTests {
         expectGone(path)
     }
 
+    /// An image with an empty root (umoci new) gives the deleter nothing to remove through the
+    /// mount: the root's opendir by a process that holds the bundle directory open (as rm,
+    /// find and rmtree do) detaches it; listing it otherwise does not.
+    @Test func deletingABundleWhoseRootIsEmpty() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try umoci("init", "--layout", L))
+        ok(try umoci("new", "--image", L + ":empty"))
+        let path = dir("bundle")
+        let bundle = try unpack(path, cache: dir("cache"), image: L + ":empty")
+        defer { withExtendedLifetime(bundle) {} }
+        #expect(ok(try run("/bin/ls", ["-A", path + "/rootfs"])) == "")
+        #expect(mountedBelow(path))
+        // rootfs/ first, the way rmtree goes through a directory, then the rest.
+        let script = """
+            import os, shutil, sys
+            b = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+            r = os.open("rootfs", os.O_RDONLY | os.O_DIRECTORY, dir_fd=b)
+            assert list(os.scandir(r)) == []
+            os.close(r)
+            os.rmdir("rootfs", dir_fd=b)
+            os.close(b)
+            shutil.rmtree(sys.argv[1])
+            """
+        ok(try run("/usr/bin/env", ["python3", "-c", script, path]))
+        expectGone(path)
+    }
+
     /// rm -rf of rootfs/ alone deletes the image's entries through the mount; the request that
     /// empties the root detaches the mount, so the rmdir of rootfs/ succeeds, and nothing is
     /// written into the bundle after that.
