@@ -30,8 +30,8 @@ public struct Following: Sendable {
 
     /// Asked on a FUSE worker thread, inside the root opendir; must be quick and must not block.
     public var ownerGone: @Sendable (RootOpen) -> Bool
-    /// Told once, on the thread that detached, with the reason, unless stop() detached; must
-    /// not block.
+    /// Told once, with the reason, on the thread that is about to detach (unless stop() is);
+    /// must not block.
     public var detached: @Sendable (String) -> Void
 
     public init(ownerGone: @escaping @Sendable (RootOpen) -> Bool, detached: @escaping @Sendable (String) -> Void) {
@@ -82,6 +82,9 @@ final class MountDetacher: Sendable {
             return true
         }
         guard first else { return false }
+        // Before the detach: once detached, serve() may return at any moment, and the owner
+        // must know by then that the mount followed it.
+        if notify { following?.detached(reason) }
         // Not under the lock: when this drops the last reference to the mount (no request in
         // flight), the kernel tears the file system down on the way out of umount2 and waits
         // for the requests still being answered, which may be asking isDetached. Inside a
@@ -90,7 +93,6 @@ final class MountDetacher: Sendable {
         if parent < 0 || umount2("/proc/self/fd/\(parent)/\(name)", Int32(MNT_DETACH)) != 0 {
             umount2(path, Int32(MNT_DETACH))
         }
-        if notify { following?.detached(reason) }
         return true
     }
 

@@ -40,7 +40,7 @@ extension Umoci {
                     watch.bundleGone || open.rootIsEmpty && watch.isBundleOpen(in: open.opener)
                 }, detached: { reason in
                     watch.followed.store(true, ordering: .sequentiallyConsistent)
-                    Log.info("detached the mount: \(reason); exiting once it is released")
+                    Log.info("detaching the mount: \(reason); exiting once it is released")
                 })
                 server = try OverlayServer(view: Serve.openBase(paths), upperDirectory: paths.upper, mountpoint: paths.rootfs,
                                            options: options)

@@ -214,7 +214,9 @@ public struct IndexCache: Sendable {
             if Files.exists(target) { continue }
             try Files.makeDirectories(Files.directoryName(target))
             let verified = isRecordedVerified(source, descriptor.digest)
-            if link(source, target) == 0 {
+            // AT_SYMLINK_FOLLOW: a blob that is a symlink (blobs shared that way) is linked
+            // as the file it names.
+            if linkat(AT_FDCWD, source, AT_FDCWD, target, AT_SYMLINK_FOLLOW) == 0 {
                 if verified { try recordVerified(source, descriptor.digest) }
                 continue
             }
