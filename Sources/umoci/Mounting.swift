@@ -188,17 +188,21 @@ enum Mounting {
     /// The bundle's server: the pid file's, or else found by its command line
     /// (`umoci __serve ABSOLUTE-BUNDLE`), for when the pid file is gone.
     static func serverProcesses(_ paths: BundlePaths) -> [pid_t] {
-        if let text = try? Files.read(paths.pid), let pid = pid_t(String(decoding: text, as: UTF8.self).trimmingCharacters(in: "\n")),
-           isServer(pid) {
-            return [pid]
-        }
         let bundle = canonical(paths.bundle)
-        return ((try? Files.list("/proc")) ?? []).compactMap { name -> pid_t? in
+        let found = ((try? Files.list("/proc")) ?? []).compactMap { name -> pid_t? in
             guard let pid = pid_t(name), let cmdline = try? Files.read("/proc/\(name)/cmdline") else { return nil }
             let arguments = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             guard let i = arguments.firstIndex(of: "__serve"), i + 1 < arguments.count, arguments[i + 1] == bundle else { return nil }
             return pid
         }
+        if !found.isEmpty { return found }
+        // A server started with a relative bundle path (by an earlier version).
+        if let text = try? Files.read(paths.pid), let pid = pid_t(String(decoding: text, as: UTF8.self).trimmingCharacters(in: "\n")),
+           let cmdline = try? Files.read("/proc/\(pid)/cmdline") {
+            let arguments = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if let i = arguments.firstIndex(of: "__serve"), i + 1 < arguments.count, !arguments[i + 1].hasPrefix("/") { return [pid] }
+        }
+        return []
     }
 
     /// The process is a mount server of this tool (the pid file may be stale).

@@ -84,7 +84,12 @@ extension Umoci {
             switch Mounting.state(of: paths.rootfs) {
             case .live: throw StoreError("\(paths.rootfs) is already mounted")
             case .dead: Mounting.cleanUpDeadMount(paths.rootfs)
-            case .notMounted: break
+            case .notMounted:
+                // A server whose mount detached itself serves what is still open under it;
+                // two servers must never share one upper directory.
+                if let old = Mounting.serverProcesses(paths).first {
+                    throw StoreError("the previous mount server of \(paths.bundle) (pid \(old)) still serves files open under its detached mount: close them (or kill it) first")
+                }
             }
             try Files.makeDirectory(paths.upper)
             try Files.makeDirectory(paths.rootfs)

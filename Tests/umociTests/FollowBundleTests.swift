@@ -221,6 +221,30 @@ struct FollowBundleTests {
         #expect(serversExit(path))
     }
 
+    /// After the mount detached itself, its server lives on while files under it are open;
+    /// mount refuses to start a second server on the same upper directory until it is gone.
+    @Test func mountWaitsForTheDetachedServer() throws {
+        let dir = TemporaryDirectory()
+        let path = dir("bundle")
+        let bundle = try unpack(path, cache: dir("cache"))
+        defer { withExtendedLifetime(bundle) {} }
+        let fd = open(path + "/rootfs/etc/hostname", O_RDONLY | O_NOFOLLOW)
+        try #require(fd >= 0)
+        var closed = false
+        defer { if !closed { close(fd) } }
+        ok(try run("/usr/bin/find", [path + "/rootfs", "-mindepth", "1", "-maxdepth", "1", "-exec", "rm", "-rf", "{}", "+"]))
+        #expect(!mountedBelow(path))
+        let old = serverProcesses(of: path)
+        #expect(old.count == 1)
+        fails(try umoci("mount", path), containing: "(pid \(old.first ?? 0)) still serves files open under its detached mount")
+        #expect(!mountedBelow(path))
+        close(fd)
+        closed = true
+        #expect(serversExit(path))
+        ok(try umoci("mount", path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/rootfs") == [])
+    }
+
     /// LXC runs its templates in a private mount namespace: deleting the bundle inside it, or
     /// from outside it (where rootfs/ is a plain directory), ends the mount and the server.
     @Test(arguments: ["inside", "outside"])
