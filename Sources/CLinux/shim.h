@@ -6,6 +6,8 @@
 #include <sys/xattr.h>
 #include <sys/sysmacros.h>
 #include <malloc.h>
+#include <stdio.h>
+#include <stdio_ext.h>
 
 static inline dev_t umoci_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
 static inline unsigned int umoci_major(dev_t dev) { return major(dev); }
@@ -17,5 +19,13 @@ static inline void umoci_tune_malloc_for_server(void) {
     mallopt(M_ARENA_MAX, 2);
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
+}
+/// stderr without stdio's lock. libfuse reports a failed read of /dev/fuse with perror() in the
+/// part of its worker loop where the thread may be cancelled, and cancels the workers when the
+/// loop ends: one cancelled inside perror() left stderr's lock held, and the server then hung
+/// in exit() (seen when an aborted connection ended the loop). The server writes its own log
+/// with write(2), so perror() and exit() are stderr's only users there.
+static inline void umoci_stderr_without_lock(void) {
+    __fsetlocking(stderr, FSETLOCKING_BYCALLER);
 }
 #endif

@@ -9,8 +9,18 @@ import LayerStore
 // Errno becomes fuse_reply_err at this boundary, nothing is thrown or unwinds across C.
 
 @inline(__always)
-private func filesystem(_ req: fuse_req_t?) -> OverlayFS {
-    Unmanaged<OverlayFS>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+private func context(_ req: fuse_req_t?) -> ServerContext {
+    Unmanaged<ServerContext>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+}
+
+@inline(__always)
+private func filesystem(_ req: fuse_req_t?) -> OverlayFS { context(req).fs }
+
+/// After a change that removed an entry of `parent`: the mount detaches itself, before the
+/// reply, when that emptied its root (see Following).
+@inline(__always)
+private func removed(_ req: fuse_req_t?, from parent: fuse_ino_t) {
+    if parent == OverlayFS.rootId { context(req).detacher.removed(from: parent, filesystem(req)) }
 }
 
 @inline(__always)
@@ -239,6 +249,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             let fs = filesystem(req)
             try fs.remove(parent, n, directory: false)
             sendInvalidations(fs)
+            removed(req, from: parent)
             fuse_reply_err(req, 0)
         }
     }
@@ -248,6 +259,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             let fs = filesystem(req)
             try fs.remove(parent, n, directory: true)
             sendInvalidations(fs)
+            removed(req, from: parent)
             fuse_reply_err(req, 0)
         }
     }
@@ -257,6 +269,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             let fs = filesystem(req)
             try fs.rename(parent, n, newParent, nn, flags: flags)
             sendInvalidations(fs)
+            if newParent != parent { removed(req, from: parent) }
             fuse_reply_err(req, 0)
         }
     }
@@ -356,7 +369,9 @@ func makeOperations() -> fuse_lowlevel_ops {
         reply(req) { () throws(Errno) in
             let h = Handle()
             let fs = filesystem(req)
-            h.entries = try fs.listDirectory(ino)
+            // The root of a mount whose owner is being deleted lists as empty (see Following).
+            let entries = try fs.listDirectory(ino)
+            h.entries = context(req).detacher.opensEmpty(ino, entries: entries, opener: fuse_req_ctx(req)!.pointee.pid) ? [] : entries
             h.inode = Int32(truncatingIfNeeded: ino)
             store(h, in: fi)
             if fuse_reply_open(req, fi) != 0 { discard(fs, fi) }

@@ -16,6 +16,9 @@ public struct MountOptions: Sendable {
     public var threads = 4
     /// libfuse's debug output (every request) on stderr.
     public var debug = false
+    /// When set, the mount detaches itself when its owner throws it away (see Following);
+    /// nil: it stays until unmounted or stopped.
+    public var following: Following?
     public init() {}
 }
 
@@ -99,6 +102,11 @@ public struct MountOptions: Sendable {
 /// redirect the server outside it. The server assumes it is the only writer of the upper
 /// directory while mounted (upper state is cached per node and kept up to date by each change).
 ///
+/// ## Following the owner
+/// With `MountOptions.following`, the mount detaches itself (lazily, once) when the merged root
+/// is emptied through it or when its owner is going away, and `detach(reason:)` does the same
+/// for the owner; see Following. The mount point is then a plain directory again.
+///
 /// ## Threads and ownership
 /// `init` mounts; `serve()` runs libfuse's multithreaded loop on the calling thread (callbacks
 /// run on libfuse's worker threads); `stop()` may be called from any thread, before, during or
@@ -115,6 +123,9 @@ public struct MountOptions: Sendable {
 public final class OverlayServer: @unchecked Sendable {
     private let fs: OverlayFS
     private let mountpoint: String
+    /// The callbacks' userdata (retained here for the life of the session) and the one lazy
+    /// detach of the mount.
+    private let context: ServerContext
     /// The session; nil once destroyed. Guarded by `lifecycle` for stop() vs. teardown.
     private var session: OpaquePointer?
     private let lifecycle = Mutex<(stopped: Bool, torn: Bool)>((false, false))
@@ -124,9 +135,11 @@ public final class OverlayServer: @unchecked Sendable {
     /// queue until serve()).
     /// Process-wide memory settings for a process whose job is serving a mount: few malloc
     /// arenas and large buffers returned to the system when freed, so that the resident size
-    /// reflects what is in use. Call first thing in the serving process.
+    /// reflects what is in use; stderr without stdio's lock (see umoci_stderr_without_lock).
+    /// Call first thing in the serving process.
     public static func tuneProcessForServing() {
         umoci_tune_malloc_for_server()
+        umoci_stderr_without_lock()
     }
 
     public init(view: MergedView, upperDirectory: String, mountpoint: String, options: MountOptions) throws(StoreError) {
@@ -138,6 +151,8 @@ public final class OverlayServer: @unchecked Sendable {
         let fs = try OverlayFS(view: view, upperDirectory: upperDirectory)
         self.fs = fs
         self.mountpoint = mountpoint
+        let context = ServerContext(fs: fs, detacher: MountDetacher(mountpoint: mountpoint, following: options.following))
+        self.context = context
         threads = UInt32(max(1, options.threads))
 
         var mountOptions = "default_permissions,suid,nodev,fsname=umoci,subtype=umoci"
@@ -152,7 +167,7 @@ public final class OverlayServer: @unchecked Sendable {
             var args = fuse_args(argc: Int32(buf.count), argv: buf.baseAddress, allocated: 0)
             defer { fuse_opt_free_args(&args) }
             return umoci_fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size,
-                                          Unmanaged.passUnretained(fs).toOpaque())
+                                          Unmanaged.passUnretained(context).toOpaque())
         }
         guard let se else { throw StoreError("cannot create the FUSE session (mount options \(mountOptions))") }
         if fuse_session_mount(se, mountpoint) != 0 {
@@ -179,7 +194,9 @@ public final class OverlayServer: @unchecked Sendable {
         }
         let wasStopped = lifecycle.withLock { $0.stopped }
         teardown()
-        if result != 0 && !wasStopped && result != -ENODEV {
+        // A connection the kernel aborted after the mount detached itself is the normal end.
+        let detached = context.detacher.isDetached
+        if result != 0 && !wasStopped && result != -ENODEV && !(detached && result == -ECONNABORTED) {
             throw StoreError("serving the FUSE mount at \(mountpoint) failed: \(String(cString: strerror(abs(result))))")
         }
     }
@@ -191,8 +208,14 @@ public final class OverlayServer: @unchecked Sendable {
             guard !s.torn, let se = session else { s.stopped = true; return }
             s.stopped = true
             fuse_session_exit(se)
-            umount2(mountpoint, Int32(MNT_DETACH))
+            context.detacher.detach("stopped", notify: false)
         }
+    }
+
+    /// Detaches the mount lazily (once) and goes on serving what is still open under it;
+    /// serve() returns when the kernel releases the file system. From any thread.
+    public func detach(reason: String) {
+        context.detacher.detach(reason)
     }
 
     private func teardown() {
@@ -203,7 +226,9 @@ public final class OverlayServer: @unchecked Sendable {
             return session
         }
         guard let se else { return }
-        fuse_session_unmount(se)
+        // Once detached, the mount point's path may name something else by now (the owner's
+        // directory deleted and made again): only destroy, which closes the connection.
+        if !context.detacher.isDetached { fuse_session_unmount(se) }
         fuse_session_destroy(se)
     }
 }

@@ -14,23 +14,34 @@ enum Mounting {
 
     /// Whether `path` is a mount point, and whether its server still answers.
     static func state(of path: String) -> State {
-        guard let mounts = try? Files.read("/proc/self/mountinfo") else { return .notMounted }
-        let target = canonical(path)
-        var found = false
-        for line in String(decoding: mounts, as: UTF8.self).split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            if fields.count > 4, unescapeMountPath(String(fields[4])) == target { found = true }
-        }
-        guard found else { return .notMounted }
+        guard mountType(of: path) != nil else { return .notMounted }
         // statvfs always reaches the server (stat may be answered from the kernel's cache).
         var fs = statvfs()
         if statvfs(path, &fs) != 0 && (errno == ENOTCONN || errno == ECONNABORTED || errno == EIO) { return .dead }
         return .live
     }
 
+    /// The file system type of the topmost mount at `path` ("fuse.umoci" for this tool's
+    /// mounts), from /proc/self/mountinfo; nil if nothing is mounted there.
+    static func mountType(of path: String) -> String? {
+        guard let mounts = try? Files.read("/proc/self/mountinfo") else { return nil }
+        let target = canonical(path)
+        var found: String?
+        for line in String(decoding: mounts, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, unescapeMountPath(String(fields[4])) == target else { continue }
+            // After the optional fields, " - " and then the type.
+            if let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count { found = String(fields[dash + 1]) }
+        }
+        return found
+    }
+
     /// The absolute path, resolving symlinks in the parent only: the path itself may be a
     /// mount whose server is gone, which must not be touched.
     static func canonical(_ path: String) -> String {
+        // "layout/" names the same directory as "layout".
+        var path = path
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
         let parent = Files.directoryName(path)
         let base = String(path.split(separator: "/").last ?? "")
         guard let resolved = realpath(parent, nil) else { return path }
@@ -112,7 +123,8 @@ enum Mounting {
         posix_spawnattr_setflags(&attributes, spawnSetsid)
 
         let executable = selfExecutable()
-        let arguments = [executable, "__serve", paths.bundle, "--ready-fd", "3", "--log", Log.level.rawValue]
+        // An absolute bundle path, so that `umount` can find the server by its command line.
+        let arguments = [executable, "__serve", canonical(paths.bundle), "--ready-fd", "3", "--log", Log.level.rawValue]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
@@ -144,24 +156,53 @@ enum Mounting {
         }
     }
 
-    /// Unmounts a bundle's rootfs; the server then exits by itself. Waits for it.
+    /// Unmounts a bundle's rootfs; the server then exits by itself. Waits for it. Needs
+    /// nothing of the bundle but the mount: umoci.json, the pid file or upper/ may be gone.
     static func stop(_ paths: BundlePaths) throws {
+        if let type = mountType(of: paths.rootfs), type != "fuse.umoci" {
+            throw StoreError("\(paths.rootfs) is not mounted by umoci (it is a \(type) mount)")
+        }
+        let servers = serverProcesses(paths)
         switch state(of: paths.rootfs) {
         case .notMounted:
+            // A bundle being deleted: its server detached the mount itself (BundleWatch).
+            if !Files.exists(paths.metadata) || !Files.isDirectory(paths.upper) { break }
             throw StoreError("\(paths.rootfs) is not mounted")
         case .dead:
             umount2(paths.rootfs, Int32(MNT_DETACH))
         case .live:
             if umount2(paths.rootfs, 0) != 0 {
+                let error = errno
+                // The server detached it in the meantime (its bundle is being deleted).
+                if error == EINVAL && mountType(of: paths.rootfs) == nil { break }
+                errno = error
                 if errno == EBUSY {
                     throw StoreError("\(paths.rootfs) is busy: stop the containers and processes that use it first")
                 }
                 throw StoreError.system("unmount", paths.rootfs)
             }
         }
-        if let text = try? Files.read(paths.pid), let pid = pid_t(String(decoding: text, as: UTF8.self).trimmingCharacters(in: "\n")) {
-            for _ in 0..<200 where kill(pid, 0) == 0 && isServer(pid) { usleep(50_000) }
+        for _ in 0..<200 where servers.contains(where: { kill($0, 0) == 0 && isServer($0) }) { usleep(50_000) }
+    }
+
+    /// The bundle's server: the pid file's, or else found by its command line
+    /// (`umoci __serve ABSOLUTE-BUNDLE`), for when the pid file is gone.
+    static func serverProcesses(_ paths: BundlePaths) -> [pid_t] {
+        let bundle = canonical(paths.bundle)
+        let found = ((try? Files.list("/proc")) ?? []).compactMap { name -> pid_t? in
+            guard let pid = pid_t(name), let cmdline = try? Files.read("/proc/\(name)/cmdline") else { return nil }
+            let arguments = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard let i = arguments.firstIndex(of: "__serve"), i + 1 < arguments.count, arguments[i + 1] == bundle else { return nil }
+            return pid
         }
+        if !found.isEmpty { return found }
+        // A server started with a relative bundle path (by an earlier version).
+        if let text = try? Files.read(paths.pid), let pid = pid_t(String(decoding: text, as: UTF8.self).trimmingCharacters(in: "\n")),
+           let cmdline = try? Files.read("/proc/\(pid)/cmdline") {
+            let arguments = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if let i = arguments.firstIndex(of: "__serve"), i + 1 < arguments.count, !arguments[i + 1].hasPrefix("/") { return [pid] }
+        }
+        return []
     }
 
     /// The process is a mount server of this tool (the pid file may be stale).

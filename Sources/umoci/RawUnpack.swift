@@ -38,7 +38,9 @@ struct LayerOptions: ParsableArguments {
     var cacheDir: String?
 
     func cache() -> IndexCache {
-        IndexCache(directory: cacheDir ?? IndexCache.defaultDirectory(environment: Environment.variables))
+        let environment = Environment.variables
+        return IndexCache.usable(directory: cacheDir ?? IndexCache.defaultDirectory(environment: environment),
+                                 environment: environment, warn: { Log.warn($0) })
     }
 
     func viewOptions() -> MergedView.Options {

@@ -50,6 +50,12 @@ extension Umoci {
             var metadata = try BundleMetadata.read(bundle: paths.bundle)
             let extracted = metadata.mode == .extract
             let mounted = !extracted && Mounting.state(of: paths.rootfs) == .live
+            // The mount detaches itself when its root is emptied through it (the bundle is being
+            // deleted, or its content moved out); files put into the plain directory afterwards
+            // are not in upper/ and would be silently left out of the layer.
+            if !extracted, !mounted, let entries = try? Files.list(paths.rootfs), !entries.isEmpty {
+                throw StoreError("\(paths.rootfs) is not mounted but holds \(entries.count) entries that repack cannot see (the mount detaches itself once its root is emptied): move them out, run umoci mount, and put them back")
+            }
             // Every write that returned before now is in the upper directory already (the
             // server writes through); sync also pushes out pages dirtied through mmap.
             if mounted { sync() }

@@ -31,11 +31,25 @@ extension Umoci {
                 close(readyFd)
             }
             let server: OverlayServer
+            let watch: BundleWatch
             do {
+                // The mount follows its bundle: deleting the bundle detaches it (see BundleWatch).
+                watch = try BundleWatch(paths)
+                var options = MountOptions()
+                options.following = Following(ownerGone: { open in
+                    watch.bundleGone || open.rootIsEmpty && watch.isBundleOpen(in: open.opener)
+                }, detached: { reason in
+                    watch.followed.store(true, ordering: .sequentiallyConsistent)
+                    Log.info("detaching the mount: \(reason); exiting once it is released")
+                })
                 server = try OverlayServer(view: Serve.openBase(paths), upperDirectory: paths.upper, mountpoint: paths.rootfs,
-                                           options: MountOptions())
+                                           options: options)
+                // Optional: the synchronous checks cover every deleter that goes through the
+                // mount; inotify instances are limited (fs.inotify.max_user_instances).
+                do { try watch.watch { server.detach(reason: $0) } } catch { Log.warn("not watching the bundle: \(error)") }
                 try MountControl.serve(paths) { request in
                     guard request == "rebase" else { return "error unknown request \(quoted: request)" }
+                    guard !watch.bundleGone else { return "error the bundle is being deleted" }
                     do {
                         let report = try Serve.rebase(server, paths)
                         return "ok moved=\(report.moved) kept=\(report.kept) pause_ms=\(Int((report.pauseSeconds * 1000).rounded()))"
@@ -61,23 +75,48 @@ extension Umoci {
             Log.info("serving \(paths.rootfs)")
             ready("ok")
             defer {
-                unlink(paths.pid)
-                unlink(paths.control)
+                // Once the mount followed its bundle, whoever is deleting the bundle removes
+                // these (find -delete fails on a file that vanished under it).
+                if !watch.followed.load(ordering: .sequentiallyConsistent) {
+                    watch.unlink(paths.pid)
+                    watch.unlink(paths.control)
+                }
                 _ = signals
             }
             try server.serve()
             Log.info("unmounted \(paths.rootfs)")
         }
 
-        /// The merged view of the bundle's base image (umoci.json's from descriptor).
+        /// The merged view of the bundle's base image (umoci.json's from descriptor), from the
+        /// layout it came from, or else from the index cache's blob layout, which keeps the
+        /// blobs of every image mounted with that cache (so the bundle can be mounted again
+        /// after its layout was deleted or gc'ed).
         static func openBase(_ paths: BundlePaths) throws -> MergedView {
             let metadata = try BundleMetadata.read(bundle: paths.bundle)
             guard let mount = metadata.mount else { throw StoreError("\(paths.metadata) has no mount information") }
-            return try ImageLayout.withLocked(mount.layout, .shared) { layout in
-                let image = try layout.loadImage(metadata.fromDescriptorPath())
-                return try MergedView.open(layout: layout, image: image, cache: IndexCache(directory: mount.cacheDirectory),
-                                           options: MergedView.Options(keepDirlinks: mount.keepDirlinks,
-                                                                       regionCacheBytes: Serve.regionCacheBytes))
+            let cache = IndexCache(directory: mount.cacheDirectory)
+            let descriptorPath = try metadata.fromDescriptorPath()
+            func open(_ layout: ImageLayout) throws -> (Image, MergedView) {
+                let image = try layout.loadImage(descriptorPath)
+                return (image, try MergedView.open(layout: layout, image: image, cache: cache,
+                                                   options: MergedView.Options(keepDirlinks: mount.keepDirlinks,
+                                                                               regionCacheBytes: Serve.regionCacheBytes)))
+            }
+            do {
+                return try ImageLayout.withLocked(mount.layout, .shared) { layout in
+                    let (image, view) = try open(layout)
+                    do { try cache.keepBlobs(of: image, from: layout) } catch { Log.warn("keeping the image's blobs in the index cache: \(error)") }
+                    return view
+                }
+            } catch let original {
+                guard Files.isDirectory(cache.blobLayoutPath) else { throw original }
+                do {
+                    let view = try ImageLayout.withLocked(cache.blobLayoutPath, .shared) { try open($0).1 }
+                    Log.info("\(original); serving the image from the index cache's copy")
+                    return view
+                } catch {
+                    throw StoreError("\(original); the index cache has no copy either: \(error)")
+                }
             }
         }
 

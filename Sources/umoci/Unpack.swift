@@ -145,7 +145,12 @@ extension Umoci {
             switch Mounting.state(of: paths.rootfs) {
             case .live: throw StoreError("\(paths.rootfs) is already mounted")
             case .dead: Mounting.cleanUpDeadMount(paths.rootfs)
-            case .notMounted: break
+            case .notMounted:
+                // A server whose mount detached itself serves what is still open under it;
+                // two servers must never share one upper directory.
+                if let old = Mounting.serverProcesses(paths).first {
+                    throw StoreError("the previous mount server of \(paths.bundle) (pid \(old)) still serves files open under its detached mount: close them (or kill it) first")
+                }
             }
             try Files.makeDirectory(paths.upper)
             try Files.makeDirectory(paths.rootfs)
@@ -165,7 +170,9 @@ extension Umoci {
         func run() throws {
             try expectArguments(arguments, 1, "<bundle>")
             let paths = BundlePaths(arguments[0])
-            if try BundleMetadata.read(bundle: paths.bundle).mode == .extract {
+            // The mount is found through /proc/self/mountinfo: umoci.json may be gone already.
+            guard Files.isDirectory(paths.bundle) else { throw StoreError("\(paths.bundle) is not a directory") }
+            if (try? BundleMetadata.read(bundle: paths.bundle))?.mode == .extract {
                 Log.info("\(paths.rootfs) is a plain directory (an extracted bundle): nothing to unmount")
                 return
             }

@@ -12,6 +12,7 @@ import Glibc
 ///     <dir>/zstd/<alg>/<hex>          decompressed copy of a zstd layer
 ///     <dir>/verified/<key>            which blob file was last verified against that digest
 ///     <dir>/view/<key>                the merged tree of a list of layers (see ViewStorage)
+///     <dir>/layout/                   an OCI layout of the blobs of mounted images (keepBlobs)
 ///
 /// Every file is written to a temporary name and renamed, so a crash never leaves a partial one.
 /// An index is only ever written after its blob's digest, size and diff_id were verified. A
@@ -28,6 +29,39 @@ public struct IndexCache: Sendable {
         if let xdg = environment["XDG_CACHE_HOME"], !xdg.isEmpty { return xdg + "/umoci" }
         let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? "/root"
         return home + "/.cache/umoci"
+    }
+
+    /// The cache at `directory`, created with its parents. Where that cannot be created or
+    /// written (a HOME that does not exist or is read-only), a private cache in the temporary
+    /// directory instead, after one line to `warn` saying why.
+    public static func usable(directory: String, environment: [String: String], warn: (String) -> Void) -> IndexCache {
+        let reason: String
+        do throws(StoreError) {
+            try Files.makeDirectories(directory)
+            if access(directory, W_OK | X_OK) == 0 { return IndexCache(directory: directory) }
+            reason = "\(directory) is not writable: \(String(cString: strerror(errno)))"
+        } catch {
+            reason = error.message
+        }
+        let fallback = privateTemporaryDirectory(environment: environment)
+        warn("cannot use the index cache at \(directory) (\(reason)); using \(fallback)")
+        return IndexCache(directory: fallback)
+    }
+
+    /// `$TMPDIR/umoci-cache-UID` when it is (or can be made) a directory only this user can
+    /// use, else a new directory from mkdtemp.
+    static func privateTemporaryDirectory(environment: [String: String]) -> String {
+        let tmp = environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        let shared = "\(tmp)/umoci-cache-\(getuid())"
+        _ = mkdir(shared, 0o700)
+        var st = stat()
+        if lstat(shared, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == getuid(), st.st_mode & 0o077 == 0,
+           access(shared, W_OK | X_OK) == 0 {
+            return shared
+        }
+        var template = Array("\(tmp)/umoci-cache-XXXXXX".utf8CString)
+        if let made = mkdtemp(&template) { return String(cString: made) }
+        return shared
     }
 
     public func indexPath(_ layer: Digest) -> String { "\(directory)/index/\(layer.algorithm)/\(layer.encoded)" }
@@ -135,14 +169,62 @@ public struct IndexCache: Sendable {
     }
 
     func storeView(_ key: String, _ storage: ViewStorage) throws(StoreError) {
-        try Files.makeDirectory(directory)
+        try Files.makeDirectories(directory)
         try Files.makeDirectory(directory + "/view")
         try Files.writeAtomically("\(directory)/view/\(key)", storage.encoded())
     }
 
     private func makeDirectories(for digest: Digest) throws(StoreError) {
-        for sub in ["", "/index", "/index/\(digest.algorithm)", "/zstd", "/zstd/\(digest.algorithm)", "/verified"] {
+        try Files.makeDirectories(directory)
+        for sub in ["/index", "/index/\(digest.algorithm)", "/zstd", "/zstd/\(digest.algorithm)", "/verified"] {
             try Files.makeDirectory(directory + sub)
+        }
+    }
+
+    // MARK: Blobs of mounted images
+
+    /// An OCI image layout without tags that holds the blobs of the images mounted with this
+    /// cache: hard links to the blobs of their layouts, so that a bundle can be mounted again
+    /// after its layout was deleted or garbage-collected (see keepBlobs).
+    public var blobLayoutPath: String { directory + "/layout" }
+
+    /// The blob layout, made on first use.
+    func blobLayout() throws(StoreError) -> ImageLayout {
+        if let layout = try? ImageLayout(opening: blobLayoutPath) { return layout }
+        try Files.makeDirectories(directory)
+        do {
+            return try ImageLayout.create(at: blobLayoutPath)
+        } catch {
+            // Made by another process meanwhile.
+            if let layout = try? ImageLayout(opening: blobLayoutPath) { return layout }
+            throw error
+        }
+    }
+
+    /// Keeps `image`'s manifest, config and layers from `layout` in the blob layout: hard links
+    /// where both are on one file system; elsewhere copies of the manifest and config only
+    /// (layers are too big to copy on every unpack; mounting again without the layout then
+    /// names the missing layer). A layer verified before keeps counting as verified (the link
+    /// changes its ctime, which is part of the stamp).
+    public func keepBlobs(of image: Image, from layout: ImageLayout) throws(StoreError) {
+        let kept = try blobLayout()
+        let small = [image.path.manifest, image.manifest.config]
+        for descriptor in small + image.manifest.layers {
+            let source = layout.blobPath(descriptor.digest), target = kept.blobPath(descriptor.digest)
+            if Files.exists(target) { continue }
+            try Files.makeDirectories(Files.directoryName(target))
+            let verified = isRecordedVerified(source, descriptor.digest)
+            // AT_SYMLINK_FOLLOW: a blob that is a symlink (blobs shared that way) is linked
+            // as the file it names.
+            if linkat(AT_FDCWD, source, AT_FDCWD, target, AT_SYMLINK_FOLLOW) == 0 {
+                if verified { try recordVerified(source, descriptor.digest) }
+                continue
+            }
+            if errno == EEXIST { continue }
+            guard errno == EXDEV || errno == EPERM || errno == EMLINK else { throw .system("link", "\(source) to \(target)") }
+            if small.contains(where: { $0.digest == descriptor.digest }) {
+                try Files.writeAtomically(target, try layout.readBlob(descriptor))
+            }
         }
     }
 
@@ -158,8 +240,13 @@ public struct IndexCache: Sendable {
 
     private func recordVerified(_ blob: String, _ digest: Digest) throws(StoreError) {
         guard let s = stamp(blob, digest) else { return }
-        try Files.makeDirectory(directory + "/verified")
+        try Files.makeDirectories(directory + "/verified")
         try Files.writeAtomically(directory + "/verified/" + s.key, s.value)
+    }
+
+    private func isRecordedVerified(_ blob: String, _ digest: Digest) -> Bool {
+        guard let s = stamp(blob, digest), let recorded = try? Files.read(directory + "/verified/" + s.key) else { return false }
+        return recorded == s.value
     }
 
     /// A cached index is used only with a blob that was verified: the same file as last time,

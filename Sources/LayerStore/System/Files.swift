@@ -95,6 +95,15 @@ public enum Files {
         if mkdir(path, mode) != 0 && errno != EEXIST { throw .system("mkdir", path) }
     }
 
+    /// Creates `path` and whatever of its parents is missing (`mkdir -p`).
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(StoreError) {
+        if mkdir(path, mode) == 0 || errno == EEXIST && isDirectory(path) { return }
+        guard errno == ENOENT else { throw .system("mkdir", path) }
+        let parent = directoryName(path)
+        if parent != path && parent != "." && parent != "/" { try makeDirectories(parent, mode: mode) }
+        try makeDirectory(path, mode: mode)
+    }
+
     public static func rename(_ from: String, _ to: String) throws(StoreError) {
         if Glibc.rename(from, to) != 0 { throw .system("rename", "\(from) to \(to)") }
     }
