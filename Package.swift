@@ -53,6 +53,7 @@ let package = Package(
             dependencies: [
                 "LayerStore",
                 "FuseFS",
+                "CLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.enableUpcomingFeature("ExistentialAny")]

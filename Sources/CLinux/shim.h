@@ -28,4 +28,8 @@ static inline void umoci_tune_malloc_for_server(void) {
 static inline void umoci_stderr_without_lock(void) {
     __fsetlocking(stderr, FSETLOCKING_BYCALLER);
 }
+/// syncfs(2), a GNU extension glibc declares only with _GNU_SOURCE: flushes the one file system
+/// holding fd (sync(2) flushes them all).
+int syncfs(int fd);
+static inline int umoci_syncfs(int fd) { return syncfs(fd); }
 #endif

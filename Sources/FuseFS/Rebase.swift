@@ -135,21 +135,27 @@ extension OverlayFS {
     /// upper-derived numbers `carried` to the view for objects that left are retired.
     private func forgetMovedUpperInos(carried: [UInt64]) {
         var present = Set<UpperKey>()
-        func walk(_ fd: Int32) {
+        /// false when some directory could not be read: then nothing is forgotten, since an
+        /// object not seen may still be there (its st_ino must not change).
+        func walk(_ fd: Int32) -> Bool {
             var st = stat()
-            guard fstat(fd, &st) == 0 else { return }
+            guard fstat(fd, &st) == 0 else { return false }
             present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
-            guard let names = try? Files.names(fd: fd, path: "the upper directory") else { return }
-            for name in names where fstatat(fd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+            guard let names = try? Files.names(fd: fd, path: "the upper directory") else { return false }
+            for name in names {
+                guard fstatat(fd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return false }
                 if (st.st_mode & S_IFMT) == S_IFDIR {
                     let sub = openat(fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                    if sub >= 0 { walk(sub); close(sub) }
+                    guard sub >= 0 else { return false }
+                    defer { close(sub) }
+                    if !walk(sub) { return false }
                 } else {
                     present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
                 }
             }
+            return true
         }
-        walk(upperRoot)
+        guard walk(upperRoot) else { return }
         let dev = UInt64(upperDev)
         var retired: [UInt64] = []
         for n in carried where n >= OverlayFS.upperInoBase && n < 2 * OverlayFS.upperInoBase {
@@ -237,7 +243,10 @@ extension OverlayFS {
             }
             defer { close(dir) }
             var before = stat()
-            guard fstat(dir, &before) == 0 else { return }
+            guard fstat(dir, &before) == 0 else {
+                report.moveFailure = "cannot stat \(path) in the upper directory: \(String(cString: strerror(errno)))"
+                return
+            }
             defer { try? restoreTimes(dir, before) }
             for name in names {
                 if renameat(dir, name.c, trash, "\(report.moved)") != 0 {

@@ -1,5 +1,6 @@
 import Dispatch
 import FuseFS
+import CLinux
 import LayerStore
 
 #if canImport(Glibc)
@@ -209,6 +210,15 @@ enum Mounting {
     static func isServer(_ pid: pid_t) -> Bool {
         guard let cmdline = try? Files.read("/proc/\(pid)/cmdline") else { return false }
         return cmdline.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "__serve" }
+    }
+
+    /// Writes out what is dirty on the mount (pages changed through mmap) to the server, with
+    /// syncfs(2) on the mount alone.
+    static func flush(_ paths: BundlePaths) throws {
+        let fd = open(paths.rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw StoreError.system("open", paths.rootfs) }
+        defer { close(fd) }
+        if umoci_syncfs(fd) != 0 { throw StoreError.system("syncfs", paths.rootfs) }
     }
 
     static func selfExecutable() -> String {

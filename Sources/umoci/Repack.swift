@@ -57,8 +57,9 @@ extension Umoci {
                 throw StoreError("\(paths.rootfs) is not mounted but holds \(entries.count) entries that repack cannot see (the mount detaches itself once its root is emptied): move them out, run umoci mount, and put them back")
             }
             // Every write that returned before now is in the upper directory already (the
-            // server writes through); sync also pushes out pages dirtied through mmap.
-            if mounted { sync() }
+            // server writes through); pages dirtied through mmap are pushed out by a syncfs of
+            // the mount alone (sync(2) would flush every file system on the machine).
+            if mounted { try Mounting.flush(paths) }
 
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 let from = try metadata.fromDescriptorPath()
@@ -73,9 +74,16 @@ extension Umoci {
                 let baseline = extracted ? nil : try UpperBaseline.read(paths.baseline)
                 let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
                 var changes: ExtractedBundle.Changes?
+                // The image the upper directory changes, to leave out directories it holds
+                // unchanged (the cache has the view: unpack built it).
+                let baseView = metadata.mount.flatMap { m in
+                    try? MergedView.open(layout: layout, image: base, cache: IndexCache(directory: m.cacheDirectory),
+                                         options: MergedView.Options(keepDirlinks: m.keepDirlinks, regionCacheBytes: 0))
+                }
                 let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks,
                                                            baseline: baseline) { diff throws(DirectoryDiff.Failure) in
                     diff.mtimeClamp = clamp
+                    if !extracted { diff.base = baseView }
                     if extracted {
                         changes = try ExtractedBundle.addChanges(paths, base: from.manifest.digest, masks: masks, to: &diff)
                     } else {

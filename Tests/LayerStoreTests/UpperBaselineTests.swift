@@ -124,3 +124,44 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
         writer.abort()
     }
 }
+
+/// Reading a file's xattrs for a layer: a failure is an error naming the file and the xattr,
+/// never a layer silently without it; only "no xattrs here" and "removed meanwhile" pass.
+@Suite struct XattrReadTests {
+    static let names = Array("user.a\0user.b\0".utf8).map { CChar(bitPattern: $0) }
+
+    func read(failing failure: Int32) throws -> [TarXattr] {
+        try Xattrs.read("/some/file", listing: { buffer, size in
+            guard let buffer else { return Self.names.count }
+            for (i, c) in Self.names.enumerated() where i < size { buffer[i] = c }
+            return Self.names.count
+        }, value: { name, buffer, size in
+            if String(cString: name) == "user.b" { errno = failure; return -1 }
+            guard let buffer else { return 1 }
+            buffer.storeBytes(of: UInt8(ascii: "v"), as: UInt8.self)
+            return 1
+        })
+    }
+
+    @Test func failuresAreErrors() throws {
+        #expect(throws: StoreError.self) { try read(failing: EIO) }
+        #expect(throws: StoreError.self) { try read(failing: EACCES) }
+        do {
+            _ = try read(failing: EIO)
+        } catch let error as StoreError {
+            #expect(error.message.contains("user.b") && error.message.contains("/some/file"))
+        }
+    }
+
+    @Test func removedMeanwhileIsSkipped() throws {
+        #expect(try read(failing: ENODATA).map(\.name) == ["user.a"])
+    }
+
+    @Test func noXattrSupportMeansNone() throws {
+        let none = try Xattrs.read("/f", listing: { _, _ in errno = ENOTSUP; return -1 }, value: { _, _, _ in -1 })
+        #expect(none.isEmpty)
+        #expect(throws: StoreError.self) {
+            try Xattrs.read("/f", listing: { _, _ in errno = EIO; return -1 }, value: { _, _, _ in -1 })
+        }
+    }
+}

@@ -100,4 +100,30 @@ struct NameTests {
         ok(try umoci("repack", "--image", L + ":newer", bundle.paths.bundle))
         try expectDebianUmociExtracts(L, "newer", into: dir("newer"), as: r)
     }
+
+    /// A layer holds what changed, as umoci writes it: a directory copied up only to hold a
+    /// changed file is left out; one whose entries changed is in; so are the root's changes.
+    @Test func layersLeaveOutUnchangedDirectories() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let bundle = MountedBundle(dir("bundle"))
+        ok(try umoci("unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", bundle.paths.bundle))
+        let r = bundle.paths.rootfs
+        #expect(write(path(r, "etc/hostname"), "edited\n") == 0)
+        #expect(write(path(r, "home/user/notes"), "edited\n") == 0)
+        ok(try umoci("repack", "--image", L + ":one", bundle.paths.bundle))
+        #expect(try lastLayerEntries(L, "one") == ["etc/hostname", "home/user/notes"])
+        try expectDebianUmociExtracts(L, "one", into: dir("one"), as: r)
+        // A deletion changes its directory; a change of the root's mode is a "." entry.
+        #expect(unlink(path(r, "bin/suid").c) == 0)
+        #expect(chmod(r, 0o750) == 0)
+        ok(try umoci("repack", "--image", L + ":two", bundle.paths.bundle))
+        let two = try lastLayerEntries(L, "two")
+        #expect(two.contains("bin/") && two.contains("bin/.wh.suid") && two.contains("."), "\(two)")
+        #expect(!two.contains("etc/") && !two.contains("home/") && !two.contains("home/user/"), "\(two)")
+        ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":two", dir("two")]))
+        var st = stat()
+        #expect(lstat(dir("two"), &st) == 0 && st.st_mode & 0o7777 == 0o750)
+    }
 }

@@ -94,6 +94,23 @@ func cacheDirectory(_ dir: TemporaryDirectory) -> String { dir("cache") }
               containing: "hardlink target")
         #expect(!FileManager.default.fileExists(atPath: dir("s")))
     }
+
+    /// What Linux cannot hold (a 100,000-byte symlink target, a 70,000-byte xattr) is refused
+    /// the same way by raw unpack, unpack and unpack --extract, naming the entry; nothing is
+    /// left behind.
+    @Test(arguments: [("long-symlink", "symlink target of 100000 bytes"), ("big-xattr", "xattr user.big of 70000 bytes")])
+    func linuxLimitsAreTheSameForEveryUnpack(_ image: String, _ message: String) throws {
+        let dir = TemporaryDirectory()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/fixtures/make_image.py").path
+        ok(try run("/usr/bin/env", ["python3", script, dir("L"), image]))
+        fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", dir("L") + ":" + image, dir("r")), containing: message)
+        #expect(!FileManager.default.fileExists(atPath: dir("r")))
+        for flags in [["--extract"], []] where flags.isEmpty == false || access("/dev/fuse", R_OK | W_OK) == 0 {
+            fails(try run(ourUmoci, ["unpack", "--cache-dir", dir("cache")] + flags + ["--image", dir("L") + ":" + image, dir("b")]), containing: message)
+            #expect(!FileManager.default.fileExists(atPath: dir("b")))
+        }
+    }
 }
 
 /// Bad layers: a clear error naming the layer, and no index, copy or rootfs left behind.

@@ -47,8 +47,8 @@ struct Walker {
     let buffer: UnsafeMutableRawBufferPointer
 
     mutating func directory(fd: Int32, st: stat, path: String) throws(StoreError) {
-        result.entries.append(entry(path, st, xattrs: Xattrs.list(fd: fd), link: nil, digest: nil))
         let display = path == "." ? rootfs : rootfs + "/" + path
+        result.entries.append(entry(path, st, xattrs: try Xattrs.list(fd: fd, path: display), link: nil, digest: nil))
         var files: [(String, stat)] = []
         var directories: [(String, stat)] = []
         for name in try Files.list(fd: fd, path: display) {
@@ -98,7 +98,7 @@ struct Walker {
             if fstat(fd, &after) == 0, UpperBaseline.stamp(after) == UpperBaseline.stamp(before) {
                 result.stamps.stamps[ByteString(path)] = UpperBaseline.stamp(before)
             }
-            result.entries.append(entry(path, before, xattrs: Xattrs.list(fd: fd), link: nil, digest: digest))
+            result.entries.append(entry(path, before, xattrs: try Xattrs.list(fd: fd, path: display), link: nil, digest: digest))
         case S_IFLNK:
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = readlinkat(parent, name, &target, target.count)

@@ -11,7 +11,7 @@
 /// - typeflag '\0' is a regular file, or a directory when the name ends in '/'; '7' is regular;
 /// - header-only types (hardlink, symlink, devices, directory, fifo) have no data section whatever
 ///   their size field says (Go's `isHeaderOnlyType`): the next header follows immediately;
-/// - other unknown typeflags are skipped together with `size` bytes of data;
+/// - other unknown typeflags are errors ("unknown typeflag", umoci's words);
 /// - two zero blocks end the archive (anything after is ignored); a zero block followed by a
 ///   non-zero block is an error; a zero block followed by end of input is a valid end.
 ///
@@ -297,10 +297,10 @@ public struct TarScanner {
         let overrides = pax
         if let s = overrides?.size { size = s }
         guard let type else {
-            // Vendor extension ('A'...'Z' and the like): skip it and its data.
-            try skipData(size: size, headerOffset: headerOffset)
-            clearPending()
-            return
+            // A vendor extension ('A'...'Z': GNU dumpdir, volume header, ...) means something
+            // this layer cannot be extracted without: umoci refuses it in the same words.
+            let name = pax?.path ?? longName ?? Self.bytes(p, TarLayout.name)
+            throw fail("unpack entry: \(name): unknown typeflag '\\x\(String(flag, radix: 16))'")
         }
 
         // Names: bytes, exactly as stored.

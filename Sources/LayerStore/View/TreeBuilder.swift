@@ -147,8 +147,28 @@ struct TreeBuilder {
         for child in Array(nodes[Int(node)].children.values) { prune(child, layer: layer) }
     }
 
+    /// Linux's limits on what an entry carries: a symlink target (PATH_MAX with its NUL), an
+    /// xattr name and value (XATTR_NAME_MAX, XATTR_SIZE_MAX). An image beyond them cannot be
+    /// extracted (`raw unpack` fails), so neither is it mounted.
+    static let maxLinkTarget = Int(PATH_MAX) - 1
+    static let maxXattrName = 255
+    static let maxXattrValue = 65536
+
+    static func checkLimits(_ entry: TarEntry) throws(StoreError) {
+        if entry.type == .symlink && entry.linkName.count > maxLinkTarget {
+            throw StoreError("symlink target of \(entry.linkName.count) bytes (Linux allows \(maxLinkTarget))")
+        }
+        for x in entry.xattrs {
+            if x.name.utf8.count > maxXattrName { throw StoreError("xattr name of \(x.name.utf8.count) bytes (Linux allows \(maxXattrName))") }
+            if x.value.count > maxXattrValue {
+                throw StoreError("xattr \(x.name) of \(x.value.count) bytes (Linux allows \(maxXattrValue))")
+            }
+        }
+    }
+
     mutating func apply(_ indexed: LayerIndex.Entry, layer: Int32) throws(StoreError) {
         let entry = indexed.entry
+        try TreeBuilder.checkLimits(entry)
         var components = cleanComponents(entry.name)
         guard let base = components.popLast() else {
             // The root itself: only a directory entry means something here.

@@ -48,6 +48,12 @@ public struct DirectoryDiff {
     /// `SOURCE_DATE_EPOCH`, when set: a file newer than it is recorded with this time, older
     /// ones keep theirs (as `tar --clamp-mtime`, and umoci 0.6's repack and insert).
     public var mtimeClamp: Int64?
+    /// The image the walked upper directory changes, when known (repack of a mounted bundle):
+    /// a directory whose mode, owner, mtime and xattrs are what the image has at its path is
+    /// left out of the layer (it is in the upper directory only to hold a change below it),
+    /// as umoci leaves out unchanged directories; and the root directory's own changes (mode,
+    /// owner, xattrs) go in as a "." entry, as umoci writes it.
+    public var base: MergedView?
     let buffer: UnsafeMutableRawBufferPointer
 
     public init(writer: LayerBlobWriter, masks: [String] = [], baseline: UpperBaseline? = nil) {
@@ -79,7 +85,34 @@ public struct DirectoryDiff {
         do { fd = try Files.open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
         defer { close(fd) }
         if seen.started == nil { seen.started = UpperBaseline.fileSystemNow(besides: root) }
+        if base != nil && prefix.isEmpty { try addRootIfChanged(fd, displayPath: root) }
         try walk(directory: fd, displayPath: root, relative: ByteString(prefix))
+    }
+
+    /// The root directory as a "." entry, when its metadata differs from the base image's root.
+    mutating func addRootIfChanged(_ fd: Int32, displayPath: String) throws(Failure) {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .store(.system("stat", displayPath)) }
+        var entry = TarEntry(name: ".", type: .directory, mode: UInt32(st.st_mode & 0o7777), uid: Int64(st.st_uid),
+                             gid: Int64(st.st_gid), size: 0, mtime: layerMtime(st.st_mtim))
+        do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
+        // Creating or removing a top-level entry moves the root's mtime; like umoci, that alone
+        // is no change of the root.
+        if !isUnchangedDirectory(".", entry, comparingMtime: false) { try emit(entry) }
+    }
+
+    /// Whether the directory entry (mode, owner, layer mtime, xattrs) is exactly what the base
+    /// image has at `path`.
+    func isUnchangedDirectory(_ path: ByteString, _ entry: TarEntry, comparingMtime: Bool = true) -> Bool {
+        guard let base, let node = path == "." ? MergedView.root : base.lookup(path) else { return false }
+        let inode = base.inode(of: node)
+        guard inode.type == .directory, inode.mode & 0o7777 == entry.mode, inode.uid == entry.uid, inode.gid == entry.gid,
+              !comparingMtime || inode.mtime == entry.mtime else { return false }
+        var theirs: [String: [UInt8]] = [:]
+        for x in inode.xattrs { theirs[x.name] = x.value }
+        var ours: [String: [UInt8]] = [:]
+        for x in entry.xattrs { ours[x.name] = x.value }
+        return theirs == ours
     }
 
     /// Adds one file, directory (with its contents) or symlink at `path` as the entry `name`.
@@ -244,8 +277,8 @@ public struct DirectoryDiff {
             defer { close(fd) }
             entry.type = .directory
             entry.name = entryName == "." ? "." : entryName + "/"
-            entry.xattrs = Xattrs.list(fd: fd)
-            try emit(entry)
+            do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
+            if !isUnchangedDirectory(entryName, entry) { try emit(entry) }
             if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline) }
         case S_IFREG:
             let fd = Files.retrying { openat(parent, name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
@@ -255,7 +288,7 @@ public struct DirectoryDiff {
             guard fstat(fd, &before) == 0, before.st_ino == st.st_ino else { throw .changed(FileChanged(path: displayPath)) }
             entry.size = Int64(before.st_size)
             entry.mtime = layerMtime(before.st_mtim)
-            entry.xattrs = Xattrs.list(fd: fd)
+            do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
             try emit(entry)
             try copyData(fd: fd, size: entry.size, path: displayPath)
             var after = stat()
@@ -270,7 +303,7 @@ public struct DirectoryDiff {
             let n = readlinkat(parent, name.c, &target, target.count)
             guard n >= 0 else { throw .store(.system("readlink", displayPath)) }
             entry.linkName = ByteString(bytes: target[0..<n])
-            entry.xattrs = Xattrs.list(parent: parent, name: name)
+            do { entry.xattrs = try Xattrs.list(parent: parent, name: name, path: displayPath) } catch { throw .store(error) }
             try emit(entry)
         case S_IFCHR, S_IFBLK, S_IFIFO:
             entry.type = kind == S_IFCHR ? .characterDevice : kind == S_IFBLK ? .blockDevice : .fifo
@@ -278,7 +311,7 @@ public struct DirectoryDiff {
                 entry.devMajor = umoci_major(st.st_rdev)
                 entry.devMinor = umoci_minor(st.st_rdev)
             }
-            entry.xattrs = Xattrs.list(parent: parent, name: name)
+            do { entry.xattrs = try Xattrs.list(parent: parent, name: name, path: displayPath) } catch { throw .store(error) }
             try emit(entry)
         default:
             return
@@ -301,34 +334,60 @@ public struct DirectoryDiff {
 
 /// Extended attributes of a file, in the order the kernel lists them.
 enum Xattrs {
-    static func list(fd: Int32) -> [TarXattr] {
-        read(listing: { flistxattr(fd, $0, $1) }, value: { fgetxattr(fd, $0, $1, $2) })
+    static func list(fd: Int32, path: String) throws(StoreError) -> [TarXattr] {
+        try read(path, listing: { flistxattr(fd, $0, $1) }, value: { fgetxattr(fd, $0, $1, $2) })
     }
 
     /// For what cannot be opened (symlinks, devices): by name under a pinned directory.
-    static func list(parent: Int32, name: ByteString) -> [TarXattr] {
-        let path = ByteString("/proc/self/fd/\(parent)/") + name
-        return read(listing: { llistxattr(path.c, $0, $1) }, value: { lgetxattr(path.c, $0, $1, $2) })
+    static func list(parent: Int32, name: ByteString, path: String) throws(StoreError) -> [TarXattr] {
+        let proc = ByteString("/proc/self/fd/\(parent)/") + name
+        return try read(path, listing: { llistxattr(proc.c, $0, $1) }, value: { lgetxattr(proc.c, $0, $1, $2) })
     }
 
-    static func read(listing: (UnsafeMutablePointer<CChar>?, Int) -> Int,
-                     value: (UnsafePointer<CChar>, UnsafeMutableRawPointer?, Int) -> Int) -> [TarXattr] {
-        let size = listing(nil, 0)
-        guard size > 0 else { return [] }
-        var names = [CChar](repeating: 0, count: size)
-        let n = names.withUnsafeMutableBufferPointer { listing($0.baseAddress, size) }
-        guard n > 0 else { return [] }
+    /// Every xattr, or an error naming the file: a layer must not silently lose one (say
+    /// security.capability). As umoci: a file system without xattrs (ENOTSUP) has none, and
+    /// an xattr removed between listing and reading (ENODATA) is gone; sizes that change
+    /// meanwhile (ERANGE) are read again.
+    static func read(_ path: String, listing: (UnsafeMutablePointer<CChar>?, Int) -> Int,
+                     value: (UnsafePointer<CChar>, UnsafeMutableRawPointer?, Int) -> Int) throws(StoreError) -> [TarXattr] {
+        var names: [CChar] = []
+        var n = 0
+        while true {
+            let size = listing(nil, 0)
+            if size < 0 {
+                if errno == ENOTSUP { return [] }
+                throw .system("list xattrs of", path)
+            }
+            if size == 0 { return [] }
+            names = [CChar](repeating: 0, count: size)
+            n = names.withUnsafeMutableBufferPointer { listing($0.baseAddress, size) }
+            if n >= 0 { break }
+            if errno != ERANGE { throw .system("list xattrs of", path) }
+        }
         var out: [TarXattr] = []
         var start = 0
         for i in 0..<n where names[i] == 0 {
-            let name = names[start..<i].withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0), as: UTF8.self) }
-            start = i + 1
-            let length = value(name, nil, 0)
-            guard length >= 0 else { continue }
-            var bytes = [UInt8](repeating: 0, count: length)
-            let got = bytes.withUnsafeMutableBytes { value(name, $0.baseAddress, length) }
-            guard got >= 0 else { continue }
-            out.append(TarXattr(name: name, value: Array(bytes[0..<got])))
+            defer { start = i + 1 }
+            let key = names[start...i]  // with its NUL
+            let name = key.dropLast().withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0), as: UTF8.self) }
+            var bytes: [UInt8] = []
+            var got = -1
+            var gone = false
+            try key.withUnsafeBufferPointer { k throws(StoreError) in
+                while true {
+                    let length = value(k.baseAddress!, nil, 0)
+                    if length < 0 {
+                        if errno == ENODATA || errno == ENOTSUP { gone = true; return }
+                        throw .system("read xattr \(name) of", path)
+                    }
+                    bytes = [UInt8](repeating: 0, count: length)
+                    got = bytes.withUnsafeMutableBytes { value(k.baseAddress!, $0.baseAddress, length) }
+                    if got >= 0 { return }
+                    if errno == ENODATA { gone = true; return }
+                    if errno != ERANGE { throw .system("read xattr \(name) of", path) }
+                }
+            }
+            if !gone { out.append(TarXattr(name: name, value: Array(bytes[0..<got]))) }
         }
         return out
     }
