@@ -30,13 +30,15 @@ public struct MountOptions: Sendable {
 /// - Changed or new objects are real files, directories, symlinks and nodes in the upper
 ///   directory, with their real owner, mode, times and xattrs (the server runs as root).
 /// - Deleting something the lower view has at that path leaves `.wh.NAME` (an empty regular
-///   file, mode 0, root-owned) in the upper copy of its parent directory.
+///   file, mode 0, root-owned) in the upper copy of its parent directory; for a NAME of 252
+///   bytes or more (no room for `.wh.`) a character device 0/0 at NAME itself (UpperWhiteout).
 /// - A directory that replaces a lower directory wholesale (mkdir where a lower directory was
 ///   deleted, or a renamed directory that came from or lands on lower content) holds an empty
 ///   `.wh..wh..opq`: nothing of the lower directory at that path shows through.
 /// - Names starting with `.wh.` never appear through the mount: lookup gives ENOENT, creating
 ///   or renaming to one EINVAL. (Copy-up temporaries are named `.wh..wh..umoci-copyup.*` so
-///   that they never show either.)
+///   that they never show either; what an interrupted copy-up left is removed at mount time
+///   and never packed.) Names are bytes (ByteString): no decoding, no normalization.
 ///
 /// ## Merging
 /// - lookup(parent, name): the upper entry if the parent's upper directory has one; else
@@ -59,9 +61,16 @@ public struct MountOptions: Sendable {
 /// anything else whole, written under a temporary name in the upper parent, with owner, then
 /// mode (after chown, so setuid bits stay), xattrs and mtime, then renamed into place.
 /// Metadata-only changes copy the whole file too (OCI layers have no metadata-only entries);
-/// an open with O_TRUNC copies up without the data.
-/// Hardlinked lower files are copied up one name at a time (the link is broken, as in
-/// overlayfs without its index feature); each copy keeps the st_ino it had.
+/// an open with O_TRUNC copies up without the data. A copy-up keeps the times of the
+/// directory it happens in (it changes no name the mount shows).
+/// A hardlinked lower file is copied up once, and every other name of it that the mount still
+/// shows becomes a hardlink of that copy (as overlayfs's index keeps groups), so a change
+/// through any name shows through all; the group keeps the st_ino it had. Each name is a node
+/// of its own for the kernel, so a change through one invalidates the others' caches before
+/// the reply, their attributes are not cached, and AUTO_INVAL_DATA drops their pages.
+/// A handle opened on a lower file reads the upper copy once one exists (writes made after
+/// it opened show, as on ext4). A file unlinked while open keeps an O_PATH descriptor in its
+/// node, so fstat, fchmod and ftruncate on it go on working.
 ///
 /// ## Removal and rename
 /// - unlink/rmdir remove the upper object (rmdir needs the merged directory empty, then drops
@@ -71,8 +80,10 @@ public struct MountOptions: Sendable {
 ///   whole merged subtree, then marked opaque. Targets: files are replaced, directories must
 ///   be merged-empty (ENOTEMPTY), type mismatches give EISDIR/ENOTDIR. The source path gets a
 ///   whiteout if the lower view has it; a directory landing where the lower view has a
-///   directory is marked opaque. RENAME_NOREPLACE gives EEXIST; RENAME_EXCHANGE (and
-///   RENAME_WHITEOUT) EINVAL.
+///   directory is marked opaque; a moved directory keeps its mtime. Renaming one name of a
+///   file onto another name of the same file does nothing (POSIX). RENAME_NOREPLACE gives
+///   EEXIST; RENAME_EXCHANGE swaps the two (each side made self-contained first, as a moved
+///   directory is); RENAME_WHITEOUT gives EINVAL.
 ///
 /// ## Inode numbers
 /// Lower objects report st_ino = view inode number + 1, so hardlinked names share it and report
