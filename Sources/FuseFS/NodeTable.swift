@@ -155,6 +155,10 @@ extension OverlayFS {
     func keepOrphan(_ id: UInt64, dirfd: Int32, _ name: ByteString) {
         let fd = openat(dirfd, name.c, Sys.O_PATH | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return }
+        // Regular files only: an orphan is reopened through /proc to change it, and opening a
+        // device node or FIFO of the upper directory would act on the host.
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { close(fd); return }
         let kept = state.withLock { s -> Bool in
             guard let n = s.nodes[id], n.lookups > 0, n.orphan < 0 else { return false }
             s.nodes[id]!.orphan = fd
