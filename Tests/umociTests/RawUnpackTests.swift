@@ -8,7 +8,7 @@ let fixtureLayout: String = {
     let dir = NSTemporaryDirectory() + "umoci-fixtures-" + UUID().uuidString
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts/fixtures/make_image.py").path
-    for c in ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "names", "broken-hardlink", "busybox"] {
+    for c in ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "dirlink-loop", "names", "broken-hardlink", "busybox"] {
         let out = try! run("/usr/bin/env", ["python3", script, dir + "/L", c])
         precondition(out.status == 0, "make_image.py \(c): \(out)")
     }
@@ -23,6 +23,12 @@ func cacheDirectory(_ dir: TemporaryDirectory) -> String { dir("cache") }
     @Test(arguments: ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "names"])
     func sameTreeAsDebianUmoci(_ name: String) throws {
         try compare(name, keepDirlinks: false)
+    }
+
+    /// A directory entry over a symlink that leads nowhere (a loop) replaces the link, as umoci
+    /// does; links to directories are kept and followed.
+    @Test func keepDirlinksThroughALoopSameAsDebianUmoci() throws {
+        try compare("dirlink-loop", keepDirlinks: true)
     }
 
     @Test func keepDirlinksSameAsDebianUmoci() throws {

@@ -265,12 +265,12 @@ public struct IndexCache: Sendable {
             total += Int64(chunk.count)
         }
         guard total == layer.size else {
-            throw StoreError("layer \(layer.digest): size mismatch: descriptor says \(layer.size) bytes, blob has \(total)")
+            throw StoreError("layer \(layer.digest): verified reader size mismatch: descriptor says \(layer.size) bytes, blob has \(total)")
         }
         if layer.digest.isVerifiable {
             let actual = hasher.finalize()
             guard actual == layer.digest else {
-                throw StoreError("layer \(layer.digest): digest mismatch: blob content hashes to \(actual)")
+                throw StoreError("layer \(layer.digest): verified reader digest mismatch: blob content hashes to \(actual)")
             }
         }
         try recordVerified(blob, layer.digest)

@@ -200,8 +200,10 @@ struct TreeBuilder {
                     touch(existing, layer: layer)
                     return
                 }
+                // A symlink that does not lead to a directory (dangling, or a loop) is replaced
+                // by the directory, as umoci does.
                 if keepDirlinks, type(existing) == .symlink,
-                   let target = try resolve(components + [base], followLast: true, create: false, layer: layer),
+                   let target = (try? resolve(components + [base], followLast: true, create: false, layer: layer)) ?? nil,
                    type(target) == .directory {
                     setMetadata(of: target, from: indexed, layer: layer)
                     touch(existing, layer: layer)
