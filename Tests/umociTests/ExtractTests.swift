@@ -6,13 +6,13 @@ import Testing
 /// Extracted bundles (`unpack --extract`, UMOCI_UNPACK_MODE, the fallback without FUSE):
 /// umoci's own bundle format, checked against Debian's umoci in both directions.
 @Suite struct ExtractTests {
-    /// The lines of an mtree file after go-mtree's header comments that name the user, the
-    /// machine, the tree and the date.
-    func mtreeBody(_ path: String) throws -> [Substring] {
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+    /// The lines of an mtree file (as bytes: a directory's comment holds its raw name) after
+    /// go-mtree's header comments that name the user, the machine, the tree and the date.
+    func mtreeBody(_ path: String) throws -> [[UInt8]] {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map { Array($0) }
         for (i, prefix) in ["#          user: ", "#       machine: ", "#          tree: ", "#          date: "].enumerated() {
-            #expect(lines[i].hasPrefix(prefix), "line \(i + 1) of \(path): \(lines[i])")
+            #expect(lines[i].starts(with: prefix.utf8), "line \(i + 1) of \(path): \(ByteString(bytes: lines[i]))")
         }
         return Array(lines.dropFirst(4))
     }
@@ -28,8 +28,10 @@ import Testing
     }
 
     /// Our mtree writer on a tree Debian's umoci extracted gives exactly the file Debian's
-    /// umoci wrote for it, and our reader reads that file back to the same entries.
-    @Test(arguments: ["basic-gzip", "whiteouts-gzip"])
+    /// umoci wrote for it, and our reader reads that file back to the same entries. The names
+    /// image has names that are different bytes but equal Strings, and names and a symlink
+    /// target that are not UTF-8.
+    @Test(arguments: ["basic-gzip", "whiteouts-gzip", "names-gzip"])
     func mtreeIsWhatDebianUmociWrites(_ tag: String) throws {
         let dir = TemporaryDirectory()
         ok(try reference("unpack", "--image", fixtureLayout + ":" + tag, dir("D")))
@@ -39,19 +41,46 @@ import Testing
         let ours = dir("ours.mtree")
         try Data(MtreeManifest(entries: walk.entries).serialized(tree: dir("D/rootfs"))).write(to: URL(fileURLWithPath: ours))
         let a = try mtreeBody(ours), b = try mtreeBody(theirs)
-        #expect(a == b, "first difference: \(zip(a, b).first { $0 != $1 }.map { "\($0) | \($1)" } ?? "length \(a.count) vs \(b.count)")")
+        #expect(a == b, "first difference: \(zip(a, b).first { $0 != $1 }.map { "\(ByteString(bytes: $0)) | \(ByteString(bytes: $1))" } ?? "length \(a.count) vs \(b.count)")")
         let parsed = try MtreeManifest.read(theirs)
         #expect(parsed.entries == walk.entries)
         #expect(parsed.usedKeywords.isSubset(of: Set(MtreeManifest.keywords)))
     }
 
     @Test func visEncodingRoundTrips() throws {
-        let name = "we ird\\name#x*?[\t\nü"
-        #expect(MtreeManifest.vis(name) == "we\\040ird\\\\name\\043x\\052\\077\\133\\011\\012\\303\\274")
-        #expect(try MtreeManifest.unvis(MtreeManifest.vis(name)) == name)
-        #expect(try MtreeManifest.unvis("a\\sb\\^A\\t") == "a b\u{01}\t")
+        let name = ByteString(bytes: Array("we ird\\name#x*?[\t\nü".utf8) + [0xE9, 0xFF, 0x80])
+        #expect(MtreeManifest.vis(name)
+                == "we\\040ird\\\\name\\043x\\052\\077\\133\\011\\012\\303\\274\\351\\377\\200")
+        #expect(ByteString(bytes: try MtreeManifest.unvis(MtreeManifest.vis(name))) == name)
+        #expect(try MtreeManifest.unvis("a\\sb\\^A\\t\\M-i") == Array("a b\u{01}\t".utf8) + [0xE9])
         #expect(MtreeManifest.base64(Array("hello".utf8)) == "aGVsbG8=")
         #expect(MtreeManifest.base64([]) == "")
+    }
+
+    /// A manifest's names are bytes: the NFC and NFD spellings of "café" and a Latin-1 name
+    /// are three paths, a directory comment that is not UTF-8 is read and written as it is,
+    /// and a link target's two vis spellings of one byte are one value.
+    @Test func manifestNamesAreBytes() throws {
+        var text = Array("#      keywords: size,type,link\n\n# .\n. type=dir\n".utf8)
+        text += Array("    cafe\\314\\201 type=file\n    caf\\303\\251 type=file\n    caf\\351 type=file\n".utf8)
+        text += Array("    l type=link link=/t\\M-~\n\n# dir".utf8) + [0xFE] + Array("\ndir\\376 type=dir\n..\n..\n".utf8)
+        let m = try MtreeManifest.parse(text, path: "test.mtree")
+        let nfd = ByteString("cafe\u{301}"), nfc = ByteString("caf\u{e9}"), latin1 = ByteString(bytes: Array("caf".utf8) + [0xE9])
+        #expect(m.entries.map(\.path) == [".", nfd, nfc, latin1, "l", ByteString(bytes: Array("dir".utf8) + [0xFE])])
+        #expect(m.byPath().count == 6)
+        #expect(m.byPath()["l"]?.keywords["link"] == "/t\\376")
+        // Written back, the directory's comment is its raw bytes, as go-mtree writes it.
+        let out = MtreeManifest(entries: m.entries).serialized(tree: "t")
+        #expect(out.split(separator: 0x0A).contains { Array($0) == Array("# dir".utf8) + [0xFE] })
+        let again = try MtreeManifest.parse(out, path: "again")
+        #expect(again.entries.map(\.path) == m.entries.map(\.path))
+        #expect(again.byPath()["l"]?.keywords["link"] == "/t\\376")
+        do {
+            _ = try MtreeManifest.parse(Array("# .\n. type=dir\n    a\\000b type=file\n".utf8), path: "nul.mtree")
+            Issue.record("a name with a NUL byte was accepted")
+        } catch {
+            #expect(error.message.contains("nul.mtree: line 3: a name with a NUL byte"), "\(error.message)")
+        }
     }
 
     @Test func malformedManifestIsNamed() throws {
