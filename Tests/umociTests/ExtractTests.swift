@@ -3,6 +3,10 @@ import Foundation
 import LayerStore
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Extracted bundles (`unpack --extract`, UMOCI_UNPACK_MODE, the fallback without FUSE):
 /// umoci's own bundle format, checked against Debian's umoci in both directions.
 @Suite struct ExtractTests {
@@ -250,6 +254,116 @@ import Testing
             ok(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", L + ":" + tag, dir("ours-" + tag)))
             try expectSameTree(dir("ours-" + tag), dir("check-" + tag), compareDirectoryMtime: { _ in false })
         }
+    }
+
+    // MARK: Names as bytes
+
+    static let longest = ByteString(String(repeating: "n", count: 255))
+    static let newline: ByteString = "d/with\nnewline"
+    static let inLatin1Directory = ByteString(bytes: Array("dir".utf8) + [0xFE, 0x2F] + Array("added".utf8) + [0xFF])
+    static let symlinkTarget = ByteString(bytes: Array("/target-".utf8) + [0xFE])
+
+    /// The entry names of the last layer of `layout`:`tag` as the bytes the tar headers hold,
+    /// read by Python's tarfile (not this project's tar code).
+    func lastLayerNames(_ layout: String, _ tag: String) throws -> Set<ByteString> {
+        let opened = try ImageLayout(opening: layout)
+        let blob = opened.blobPath(try opened.loadImage(tag: tag).manifest.layers.last!.digest)
+        let script = """
+            import sys, tarfile
+            with tarfile.open(sys.argv[1], "r:gz", encoding="utf-8", errors="surrogateescape") as t:
+                for m in t:
+                    sys.stdout.buffer.write(m.name.encode("utf-8", "surrogateescape") + b"\\0")
+            """
+        let out = try run("/usr/bin/env", ["python3", "-c", script, blob])
+        ok(out)
+        return Set(out.stdoutBytes.split(separator: 0).map { ByteString(bytes: $0) })
+    }
+
+    /// Edits with names that are bytes: the NFD "café" is rewritten (the NFC one is not), a
+    /// Latin-1 name and the 255-byte name are deleted, a name with a newline, a name that is
+    /// not UTF-8 in a directory whose name is not UTF-8 and a symlink to a target that is not
+    /// UTF-8 are created, each with a fixed mtime. Written with O_NOFOLLOW on paths whose
+    /// directories are real directories of the rootfs.
+    func changeNames(_ rootfs: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let r = ByteString(rootfs + "/")
+        func create(_ rel: ByteString, _ text: String) {
+            let fd = open((r + rel).c, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            #expect(fd >= 0, "open \(rel): errno \(errno)", sourceLocation: sourceLocation)
+            guard fd >= 0 else { return }
+            let bytes = Array(text.utf8)
+            #expect(Glibc.write(fd, bytes, bytes.count) == bytes.count, sourceLocation: sourceLocation)
+            close(fd)
+        }
+        create(NameTests.nfd, "NFD changed\n")
+        #expect(unlink((r + NameTests.latin1).c) == 0, sourceLocation: sourceLocation)
+        create(Self.newline, "nl\n")
+        #expect(unlink((r + Self.longest).c) == 0, sourceLocation: sourceLocation)
+        create(Self.inLatin1Directory, "added\n")
+        #expect(symlink(Self.symlinkTarget.c, (r + "d/sym").c) == 0, sourceLocation: sourceLocation)
+        for rel in [NameTests.nfd, Self.newline, Self.inLatin1Directory, "d/sym"] {
+            var times = [timespec(tv_sec: 1_700_000_000, tv_nsec: 0), timespec(tv_sec: 1_700_000_000, tv_nsec: 0)]
+            #expect(utimensat(AT_FDCWD, (r + rel).c, &times, AT_SYMLINK_NOFOLLOW) == 0, sourceLocation: sourceLocation)
+        }
+    }
+
+    func expectNamesChanged(_ layout: String, _ tag: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let names = try lastLayerNames(layout, tag)
+        let whiteouts = [ByteString(bytes: Array("d/.wh.caf".utf8) + [0xE9]), ".wh." + Self.longest]
+        for e in [NameTests.nfd, Self.newline, Self.inLatin1Directory, "d/sym"] + whiteouts {
+            #expect(names.contains(e), "\(e.description.debugDescription) missing from \(names.sorted())", sourceLocation: sourceLocation)
+        }
+        // The NFC spelling is another file, unchanged; so are the others.
+        for e: ByteString in [NameTests.nfc, "d/next", "d/cr\r", "d/link", ByteString(bytes: Array("dir".utf8) + [0xFE, 0x2F] + Array("inner".utf8))] {
+            #expect(!names.contains(e), "\(e.description.debugDescription) in the layer: \(names.sorted())", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// The names image in extract mode: `unpack --extract` gives Debian umoci's rootfs and
+    /// manifest; edits with names that are bytes are repacked by this tool and by Debian's
+    /// umoci, from this tool's bundle and from Debian's, into layers with the same entries;
+    /// Debian's umoci extracts each new image to the edited rootfs. After --refresh-bundle the
+    /// manifest this tool wrote (names and targets that are not UTF-8, NFC and NFD) reads back
+    /// with no change, by this tool and by Debian's umoci.
+    @Test func namesAreBytesInExtractedBundles() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        ok(try umoci("unpack", "--extract", "--cache-dir", dir("cache"), "--image", L + ":names-gzip", dir("E")))
+        ok(try reference("unpack", "--image", L + ":names-gzip", dir("D")))
+        try expectSameTree(dir("E/rootfs"), dir("D/rootfs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        func entries(_ m: MtreeManifest) -> [MtreeManifest.Entry] {
+            m.entries.map { e in
+                var e = e
+                if e.isDirectory { e.keywords["tar_time"] = nil }
+                return e
+            }
+        }
+        let ours = try MtreeManifest.read(try mtreeFile(dir("E"))), theirs = try MtreeManifest.read(try mtreeFile(dir("D")))
+        #expect(entries(ours) == entries(theirs))
+        #expect(ours.byPath().count == ours.entries.count && ours.byPath()[NameTests.nfc] != nil && ours.byPath()[NameTests.nfd] != nil)
+
+        changeNames(dir("E/rootfs"))
+        changeNames(dir("D/rootfs"))
+        try expectSameTree(dir("E/rootfs"), dir("D/rootfs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        ok(try reference("repack", "--image", L + ":E-by-debian", dir("E")))
+        ok(try umoci("repack", "--image", L + ":D-by-us", dir("D")))
+        ok(try umoci("repack", "--image", L + ":E-by-us", dir("E")))
+        ok(try reference("repack", "--image", L + ":D-by-debian", dir("D")))
+        for tag in ["E-by-debian", "D-by-us", "E-by-us", "D-by-debian"] { try expectNamesChanged(L, tag) }
+        #expect(try lastLayerNames(L, "D-by-us") == lastLayerNames(L, "D-by-debian"))
+        #expect(try lastLayerNames(L, "E-by-us") == lastLayerNames(L, "E-by-debian"))
+        for tag in ["E-by-debian", "D-by-us", "E-by-us", "D-by-debian"] {
+            ok(try reference("raw", "unpack", "--image", L + ":" + tag, dir("check-" + tag)))
+            try expectSameTree(dir("check-" + tag), dir("D/rootfs"), compareDirectoryMtime: { _ in false })
+        }
+
+        // Our manifest of the edited rootfs: nothing changed since, for either tool.
+        ok(try umoci("repack", "--refresh-bundle", "--image", L + ":refreshed", dir("E")))
+        let layers = { (tag: String) throws -> Int in try ImageLayout(opening: L).loadImage(tag: tag).manifest.layers.count }
+        ok(try umoci("repack", "--image", L + ":same-by-us", dir("E")))
+        #expect(try layers("same-by-us") == layers("refreshed"))
+        ok(try reference("repack", "--image", L + ":same-by-debian", dir("E")))
+        #expect(try layers("same-by-debian") == layers("refreshed"), "Debian's umoci finds changes against our manifest")
     }
 
     /// A content change that keeps size and mtime is found: through the stamps (ctime moved)
