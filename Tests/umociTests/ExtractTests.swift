@@ -366,6 +366,29 @@ import Glibc
         #expect(try layers("same-by-debian") == layers("refreshed"), "Debian's umoci finds changes against our manifest")
     }
 
+    /// An extraction into an existing empty rootfs that fails part way (its tmpfs runs out of
+    /// inodes, after 3 to 13 of them; 14 are enough) leaves the rootfs empty, names that are not UTF-8
+    /// included, and says why in one line, a newline in a name escaped. Each run is in a mount
+    /// namespace of its own; what is left is counted there, by find.
+    @Test func failedExtractionLeavesTheRootfsEmpty() throws {
+        let dir = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir("T"), withIntermediateDirectories: false)
+        var messages: [String] = []
+        for inodes in 3...13 {
+            let script = "mount -t tmpfs -o nr_inodes=\(inodes) none \(dir("T")) || exit 99; "
+                + "\(ourUmoci) raw unpack --cache-dir \(dir("cache")) --image \(fixtureLayout):names \(dir("T")); s=$?; "
+                + "find \(dir("T")) -mindepth 1 -printf x; exit $s"
+            let out = try run("/usr/bin/unshare", ["-m", "/bin/sh", "-c", script])
+            fails(out, containing: "No space left on device")
+            #expect(out.stdout.isEmpty, "nr_inodes=\(inodes): \(out.stdout.count) paths left in the rootfs after \(out.stderr)")
+            messages.append(out.stderr)
+        }
+        // The runs failed after the name with a newline and inside the directory whose name
+        // is not UTF-8 (shown with U+FFFD), so both were there to be removed.
+        #expect(messages.contains { $0.contains("d/new\\nline") }, "\(messages)")
+        #expect(messages.contains { $0.contains("dir\u{FFFD}/inner") }, "\(messages)")
+    }
+
     /// A content change that keeps size and mtime is found: through the stamps (ctime moved)
     /// in our bundle, through hashing in Debian umoci's bundle, which has no stamps.
     @Test func contentChangeWithTheSameSizeAndMtimeIsFound() throws {
