@@ -86,24 +86,57 @@ public struct MtreeManifest: Sendable {
         var set: [String: String] = [:]
         var directory: ByteString? = nil  // the current directory's path; nil before the root and after it closes
         var started = false
-        var lineNumber = 0
-        var pending: [UInt8] = []
         let backslash = UInt8(ascii: "\\")
         func text(_ s: ArraySlice<UInt8>) -> String { String(decoding: s, as: UTF8.self) }
-        for rawLine in bytes.split(separator: 0x0A, omittingEmptySubsequences: false) {
-            lineNumber += 1
-            var line = rawLine
-            if line.last == backslash && !(line.count >= 2 && line[line.endIndex - 2] == backslash) {
-                pending += line.dropLast()
+        func fieldsOf(_ line: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] { line.split(whereSeparator: { $0 == 0x20 || $0 == 0x09 }) }
+        // The logical lines (a line ending in one backslash goes on in the next), each with
+        // the number of its last physical line.
+        var lines: [(number: Int, bytes: ArraySlice<UInt8>)] = []
+        var pending: [UInt8] = []
+        for (i, rawLine) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+            if rawLine.last == backslash && !(rawLine.count >= 2 && rawLine[rawLine.endIndex - 2] == backslash) {
+                pending += rawLine.dropLast()
                 pending.append(0x20)
                 continue
             }
-            if !pending.isEmpty {
-                pending += line
-                line = pending[...]
+            if pending.isEmpty {
+                lines.append((i + 1, rawLine))
+            } else {
+                lines.append((i + 1, (pending + rawLine)[...]))
                 pending = []
             }
-            let fields = line.split(whereSeparator: { $0 == 0x20 || $0 == 0x09 })
+        }
+        /// go-mtree writes a directory's `# path` comment with the path's raw bytes, so a
+        /// newline in the path breaks the comment into lines that are not entries (and
+        /// go-mtree's own reader takes them for entries). The number of lines after the
+        /// comment at `at` that belong to it: those before the directory's own line (after an
+        /// optional /set) whose name is the last component of the path they complete; 0 when
+        /// there is no such line.
+        func commentContinuation(_ at: Int) -> Int {
+            var path = Array(lines[at].bytes.dropFirst(2))
+            var k = at + 1
+            while k < lines.count && path.count <= Int(PATH_MAX) {
+                let fields = fieldsOf(lines[k].bytes)
+                var candidate = fields
+                if fields.first?.elementsEqual("/set".utf8) == true, k + 1 < lines.count { candidate = fieldsOf(lines[k + 1].bytes) }
+                if let name = candidate.first, candidate.contains(where: { $0.elementsEqual("type=dir".utf8) }),
+                   let decoded = try? unvis(name), ByteString(bytes: decoded) == baseName(ByteString(bytes: path)) {
+                    return k - at - 1
+                }
+                if fields.first?.elementsEqual("..".utf8) == true || fields.contains(where: { $0.elementsEqual("type=dir".utf8) }) {
+                    return 0
+                }
+                path.append(0x0A)
+                path += lines[k].bytes
+                k += 1
+            }
+            return 0
+        }
+        var index = 0
+        while index < lines.count {
+            let (lineNumber, line) = lines[index]
+            index += 1
+            let fields = fieldsOf(line)
             guard let first = fields.first else { continue }
             if first.first == UInt8(ascii: "#") {
                 // go-mtree's header names the keywords it collected: compare those too, even
@@ -111,6 +144,7 @@ public struct MtreeManifest: Sendable {
                 if !started, fields.count == 3, fields[1].elementsEqual("keywords:".utf8) {
                     for k in fields[2].split(separator: UInt8(ascii: ",")) { used.insert(text(k)) }
                 }
+                if started && line.starts(with: "# ".utf8) { index += commentContinuation(index - 1) }
                 continue
             }
             func bad(_ why: String) -> StoreError {
