@@ -264,6 +264,7 @@ import Glibc
     static let longest = ByteString(String(repeating: "n", count: 255))
     static let newline: ByteString = "d/with\nnewline"
     static let newlineDirectory: ByteString = "d/dir\nwith newline"
+    static let backslashDirectory: ByteString = "d/ends in\\"
     static let inLatin1Directory = ByteString(bytes: Array("dir".utf8) + [0xFE, 0x2F] + Array("added".utf8) + [0xFF])
     static let symlinkTarget = ByteString(bytes: Array("/target-".utf8) + [0xFE])
 
@@ -285,7 +286,8 @@ import Glibc
 
     /// Edits with names that are bytes: the NFD "café" is rewritten (the NFC one is not), a
     /// Latin-1 name and the 255-byte name are deleted, a name with a newline, a directory with
-    /// a newline in its name (go-mtree would write it raw in the manifest's comment line), a
+    /// a newline in its name and one whose name ends in a backslash (go-mtree writes both raw
+    /// in the manifest's comment line), a
     /// name that is not UTF-8 in a directory whose name is not UTF-8 and a symlink to a target
     /// that is not UTF-8 are created, each with a fixed mtime. Written with O_NOFOLLOW on paths whose
     /// directories are real directories of the rootfs.
@@ -306,8 +308,11 @@ import Glibc
         create(Self.inLatin1Directory, "added\n")
         #expect(mkdir((r + Self.newlineDirectory).c, 0o755) == 0, sourceLocation: sourceLocation)
         create(Self.newlineDirectory + "/inside", "inside\n")
+        #expect(mkdir((r + Self.backslashDirectory).c, 0o755) == 0, sourceLocation: sourceLocation)
+        create(Self.backslashDirectory + "/inside", "inside\n")
         #expect(symlink(Self.symlinkTarget.c, (r + "d/sym").c) == 0, sourceLocation: sourceLocation)
-        for rel in [NameTests.nfd, Self.newline, Self.inLatin1Directory, "d/sym", Self.newlineDirectory + "/inside"] {
+        for rel in [NameTests.nfd, Self.newline, Self.inLatin1Directory, "d/sym", Self.newlineDirectory + "/inside",
+                    Self.backslashDirectory + "/inside"] {
             var times = [timespec(tv_sec: 1_700_000_000, tv_nsec: 0), timespec(tv_sec: 1_700_000_000, tv_nsec: 0)]
             #expect(utimensat(AT_FDCWD, (r + rel).c, &times, AT_SYMLINK_NOFOLLOW) == 0, sourceLocation: sourceLocation)
         }
@@ -316,7 +321,8 @@ import Glibc
     func expectNamesChanged(_ layout: String, _ tag: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let names = try lastLayerNames(layout, tag)
         let whiteouts = [ByteString(bytes: Array("d/.wh.caf".utf8) + [0xE9]), ".wh." + Self.longest]
-        for e in [NameTests.nfd, Self.newline, Self.inLatin1Directory, "d/sym", Self.newlineDirectory + "/inside"] + whiteouts {
+        for e in [NameTests.nfd, Self.newline, Self.inLatin1Directory, "d/sym", Self.newlineDirectory + "/inside",
+                  Self.backslashDirectory + "/inside"] + whiteouts {
             #expect(names.contains(e), "\(e.description.debugDescription) missing from \(names.sorted())", sourceLocation: sourceLocation)
         }
         // The NFC spelling is another file, unchanged; so are the others.

@@ -89,11 +89,17 @@ public struct MtreeManifest: Sendable {
         let backslash = UInt8(ascii: "\\")
         func text(_ s: ArraySlice<UInt8>) -> String { String(decoding: s, as: UTF8.self) }
         func fieldsOf(_ line: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] { line.split(whereSeparator: { $0 == 0x20 || $0 == 0x09 }) }
-        // The logical lines (a line ending in one backslash goes on in the next), each with
-        // the number of its last physical line.
+        // The logical lines (a line ending in one backslash goes on in the next, but not a
+        // comment: "# dir\\" is a directory whose name ends in a backslash), each with the
+        // number of its last physical line.
         var lines: [(number: Int, bytes: ArraySlice<UInt8>)] = []
         var pending: [UInt8] = []
         for (i, rawLine) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+            let isComment = rawLine.first(where: { $0 != 0x20 && $0 != 0x09 }) == UInt8(ascii: "#")
+            if pending.isEmpty && isComment {
+                lines.append((i + 1, rawLine))
+                continue
+            }
             if rawLine.last == backslash && !(rawLine.count >= 2 && rawLine[rawLine.endIndex - 2] == backslash) {
                 pending += rawLine.dropLast()
                 pending.append(0x20)
