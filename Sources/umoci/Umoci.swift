@@ -153,8 +153,22 @@ enum Log {
     /// command line is single-threaded.
     nonisolated(unsafe) static var level: Level = .warn
 
+    /// One line per message: a control character (a newline in a file name, say) is shown
+    /// escaped, as Go's %q would.
     static func emit(_ symbol: String, _ message: String) {
-        var line = "   \(symbol) \(message)\n"
+        var shown = ""
+        for scalar in message.unicodeScalars {
+            switch scalar {
+            case "\n": shown += "\\n"
+            case "\r": shown += "\\r"
+            case "\t": shown.unicodeScalars.append(scalar)
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+                let hex = String(scalar.value, radix: 16)
+                shown += "\\x" + (hex.count < 2 ? "0" : "") + hex
+            default: shown.unicodeScalars.append(scalar)
+            }
+        }
+        var line = "   \(symbol) \(shown)\n"
         line.withUTF8 { buf in _ = write(2, buf.baseAddress, buf.count) }
     }
 

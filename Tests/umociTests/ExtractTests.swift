@@ -3,16 +3,20 @@ import Foundation
 import LayerStore
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Extracted bundles (`unpack --extract`, UMOCI_UNPACK_MODE, the fallback without FUSE):
 /// umoci's own bundle format, checked against Debian's umoci in both directions.
 @Suite struct ExtractTests {
-    /// The lines of an mtree file after go-mtree's header comments that name the user, the
-    /// machine, the tree and the date.
-    func mtreeBody(_ path: String) throws -> [Substring] {
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+    /// The lines of an mtree file (as bytes: a directory's comment holds its raw name) after
+    /// go-mtree's header comments that name the user, the machine, the tree and the date.
+    func mtreeBody(_ path: String) throws -> [[UInt8]] {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).map { Array($0) }
         for (i, prefix) in ["#          user: ", "#       machine: ", "#          tree: ", "#          date: "].enumerated() {
-            #expect(lines[i].hasPrefix(prefix), "line \(i + 1) of \(path): \(lines[i])")
+            #expect(lines[i].starts(with: prefix.utf8), "line \(i + 1) of \(path): \(ByteString(bytes: lines[i]))")
         }
         return Array(lines.dropFirst(4))
     }
@@ -28,8 +32,10 @@ import Testing
     }
 
     /// Our mtree writer on a tree Debian's umoci extracted gives exactly the file Debian's
-    /// umoci wrote for it, and our reader reads that file back to the same entries.
-    @Test(arguments: ["basic-gzip", "whiteouts-gzip"])
+    /// umoci wrote for it, and our reader reads that file back to the same entries. The names
+    /// image has names that are different bytes but equal Strings, and names and a symlink
+    /// target that are not UTF-8.
+    @Test(arguments: ["basic-gzip", "whiteouts-gzip", "names-gzip"])
     func mtreeIsWhatDebianUmociWrites(_ tag: String) throws {
         let dir = TemporaryDirectory()
         ok(try reference("unpack", "--image", fixtureLayout + ":" + tag, dir("D")))
@@ -39,19 +45,49 @@ import Testing
         let ours = dir("ours.mtree")
         try Data(MtreeManifest(entries: walk.entries).serialized(tree: dir("D/rootfs"))).write(to: URL(fileURLWithPath: ours))
         let a = try mtreeBody(ours), b = try mtreeBody(theirs)
-        #expect(a == b, "first difference: \(zip(a, b).first { $0 != $1 }.map { "\($0) | \($1)" } ?? "length \(a.count) vs \(b.count)")")
+        #expect(a == b, "first difference: \(zip(a, b).first { $0 != $1 }.map { "\(ByteString(bytes: $0)) | \(ByteString(bytes: $1))" } ?? "length \(a.count) vs \(b.count)")")
         let parsed = try MtreeManifest.read(theirs)
         #expect(parsed.entries == walk.entries)
         #expect(parsed.usedKeywords.isSubset(of: Set(MtreeManifest.keywords)))
     }
 
     @Test func visEncodingRoundTrips() throws {
-        let name = "we ird\\name#x*?[\t\nü"
-        #expect(MtreeManifest.vis(name) == "we\\040ird\\\\name\\043x\\052\\077\\133\\011\\012\\303\\274")
-        #expect(try MtreeManifest.unvis(MtreeManifest.vis(name)) == name)
-        #expect(try MtreeManifest.unvis("a\\sb\\^A\\t") == "a b\u{01}\t")
+        let name = ByteString(bytes: Array("we ird\\name#x*?[\t\nü".utf8) + [0xE9, 0xFF, 0x80])
+        #expect(MtreeManifest.vis(name)
+                == "we\\040ird\\\\name\\043x\\052\\077\\133\\011\\012\\303\\274\\351\\377\\200")
+        #expect(ByteString(bytes: try MtreeManifest.unvis(MtreeManifest.vis(name))) == name)
+        #expect(try MtreeManifest.unvis("a\\sb\\^A\\t\\M-i") == Array("a b\u{01}\t".utf8) + [0xE9])
         #expect(MtreeManifest.base64(Array("hello".utf8)) == "aGVsbG8=")
         #expect(MtreeManifest.base64([]) == "")
+    }
+
+    /// A manifest's names are bytes: the NFC and NFD spellings of "café" and a Latin-1 name
+    /// are three paths, a directory comment that is not UTF-8 is read and written as it is,
+    /// and a link target's two vis spellings of one byte are one value.
+    @Test func manifestNamesAreBytes() throws {
+        var text = Array("#      keywords: size,type,link\n\n# .\n. type=dir\n".utf8)
+        text += Array("    cafe\\314\\201 type=file\n    caf\\303\\251 type=file\n    caf\\351 type=file\n".utf8)
+        text += Array("    l type=link link=/t\\M-~\n\n# dir".utf8) + [0xFE] + Array("\ndir\\376 type=dir\n..\n..\n".utf8)
+        let m = try MtreeManifest.parse(text, path: "test.mtree")
+        let nfd = ByteString("cafe\u{301}"), nfc = ByteString("caf\u{e9}"), latin1 = ByteString(bytes: Array("caf".utf8) + [0xE9])
+        #expect(m.entries.map(\.path) == [".", nfd, nfc, latin1, "l", ByteString(bytes: Array("dir".utf8) + [0xFE])])
+        #expect(m.byPath().count == 6)
+        #expect(m.byPath()["l"]?.keywords["link"] == "/t\\376")
+        // Written back, the directory's comment is its raw bytes, as go-mtree writes it.
+        let out = MtreeManifest(entries: m.entries).serialized(tree: "t")
+        #expect(out.split(separator: 0x0A).contains { Array($0) == Array("# dir".utf8) + [0xFE] })
+        let again = try MtreeManifest.parse(out, path: "again")
+        #expect(again.entries.map(\.path) == m.entries.map(\.path))
+        #expect(again.byPath()["l"]?.keywords["link"] == "/t\\376")
+        // go-mtree's comment for a directory with a newline in its name spans two lines.
+        let broken = "# .\n. type=dir\n\n# dir\nwith newline\n/set type=file\ndir\\012with\\040newline type=dir\n..\n..\n"
+        #expect(try MtreeManifest.parse(Array(broken.utf8), path: "broken.mtree").entries.map(\.path) == [".", "dir\nwith newline"])
+        do {
+            _ = try MtreeManifest.parse(Array("# .\n. type=dir\n    a\\000b type=file\n".utf8), path: "nul.mtree")
+            Issue.record("a name with a NUL byte was accepted")
+        } catch {
+            #expect(error.message.contains("nul.mtree: line 3: a name with a NUL byte"), "\(error.message)")
+        }
     }
 
     @Test func malformedManifestIsNamed() throws {
@@ -221,6 +257,156 @@ import Testing
             ok(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", L + ":" + tag, dir("ours-" + tag)))
             try expectSameTree(dir("ours-" + tag), dir("check-" + tag), compareDirectoryMtime: { _ in false })
         }
+    }
+
+    // MARK: Names as bytes
+
+    static let longest = ByteString(String(repeating: "n", count: 255))
+    static let newline: ByteString = "d/with\nnewline"
+    static let newlineDirectory: ByteString = "d/dir\nwith newline"
+    static let backslashDirectory: ByteString = "d/ends in\\"
+    static let inLatin1Directory = ByteString(bytes: Array("dir".utf8) + [0xFE, 0x2F] + Array("added".utf8) + [0xFF])
+    static let symlinkTarget = ByteString(bytes: Array("/target-".utf8) + [0xFE])
+
+    /// The entry names of the last layer of `layout`:`tag` as the bytes the tar headers hold,
+    /// read by Python's tarfile (not this project's tar code).
+    func lastLayerNames(_ layout: String, _ tag: String) throws -> Set<ByteString> {
+        let opened = try ImageLayout(opening: layout)
+        let blob = opened.blobPath(try opened.loadImage(tag: tag).manifest.layers.last!.digest)
+        let script = """
+            import sys, tarfile
+            with tarfile.open(sys.argv[1], "r:gz", encoding="utf-8", errors="surrogateescape") as t:
+                for m in t:
+                    sys.stdout.buffer.write(m.name.encode("utf-8", "surrogateescape") + b"\\0")
+            """
+        let out = try run("/usr/bin/env", ["python3", "-c", script, blob])
+        ok(out)
+        return Set(out.stdoutBytes.split(separator: 0).map { ByteString(bytes: $0) })
+    }
+
+    /// Edits with names that are bytes: the NFD "café" is rewritten (the NFC one is not), a
+    /// Latin-1 name and the 255-byte name are deleted, a name with a newline, a directory with
+    /// a newline in its name and one whose name ends in a backslash (go-mtree writes both raw
+    /// in the manifest's comment line), a
+    /// name that is not UTF-8 in a directory whose name is not UTF-8 and a symlink to a target
+    /// that is not UTF-8 are created, each with a fixed mtime. Written with O_NOFOLLOW on paths whose
+    /// directories are real directories of the rootfs.
+    func changeNames(_ rootfs: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let r = ByteString(rootfs + "/")
+        func create(_ rel: ByteString, _ text: String) {
+            let fd = open((r + rel).c, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            #expect(fd >= 0, "open \(rel): errno \(errno)", sourceLocation: sourceLocation)
+            guard fd >= 0 else { return }
+            let bytes = Array(text.utf8)
+            #expect(Glibc.write(fd, bytes, bytes.count) == bytes.count, sourceLocation: sourceLocation)
+            close(fd)
+        }
+        create(NameTests.nfd, "NFD changed\n")
+        #expect(unlink((r + NameTests.latin1).c) == 0, sourceLocation: sourceLocation)
+        create(Self.newline, "nl\n")
+        #expect(unlink((r + Self.longest).c) == 0, sourceLocation: sourceLocation)
+        create(Self.inLatin1Directory, "added\n")
+        #expect(mkdir((r + Self.newlineDirectory).c, 0o755) == 0, sourceLocation: sourceLocation)
+        create(Self.newlineDirectory + "/inside", "inside\n")
+        #expect(mkdir((r + Self.backslashDirectory).c, 0o755) == 0, sourceLocation: sourceLocation)
+        create(Self.backslashDirectory + "/inside", "inside\n")
+        #expect(symlink(Self.symlinkTarget.c, (r + "d/sym").c) == 0, sourceLocation: sourceLocation)
+        for rel in [NameTests.nfd, Self.newline, Self.inLatin1Directory, "d/sym", Self.newlineDirectory + "/inside",
+                    Self.backslashDirectory + "/inside"] {
+            var times = [timespec(tv_sec: 1_700_000_000, tv_nsec: 0), timespec(tv_sec: 1_700_000_000, tv_nsec: 0)]
+            #expect(utimensat(AT_FDCWD, (r + rel).c, &times, AT_SYMLINK_NOFOLLOW) == 0, sourceLocation: sourceLocation)
+        }
+    }
+
+    func expectNamesChanged(_ layout: String, _ tag: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let names = try lastLayerNames(layout, tag)
+        let whiteouts = [ByteString(bytes: Array("d/.wh.caf".utf8) + [0xE9]), ".wh." + Self.longest]
+        for e in [NameTests.nfd, Self.newline, Self.inLatin1Directory, "d/sym", Self.newlineDirectory + "/inside",
+                  Self.backslashDirectory + "/inside"] + whiteouts {
+            #expect(names.contains(e), "\(e.description.debugDescription) missing from \(names.sorted())", sourceLocation: sourceLocation)
+        }
+        // The NFC spelling is another file, unchanged; so are the others.
+        for e: ByteString in [NameTests.nfc, "d/next", "d/cr\r", "d/link", ByteString(bytes: Array("dir".utf8) + [0xFE, 0x2F] + Array("inner".utf8))] {
+            #expect(!names.contains(e), "\(e.description.debugDescription) in the layer: \(names.sorted())", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// The names image in extract mode: `unpack --extract` gives Debian umoci's rootfs and
+    /// manifest; edits with names that are bytes are repacked by this tool and by Debian's
+    /// umoci, from this tool's bundle and from Debian's, into layers with the same entries;
+    /// Debian's umoci extracts each new image to the edited rootfs. After --refresh-bundle the
+    /// manifest this tool wrote (names and targets that are not UTF-8, NFC and NFD) reads back
+    /// with no change, by this tool and by Debian's umoci.
+    @Test func namesAreBytesInExtractedBundles() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        ok(try umoci("unpack", "--extract", "--cache-dir", dir("cache"), "--image", L + ":names-gzip", dir("E")))
+        ok(try reference("unpack", "--image", L + ":names-gzip", dir("D")))
+        try expectSameTree(dir("E/rootfs"), dir("D/rootfs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        func entries(_ m: MtreeManifest) -> [MtreeManifest.Entry] {
+            m.entries.map { e in
+                var e = e
+                if e.isDirectory { e.keywords["tar_time"] = nil }
+                return e
+            }
+        }
+        let ours = try MtreeManifest.read(try mtreeFile(dir("E"))), theirs = try MtreeManifest.read(try mtreeFile(dir("D")))
+        #expect(entries(ours) == entries(theirs))
+        #expect(ours.byPath().count == ours.entries.count && ours.byPath()[NameTests.nfc] != nil && ours.byPath()[NameTests.nfd] != nil)
+
+        changeNames(dir("E/rootfs"))
+        changeNames(dir("D/rootfs"))
+        try expectSameTree(dir("E/rootfs"), dir("D/rootfs"), compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true)
+        ok(try reference("repack", "--image", L + ":E-by-debian", dir("E")))
+        ok(try umoci("repack", "--image", L + ":D-by-us", dir("D")))
+        ok(try umoci("repack", "--image", L + ":E-by-us", dir("E")))
+        ok(try reference("repack", "--image", L + ":D-by-debian", dir("D")))
+        for tag in ["E-by-debian", "D-by-us", "E-by-us", "D-by-debian"] { try expectNamesChanged(L, tag) }
+        #expect(try lastLayerNames(L, "D-by-us") == lastLayerNames(L, "D-by-debian"))
+        #expect(try lastLayerNames(L, "E-by-us") == lastLayerNames(L, "E-by-debian"))
+        for tag in ["E-by-debian", "D-by-us", "E-by-us", "D-by-debian"] {
+            ok(try reference("raw", "unpack", "--image", L + ":" + tag, dir("check-" + tag)))
+            try expectSameTree(dir("check-" + tag), dir("D/rootfs"), compareDirectoryMtime: { _ in false })
+        }
+
+        // Our manifest of the edited rootfs: nothing changed since, for either tool.
+        ok(try umoci("repack", "--refresh-bundle", "--image", L + ":refreshed", dir("E")))
+        let layers = { (tag: String) throws -> Int in try ImageLayout(opening: L).loadImage(tag: tag).manifest.layers.count }
+        ok(try umoci("repack", "--image", L + ":same-by-us", dir("E")))
+        #expect(try layers("same-by-us") == layers("refreshed"))
+        ok(try reference("repack", "--image", L + ":same-by-debian", dir("E")))
+        #expect(try layers("same-by-debian") == layers("refreshed"), "Debian's umoci finds changes against our manifest")
+        // Debian's manifest of the edited rootfs has the newline directory's comment broken
+        // over two lines (Debian's umoci then whites out "d/with", a path that never was);
+        // this tool reads it as one comment and finds no change.
+        ok(try reference("repack", "--refresh-bundle", "--image", L + ":refreshed-by-debian", dir("D")))
+        ok(try umoci("repack", "--image", L + ":same-after-debian", dir("D")))
+        #expect(try layers("same-after-debian") == layers("refreshed-by-debian"),
+                "changes against Debian's manifest: \((try? lastLayerNames(L, "same-after-debian"))?.sorted() ?? [])")
+    }
+
+    /// An extraction into an existing empty rootfs that fails part way (its tmpfs runs out of
+    /// inodes, after 3 to 13 of them; 14 are enough) leaves the rootfs empty, names that are not UTF-8
+    /// included, and says why in one line, a newline in a name escaped. Each run is in a mount
+    /// namespace of its own; what is left is counted there, by find.
+    @Test func failedExtractionLeavesTheRootfsEmpty() throws {
+        let dir = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir("T"), withIntermediateDirectories: false)
+        var messages: [String] = []
+        for inodes in 3...13 {
+            let script = "mount -t tmpfs -o nr_inodes=\(inodes) none \(dir("T")) || exit 99; "
+                + "\(ourUmoci) raw unpack --cache-dir \(dir("cache")) --image \(fixtureLayout):names \(dir("T")); s=$?; "
+                + "find \(dir("T")) -mindepth 1 -printf x; exit $s"
+            let out = try run("/usr/bin/unshare", ["-m", "/bin/sh", "-c", script])
+            fails(out, containing: "No space left on device")
+            #expect(out.stdout.isEmpty, "nr_inodes=\(inodes): \(out.stdout.count) paths left in the rootfs after \(out.stderr)")
+            messages.append(out.stderr)
+        }
+        // The runs failed after the name with a newline and inside the directory whose name
+        // is not UTF-8 (shown with U+FFFD), so both were there to be removed.
+        #expect(messages.contains { $0.contains("d/new\\nline") }, "\(messages)")
+        #expect(messages.contains { $0.contains("dir\u{FFFD}/inner") }, "\(messages)")
     }
 
     /// A content change that keeps size and mtime is found: through the stamps (ctime moved)

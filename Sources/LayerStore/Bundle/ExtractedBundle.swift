@@ -36,7 +36,8 @@ public enum ExtractedBundle {
     /// One difference between the manifest and the rootfs, as go-mtree names them.
     public struct Delta: Sendable, Equatable {
         public enum Kind: Sendable { case modified, extra, missing }
-        public var path: String
+        /// Relative to the rootfs, as bytes.
+        public var path: ByteString
         public var kind: Kind
     }
 
@@ -47,8 +48,9 @@ public enum ExtractedBundle {
         public var walk: RootfsWalk
     }
 
-    /// Compares the rootfs with the manifest of the bundle's base `manifest`. `masks` (paths
-    /// in the rootfs) are left out with everything below them.
+    /// Compares the rootfs with the manifest of the bundle's base `manifest`, path by path as
+    /// bytes. `masks` (paths in the rootfs, as given on the command line) are left out with
+    /// everything below them.
     public static func changes(_ paths: BundlePaths, base manifest: Digest, masks: [String]) throws(StoreError) -> Changes {
         let file = manifestPath(paths, manifest)
         guard Files.exists(file) else {
@@ -57,7 +59,7 @@ public enum ExtractedBundle {
         let mtree = try MtreeManifest.read(file)
         let walk = try RootfsWalk.walk(rootfs: paths.rootfs, known: try UpperBaseline.read(stampsPath(paths, manifest)), manifest: mtree)
         let before = mtree.byPath()
-        var seen = Set<String>()
+        var seen = Set<ByteString>()
         seen.reserveCapacity(walk.entries.count)
         var deltas: [Delta] = []
         for entry in walk.entries {
@@ -73,25 +75,26 @@ public enum ExtractedBundle {
         // by a file or symlink is hidden by that entry alone. (umoci writes whiteouts below the
         // replacement too, which a reader resolving the parent through a new symlink applies
         // to the symlink's target.)
-        var directories = Set<String>()
+        var directories = Set<ByteString>()
         for entry in walk.entries where entry.isDirectory { directories.insert(entry.path) }
         for entry in mtree.entries where !seen.contains(entry.path) && directories.contains(MtreeManifest.parentPath(entry.path)) {
             deltas.append(Delta(path: entry.path, kind: .missing))
         }
-        let maskSet = Set(masks.map { cleanComponents($0).joined(separator: "/") }.filter { !$0.isEmpty })
+        let maskSet = Set(masks.map { cleanComponents(ByteString($0)) }.filter { !$0.isEmpty })
         deltas.removeAll { isMasked($0.path, maskSet) }
-        deltas.sort { ByteString($0.path) < ByteString($1.path) }
+        deltas.sort { $0.path < $1.path }
         return Changes(deltas: deltas, walk: walk)
     }
 
-    static func isMasked(_ path: String, _ masks: Set<String>) -> Bool {
+    /// Whether `path` or a directory above it is one of `masks` (given as components).
+    static func isMasked(_ path: ByteString, _ masks: Set<[ByteString]>) -> Bool {
         if masks.isEmpty || path == "." { return false }
-        var p = Substring(path)
-        while true {
-            if masks.contains(String(p)) { return true }
-            guard let slash = p.lastIndex(of: "/") else { return false }
-            p = p[..<slash]
+        var components = path.split()
+        while !components.isEmpty {
+            if masks.contains(components) { return true }
+            components.removeLast()
         }
+        return false
     }
 
     /// Finds the changes (see `changes`) and writes them through `diff`: each new or changed
@@ -114,7 +117,7 @@ public enum ExtractedBundle {
             }
             switch delta.kind {
             case .missing: try diff.addWhiteout(for: delta.path)
-            case .modified, .extra: try diff.addEntry(beneath: root, path: ByteString(delta.path), display: paths.rootfs)
+            case .modified, .extra: try diff.addEntry(beneath: root, path: delta.path, display: paths.rootfs)
             }
         }
     }

@@ -8,7 +8,9 @@ import Glibc
 /// then its subdirectories, names in byte order) and gives each path umoci's mtree keywords.
 ///
 /// Everything is read through directory fds opened with O_NOFOLLOW, one name at a time: a
-/// rootfs holds absolute symlinks that resolve on the host, and none is ever followed.
+/// rootfs holds absolute symlinks that resolve on the host, and none is ever followed. Names
+/// and link targets are the bytes the directory and readlink give (ByteString), so a name
+/// that is not UTF-8, or one of two spellings of "café", is its own path.
 ///
 /// Hashing every file is what makes umoci's repack slow. A file's digest is taken from the
 /// manifest instead when its stat stamp (inode, size, mtime, ctime; see UpperBaseline) is the
@@ -42,53 +44,55 @@ struct Walker {
     var result = RootfsWalk()
     let rootfs: String
     let knownStamps: UpperBaseline?
-    let knownDigests: [String: MtreeManifest.Entry]
+    let knownDigests: [ByteString: MtreeManifest.Entry]
     /// Scratch space for hashing, owned by RootfsWalk.walk.
     let buffer: UnsafeMutableRawBufferPointer
 
-    mutating func directory(fd: Int32, st: stat, path: String) throws(StoreError) {
-        let display = path == "." ? rootfs : rootfs + "/" + path
+    mutating func directory(fd: Int32, st: stat, path: ByteString) throws(StoreError) {
+        let display = path == "." ? rootfs : rootfs + "/" + path.description
         result.entries.append(entry(path, st, xattrs: try Xattrs.list(fd: fd, path: display), link: nil, digest: nil))
-        var files: [(String, stat)] = []
-        var directories: [(String, stat)] = []
-        for name in try Files.list(fd: fd, path: display) {
+        var files: [(ByteString, stat)] = []
+        var directories: [(ByteString, stat)] = []
+        for name in try Files.names(fd: fd, path: display) {
             var child = stat()
-            guard fstatat(fd, name, &child, AT_SYMLINK_NOFOLLOW) == 0 else {
+            guard fstatat(fd, name.c, &child, AT_SYMLINK_NOFOLLOW) == 0 else {
                 if errno == ENOENT { continue }  // removed while we walk: it is gone
-                throw .system("stat", display + "/" + name)
+                throw .system("stat", display + "/" + name.description)
             }
             if child.st_mode & S_IFMT == S_IFDIR { directories.append((name, child)) } else { files.append((name, child)) }
         }
-        files.sort { ByteString($0.0) < ByteString($1.0) }
-        directories.sort { ByteString($0.0) < ByteString($1.0) }
+        files.sort { $0.0 < $1.0 }
+        directories.sort { $0.0 < $1.0 }
         for (name, child) in files {
-            try file(parent: fd, name: name, st: child, path: path == "." ? name : path + "/" + name, display: display + "/" + name)
+            try file(parent: fd, name: name, st: child, path: path == "." ? name : path + "/" + name,
+                     display: display + "/" + name.description)
         }
         for (name, child) in directories {
-            let sub = Files.retrying { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            let sub = Files.retrying { openat(fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard sub >= 0 else {
                 if errno == ENOENT { continue }
-                throw .system("open", display + "/" + name)
+                throw .system("open", display + "/" + name.description)
             }
             defer { close(sub) }
             try directory(fd: sub, st: child, path: path == "." ? name : path + "/" + name)
         }
     }
 
-    mutating func file(parent: Int32, name: String, st: stat, path: String, display: String) throws(StoreError) {
+    /// `display` is the path for messages only.
+    mutating func file(parent: Int32, name: ByteString, st: stat, path: ByteString, display: String) throws(StoreError) {
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            if let knownStamps, knownStamps.unchanged(ByteString(path), st), let known = knownDigests[path],
+            if let knownStamps, knownStamps.unchanged(path, st), let known = knownDigests[path],
                let digest = known.keywords["sha256digest"] {
                 // The same ctime: content and xattrs are as the manifest has them.
-                result.stamps.stamps[ByteString(path)] = UpperBaseline.stamp(st)
+                result.stamps.stamps[path] = UpperBaseline.stamp(st)
                 var e = entry(path, st, xattrs: [], link: nil, digest: digest)
                 for key in known.xattrKeys { e.keywords[key] = known.keywords[key] }
                 e.xattrKeys = known.xattrKeys
                 result.entries.append(e)
                 return
             }
-            let fd = Files.retrying { openat(parent, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+            let fd = Files.retrying { openat(parent, name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw .system("open", display) }
             defer { close(fd) }
             var before = stat()
@@ -96,14 +100,14 @@ struct Walker {
             let digest = try hash(fd: fd, path: display)
             var after = stat()
             if fstat(fd, &after) == 0, UpperBaseline.stamp(after) == UpperBaseline.stamp(before) {
-                result.stamps.stamps[ByteString(path)] = UpperBaseline.stamp(before)
+                result.stamps.stamps[path] = UpperBaseline.stamp(before)
             }
             result.entries.append(entry(path, before, xattrs: try Xattrs.list(fd: fd, path: display), link: nil, digest: digest))
         case S_IFLNK:
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-            let n = readlinkat(parent, name, &target, target.count)
+            let n = readlinkat(parent, name.c, &target, target.count)
             guard n >= 0 else { throw .system("readlink", display) }
-            result.entries.append(entry(path, st, xattrs: [], link: String(decoding: target[0..<n], as: UTF8.self), digest: nil))
+            result.entries.append(entry(path, st, xattrs: [], link: target[0..<n], digest: nil))
         default:
             // go-mtree records xattrs of regular files and directories only.
             result.entries.append(entry(path, st, xattrs: [], link: nil, digest: nil))
@@ -124,7 +128,7 @@ struct Walker {
     }
 
     /// The entry of `path` with umoci's keywords, as go-mtree computes them from lstat.
-    func entry(_ path: String, _ st: stat, xattrs: [TarXattr], link: String?, digest: String?) -> MtreeManifest.Entry {
+    func entry(_ path: ByteString, _ st: stat, xattrs: [TarXattr], link: ArraySlice<UInt8>?, digest: String?) -> MtreeManifest.Entry {
         var k: [String: String] = [:]
         k["size"] = String(st.st_size)
         switch st.st_mode & S_IFMT {
@@ -146,7 +150,7 @@ struct Walker {
         if let digest { k["sha256digest"] = digest }
         var xattrKeys: [String] = []
         for x in xattrs {
-            let key = "xattr." + MtreeManifest.vis(x.name)
+            let key = "xattr." + MtreeManifest.vis(x.name.utf8)
             if k[key] == nil { xattrKeys.append(key) }
             k[key] = MtreeManifest.base64(x.value)
         }

@@ -38,7 +38,11 @@ public enum RootfsExtractor {
             if created {
                 try? Files.removeTree(rootfs)
             } else {
-                if let names = try? Files.list(rootfs) { for n in names { try? Files.removeTree(rootfs + "/" + n) } }
+                // By the names' bytes: a name that is not UTF-8 has no String to remove it by.
+                if let fd = try? Files.open(rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) {
+                    try? Files.removeContents(of: fd, path: rootfs)
+                    close(fd)
+                }
             }
             throw error
         }
