@@ -392,27 +392,4 @@ public struct MtreeManifest: Sendable {
 
     /// unvis of a keyword value (a link target).
     public static func unvis(_ value: String) throws(StoreError) -> [UInt8] { try unvis(Array(value.utf8)) }
-
-    // MARK: base64
-
-    static let base64Alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-
-    /// Standard base64 with padding (Go's base64.StdEncoding), for xattr values.
-    public static func base64(_ bytes: [UInt8]) -> String {
-        var out: [UInt8] = []
-        out.reserveCapacity((bytes.count + 2) / 3 * 4)
-        var i = 0
-        while i < bytes.count {
-            let b0 = UInt32(bytes[i])
-            let b1 = i + 1 < bytes.count ? UInt32(bytes[i + 1]) : 0
-            let b2 = i + 2 < bytes.count ? UInt32(bytes[i + 2]) : 0
-            let v = b0 << 16 | b1 << 8 | b2
-            out.append(base64Alphabet[Int(v >> 18 & 63)])
-            out.append(base64Alphabet[Int(v >> 12 & 63)])
-            out.append(i + 1 < bytes.count ? base64Alphabet[Int(v >> 6 & 63)] : UInt8(ascii: "="))
-            out.append(i + 2 < bytes.count ? base64Alphabet[Int(v & 63)] : UInt8(ascii: "="))
-            i += 3
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
 }

@@ -152,7 +152,7 @@ struct Walker {
         for x in xattrs {
             let key = "xattr." + MtreeManifest.vis(x.name.utf8)
             if k[key] == nil { xattrKeys.append(key) }
-            k[key] = MtreeManifest.base64(x.value)
+            k[key] = Base64.encode(x.value)
         }
         return MtreeManifest.Entry(path: path, keywords: k, xattrKeys: xattrKeys)
     }
