@@ -98,7 +98,7 @@ public enum RootfsExtractor {
                 case .characterDevice, .blockDevice where ownership.options.partialRootless:
                     // mknod(2) is not allowed: an empty file in place of the device, as umoci does.
                     ownership.warn("rootless{\(path)} creating empty file in place of device \(inode.devMajor):\(inode.devMinor)")
-                    let ffd = Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0) }
+                    let ffd = Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
                     if ffd < 0 { throw StoreError.system("create", path) }
                     defer { close(ffd) }
                     try applyMetadata(inode: inode, fd: ffd, path: path)
@@ -131,11 +131,15 @@ public enum RootfsExtractor {
             if let owner, fchown(fd, owner.uid, owner.gid) != 0 {
                 throw StoreError.system("chown", path)
             }
-            if fchmod(fd, mode_t(inode.mode)) != 0 { throw StoreError.system("chmod", path) }
+            // Rootless, the xattrs (the owner among them) go on while the file is still the
+            // user's to write: a 0000 file (/etc/shadow) would refuse them afterwards.
+            let xattrsFirst = ownership.options.rootless
+            if !xattrsFirst, fchmod(fd, mode_t(inode.mode)) != 0 { throw StoreError.system("chmod", path) }
             for x in xattrs {
                 let r = x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) }
                 if r != 0 { try ownership.xattrFailed(x.name, path: path) }
             }
+            if xattrsFirst, fchmod(fd, mode_t(inode.mode)) != 0 { throw StoreError.system("chmod", path) }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
                          timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]
             if futimens(fd, &times) != 0 { throw StoreError.system("set times of", path) }
@@ -148,7 +152,8 @@ public enum RootfsExtractor {
             if let owner, fchownat(parent, name.c, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 {
                 throw StoreError.system("chown", path)
             }
-            if inode.type != .symlink, Files.chmodNoFollow(parent, name.c, mode_t(inode.mode)) != 0 {
+            let xattrsFirst = ownership.options.rootless
+            if !xattrsFirst, inode.type != .symlink, Files.chmodNoFollow(parent, name.c, mode_t(inode.mode)) != 0 {
                 throw StoreError.system("chmod", path)
             }
             if !xattrs.isEmpty {
@@ -158,6 +163,9 @@ public enum RootfsExtractor {
                     let r = x.value.withUnsafeBytes { lsetxattr(proc.c, x.name, $0.baseAddress, $0.count, 0) }
                     if r != 0 { try ownership.xattrFailed(x.name, path: path) }
                 }
+            }
+            if xattrsFirst, inode.type != .symlink, Files.chmodNoFollow(parent, name.c, mode_t(inode.mode)) != 0 {
+                throw StoreError.system("chmod", path)
             }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
                          timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]

@@ -41,12 +41,13 @@ public struct RootlessOwnership {
         return (nil, xattrs)
     }
 
-    /// An xattr could not be set (errno is set): rootless or in a user namespace an EPERM
-    /// (trusted.*, security.*, user.* on a symlink) is expected and only warned about, as
-    /// umoci does; anything else is an error.
+    /// An xattr could not be set (errno is set): rootless or in a user namespace a permission
+    /// error (EPERM for trusted.*, security.*, user.* on a symlink; EACCES) is expected and
+    /// only warned about, as umoci does (its os.ErrPermission is either); anything else is an
+    /// error.
     func xattrFailed(_ name: String, path: String) throws(StoreError) {
         let code = errno
-        if options.partialRootless && code == EPERM {
+        if options.partialRootless && (code == EPERM || code == EACCES) {
             warn("rootless{\(path)} ignoring (usually) harmless EPERM on setxattr \"\(name)\"")
             return
         }

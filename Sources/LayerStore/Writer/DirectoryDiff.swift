@@ -276,6 +276,11 @@ public struct DirectoryDiff {
             if let first = hardlinks[UInt64(st.st_dev)]?[UInt64(st.st_ino)] {
                 entry.type = .hardlink
                 entry.linkName = first
+                if ownership?.options.rootless == true {
+                    // Rootless, the owner umoci writes on a hardlink too is in this xattr.
+                    let all = (try? Xattrs.list(parent: parent, name: name, path: displayPath)) ?? []
+                    entry.xattrs = all.filter { $0.name == RootlessResource.xattrName }
+                }
                 try emitMapped(entry)
                 return
             }
@@ -293,6 +298,8 @@ public struct DirectoryDiff {
             if !isUnchangedDirectory(entryName, entry) { try emitMapped(entry) }
             if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline) }
         case S_IFREG:
+            let grant = ReadGrant(parent: parent, name: name.c, st: st)  // a rootless 0000 file
+            defer { grant.restore() }
             let fd = Files.retrying { openat(parent, name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw .store(.system("open", displayPath)) }
             defer { close(fd) }
