@@ -108,8 +108,19 @@ public struct MapOptions: Sendable, Equatable {
     /// Whether this process runs in a user namespace that does not map every id (umoci's
     /// RunningInUserNS): device nodes cannot be made there, and an EPERM on setxattr is expected.
     public static let inUserNamespace: Bool = {
-        guard let bytes = try? Files.read("/proc/self/uid_map") else { return false }
+        // A /proc file reports size 0: read until the end.
+        let fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fd, &chunk, chunk.count)
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
         let fields = String(decoding: bytes, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" })
+        if fields.isEmpty { return false }
         return !(fields.count == 3 && fields[0] == "0" && fields[1] == "0" && fields[2] == "4294967295")
     }()
 

@@ -95,7 +95,7 @@ public enum RootfsExtractor {
                 case .symlink:
                     if symlinkat(inode.linkName.c, fd, name.c) != 0 { throw StoreError.system("symlink", path) }
                     try applyMetadata(inode: inode, parent: fd, name: name, path: path)
-                case .characterDevice, .blockDevice where ownership.options.partialRootless:
+                case .characterDevice where ownership.options.partialRootless, .blockDevice where ownership.options.partialRootless:
                     // mknod(2) is not allowed: an empty file in place of the device, as umoci does.
                     ownership.warn("rootless{\(path)} creating empty file in place of device \(inode.devMajor):\(inode.devMinor)")
                     let ffd = Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
