@@ -131,15 +131,15 @@ public enum RootfsExtractor {
             if let owner, fchown(fd, owner.uid, owner.gid) != 0 {
                 throw StoreError.system("chown", path)
             }
-            // Rootless, the xattrs (the owner among them) go on while the file is still the
-            // user's to write: a 0000 file (/etc/shadow) would refuse them afterwards.
-            let xattrsFirst = ownership.options.rootless
-            if !xattrsFirst, fchmod(fd, mode_t(inode.mode)) != 0 { throw StoreError.system("chmod", path) }
+            // The mode before the xattrs, as umoci: rootless, a 0000 file (/etc/shadow) then
+            // refuses user.rootlesscontainers and loses its owner with a warning, as in umoci.
+            // (Setting it first would keep the owner, but umoci 0.4.7 cannot read such an xattr
+            // back and then fails to repack the bundle.)
+            if fchmod(fd, mode_t(inode.mode)) != 0 { throw StoreError.system("chmod", path) }
             for x in xattrs {
                 let r = x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) }
                 if r != 0 { try ownership.xattrFailed(x.name, path: path) }
             }
-            if xattrsFirst, fchmod(fd, mode_t(inode.mode)) != 0 { throw StoreError.system("chmod", path) }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
                          timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]
             if futimens(fd, &times) != 0 { throw StoreError.system("set times of", path) }
@@ -152,8 +152,7 @@ public enum RootfsExtractor {
             if let owner, fchownat(parent, name.c, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 {
                 throw StoreError.system("chown", path)
             }
-            let xattrsFirst = ownership.options.rootless
-            if !xattrsFirst, inode.type != .symlink, Files.chmodNoFollow(parent, name.c, mode_t(inode.mode)) != 0 {
+            if inode.type != .symlink, Files.chmodNoFollow(parent, name.c, mode_t(inode.mode)) != 0 {
                 throw StoreError.system("chmod", path)
             }
             if !xattrs.isEmpty {
@@ -163,9 +162,6 @@ public enum RootfsExtractor {
                     let r = x.value.withUnsafeBytes { lsetxattr(proc.c, x.name, $0.baseAddress, $0.count, 0) }
                     if r != 0 { try ownership.xattrFailed(x.name, path: path) }
                 }
-            }
-            if xattrsFirst, inode.type != .symlink, Files.chmodNoFollow(parent, name.c, mode_t(inode.mode)) != 0 {
-                throw StoreError.system("chmod", path)
             }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
                          timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]
