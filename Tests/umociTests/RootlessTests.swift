@@ -151,9 +151,13 @@ func lastLayerListing(_ layout: String, _ tag: String) throws -> [String] {
         for bundle in ["O", "D"] {
             ok(try user.run("/bin/sh", ["-c", edits], directory: work + "/" + bundle + "/rootfs"))
         }
+        let LX = user.dir("LX")
+        ok(try run("/bin/cp", ["-a", L, LX]))
         ok(try user.run(ourUmoci, ["repack", "--image", L + ":new", work + "/O"]))
         ok(try user.run(debianUmoci, ["repack", "--image", LD + ":new", work + "/D"]))
+        ok(try user.run(ourUmoci, ["repack", "--image", LX + ":new", work + "/D"]))  // their bundle, our repack
         let ours = try lastLayerListing(L, "new"), theirs = try lastLayerListing(LD, "new")
+        #expect(try lastLayerListing(LX, "new") == theirs)
         #expect(ours == theirs, "ours:\n\(ours.joined(separator: "\n"))\ntheirs:\n\(theirs.joined(separator: "\n"))")
         #expect(ours.contains("bigid b'0' 0o644 3000000:3000001 7  []"), "\(ours)")
         #expect(ours.contains("home/user/notes b'0' 0o600 1000:1000 1005  []"), "\(ours)")
@@ -257,6 +261,24 @@ func lastLayerListing(_ layout: String, _ tag: String) throws -> [String] {
         let layer = try lastLayerListing(L, "ran")
         #expect(layer.contains("root/made b'0' 0o644 0:0 2  []"), "\(layer)")
         #expect(!layer.contains { $0.hasPrefix("home/") }, "\(layer)")
+    }
+
+    /// What LXC's oci template does in an unprivileged container: `umoci --log=error unpack
+    /// --rootless` as root of a user namespace (here `unshare -r` by the user): the same tree and
+    /// map options as Debian's umoci there, devices as empty files, nothing on stderr.
+    @Test func insideAUserNamespace() throws {
+        let user = try UnprivilegedUser()
+        let L = try user.layout()
+        let work = user.directory("w")
+        let ours = try user.run("/usr/bin/unshare", ["-r", ourUmoci, "--log=error", "unpack", "--rootless", "--cache-dir", work + "/cache",
+                                                     "--image", L + ":basic", work + "/O"])
+        ok(ours)
+        #expect(ours.stderr.isEmpty, "\(ours)")
+        ok(try user.run("/usr/bin/unshare", ["-r", debianUmoci, "--log=error", "unpack", "--rootless", "--image", L + ":basic", work + "/D"]))
+        try expectSameTree(work + "/O/rootfs", work + "/D/rootfs", compareDirectoryMtime: { _ in false })
+        #expect(try readJSON(work + "/O/umoci.json")["map_options"] == (try readJSON(work + "/D/umoci.json"))["map_options"])
+        #expect(try lstat(work + "/O/rootfs/dev/null").st_mode == S_IFREG | 0o666)
+        #expect(try lstat(work + "/O/rootfs/bigid").st_uid == user.uid)
     }
 
     /// Maps are umoci's `container:host[:size]`; errors name the flag; explicit mount mode says
