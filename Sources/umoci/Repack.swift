@@ -85,6 +85,8 @@ extension Umoci {
                     diff.mtimeClamp = clamp
                     if !extracted { diff.base = baseView }
                     if extracted {
+                        let mapOptions = metadata.mapOptions
+                        if !mapOptions.isIdentity { diff.ownership = RootlessOwnership(options: mapOptions, warn: { Log.warn($0) }) }
                         changes = try ExtractedBundle.addChanges(paths, base: from.manifest.digest, masks: masks, to: &diff)
                     } else {
                         try diff.addContents(ofDirectory: paths.upper)

@@ -10,7 +10,7 @@ extension Umoci {
         static let configuration = CommandConfiguration(
             commandName: "unpack", abstract: "unpacks a reference into an OCI runtime bundle",
             discussion: """
-                usage: umoci unpack [--extract] --image <image-path>[:<tag>] <bundle>
+                usage: umoci unpack [--extract] [--rootless] [--uid-map container:host[:size]]... [--gid-map ...]... --image <image-path>[:<tag>] <bundle>
 
                 By default the bundle's rootfs is not extracted: it is the image mounted \
                 copy-on-write (FUSE), with every change written to the bundle's upper directory, \
@@ -21,6 +21,12 @@ extension Umoci {
                 repack compares the rootfs with. Without either, unpack extracts when FUSE \
                 cannot be used (no /dev/fuse, mount refused) and says why in one line; \
                 UMOCI_UNPACK_MODE=mount makes that an error instead.
+
+                --rootless, --uid-map, --gid-map and any unpack by a user other than root extract \
+                (as umoci does): owners are mapped to the host through the maps; rootless every \
+                file belongs to the user, an image owner other than root is kept in the \
+                user.rootlesscontainers xattr, device nodes become empty files, and config.json \
+                is umoci's rootless runtime spec. The maps are kept in umoci.json for repack.
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -28,9 +34,10 @@ extension Umoci {
         @OptionGroup var layers: LayerOptions
         @Flag(name: .customLong("extract"), help: "extract the rootfs as a plain directory (umoci's bundle format) instead of mounting it")
         var extract = false
-        @Flag(name: .customLong("rootless"), help: .hidden) var rootless = false
-        @Option(name: .customLong("uid-map"), help: .hidden) var uidMap: [String] = []
-        @Option(name: .customLong("gid-map"), help: .hidden) var gidMap: [String] = []
+        @Flag(name: .customLong("rootless"), help: "enable rootless unpacking support (implies --uid-map 0:$(id -u):1 --gid-map 0:$(id -g):1 unless given)")
+        var rootless = false
+        @Option(name: .customLong("uid-map"), help: "a uid mapping container:host[:size] (repeatable)") var uidMap: [String] = []
+        @Option(name: .customLong("gid-map"), help: "a gid mapping container:host[:size] (repeatable)") var gidMap: [String] = []
         @Argument(help: "the bundle directory to create") var arguments: [String] = []
 
         /// The bundle mode asked for, and whether it was asked for explicitly (no fallback).
@@ -43,17 +50,38 @@ extension Umoci {
             return (mode, true)
         }
 
+        /// umoci's map options: --rootless defaults each missing map to the user's own id as
+        /// the container's root.
+        func mapOptions() throws -> MapOptions {
+            var options = MapOptions(rootless: rootless)
+            let uids = !uidMap.isEmpty || !rootless ? uidMap : ["0:\(geteuid()):1"]
+            let gids = !gidMap.isEmpty || !rootless ? gidMap : ["0:\(getegid()):1"]
+            do {
+                options.uidMappings = try uids.map { s throws(StoreError) in try IdMapping(parsing: s, flag: "--uid-map") }
+                options.gidMappings = try gids.map { s throws(StoreError) in try IdMapping(parsing: s, flag: "--gid-map") }
+            } catch {
+                throw UsageError(error.message)
+            }
+            return options
+        }
+
         func run() throws {
             let ref = try image.reference()
             try expectArguments(arguments, 1, "<bundle>")
-            if rootless || !uidMap.isEmpty || !gidMap.isEmpty {
-                throw UsageError("--rootless, --uid-map and --gid-map are not supported yet")
-            }
+            let mapOptions = try mapOptions()
             let paths = BundlePaths(arguments[0])
             for existing in [paths.config, paths.rootfs, paths.metadata] where Files.exists(existing) {
                 throw StoreError("create runtime bundle: \(existing) already exists")
             }
-            let (mode, explicit) = try requestedMode()
+            var (mode, explicit) = try requestedMode()
+            // The mount server runs as root and serves the image's own owners; rootless or mapped
+            // ownership is extraction's (a rootless FUSE mount is not there yet).
+            if mode == .mount && (!mapOptions.isIdentity || geteuid() != 0) {
+                if explicit {
+                    Log.warn("mount mode needs root and no --rootless/--uid-map/--gid-map (a rootless mount is not implemented yet): extracting the rootfs instead (umoci's bundle format)")
+                }
+                (mode, explicit) = (.extract, true)
+            }
             let cache = layers.cache()
             if mode == .mount {
                 do {
@@ -70,8 +98,8 @@ extension Umoci {
                 let created = try BundleCreation(paths, extracting: loaded.path.manifest.digest)
                 do {
                     Log.info("unpacking rootfs ...")
-                    try ExtractedBundle.create(view, paths, from: loaded.path)
-                    try writeRuntimeConfig(loaded, paths)
+                    try ExtractedBundle.create(view, paths, from: loaded.path, mapOptions: mapOptions, warn: { Log.warn($0) })
+                    try writeRuntimeConfig(loaded, paths, mapOptions)
                 } catch {
                     created.undo()
                     throw error
@@ -111,9 +139,10 @@ extension Umoci {
             Log.info("unpacked image bundle: \(paths.bundle)")
         }
 
-        func writeRuntimeConfig(_ loaded: Image, _ paths: BundlePaths) throws {
-            let spec = try RuntimeSpec.generate(config: loaded.config, rootfs: paths.rootfs, rootPath: "rootfs",
+        func writeRuntimeConfig(_ loaded: Image, _ paths: BundlePaths, _ mapOptions: MapOptions = MapOptions()) throws {
+            var spec = try RuntimeSpec.generate(config: loaded.config, rootfs: paths.rootfs, rootPath: "rootfs",
                                                 warn: { Log.warn($0) })
+            try RuntimeSpec.apply(mapOptions, to: &spec, warn: { Log.warn($0) })
             try Files.writeAtomically(paths.config, JSON.object(spec).serialized(indent: "\t") + [0x0A])
         }
     }

@@ -19,16 +19,20 @@ public struct BundleMetadata: Sendable {
         }
         json = object
         _ = try fromDescriptorPath(path: path)
+        _ = try MapOptions(json: object["map_options"], path: path)
+    }
+
+    /// `map_options`: the mappings and rootless flag of the unpack, which repack uses again.
+    public var mapOptions: MapOptions {
+        (try? MapOptions(json: json["map_options"], path: BundleMetadata.fileName)) ?? MapOptions()
     }
 
     /// A mounted bundle's metadata with `mount`, an extracted one's without.
-    public init(from path: DescriptorPath, mount: Mount?) {
+    public init(from path: DescriptorPath, mount: Mount?, mapOptions: MapOptions = MapOptions()) {
         json = JSONObject()
         json["umoci_version"] = .string(BundleMetadata.umociVersion)
         setFromDescriptorPath(path)
-        json["map_options"] = .object(JSONObject([
-            "uid_mappings": .null, "gid_mappings": .null, "rootless": .bool(false),
-        ]))
+        json["map_options"] = mapOptions.json
         self.mount = mount
         json["unpack_mode"] = .string((mount == nil ? Mode.extract : Mode.mount).rawValue)
     }

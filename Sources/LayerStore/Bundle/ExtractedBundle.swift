@@ -24,13 +24,15 @@ public enum ExtractedBundle {
     /// Extracts `view` into the bundle's rootfs (which must be missing or empty) and records
     /// it: the mtree manifest, the stamps and `umoci.json`. The caller removes what was
     /// created when this throws.
-    public static func create(_ view: MergedView, _ paths: BundlePaths, from: DescriptorPath) throws(StoreError) {
-        try RootfsExtractor.extract(view, to: paths.rootfs)
+    /// `mapOptions` (mappings, rootless) are applied as umoci does and kept in `umoci.json`.
+    public static func create(_ view: MergedView, _ paths: BundlePaths, from: DescriptorPath,
+                              mapOptions: MapOptions = MapOptions(), warn: @escaping (String) -> Void = { _ in }) throws(StoreError) {
+        try RootfsExtractor.extract(view, to: paths.rootfs, options: mapOptions, warn: warn)
         let walk = try RootfsWalk.walk(rootfs: paths.rootfs)
         let digest = from.manifest.digest
         try Files.writeAtomically(manifestPath(paths, digest), MtreeManifest(entries: walk.entries).serialized(tree: paths.rootfs))
         try walk.stamps.write(stampsPath(paths, digest))
-        try BundleMetadata(from: from, mount: nil).write(bundle: paths.bundle)
+        try BundleMetadata(from: from, mount: nil, mapOptions: mapOptions).write(bundle: paths.bundle)
     }
 
     /// One difference between the manifest and the rootfs, as go-mtree names them.

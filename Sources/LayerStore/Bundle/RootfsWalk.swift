@@ -92,11 +92,14 @@ struct Walker {
                 result.entries.append(e)
                 return
             }
+            let grant = ReadGrant(parent: parent, name: name.c, st: st)  // a rootless 0000 file
+            defer { grant.restore() }
             let fd = Files.retrying { openat(parent, name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw .system("open", display) }
             defer { close(fd) }
             var before = stat()
             guard fstat(fd, &before) == 0 else { throw .system("stat", display) }
+            before.st_mode = grant.original(before.st_mode)
             let digest = try hash(fd: fd, path: display)
             var after = stat()
             if fstat(fd, &after) == 0, UpperBaseline.stamp(after) == UpperBaseline.stamp(before) {

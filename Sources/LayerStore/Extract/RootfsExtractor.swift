@@ -15,7 +15,17 @@ public enum RootfsExtractor {
 
     /// Extracts into `rootfs`, which must not exist or be an empty directory. On failure
     /// whatever was created is removed again.
-    public static func extract(_ view: MergedView, to rootfs: String) throws(StoreError) {
+    ///
+    /// `options` are umoci's map options: owners are mapped to the host through the mappings
+    /// (an id outside them is an error, as in umoci); rootless, nothing is chowned (every file
+    /// belongs to the user) and an owner other than root is kept in `user.rootlesscontainers`
+    /// (see RootlessOwnership). `warn` gets what umoci warns about (devices made empty files,
+    /// xattrs the user cannot set).
+    public static func extract(_ view: MergedView, to rootfs: String, options: MapOptions = MapOptions(),
+                               warn: @escaping (String) -> Void = { _ in }) throws(StoreError) {
+        // umoci checks that the container's root has a host id before anything is written.
+        _ = try MapOptions.toHost(0, options.uidMappings, kind: "uid")
+        _ = try MapOptions.toHost(0, options.gidMappings, kind: "gid")
         var created = false
         if Files.exists(rootfs) {
             guard Files.isDirectory(rootfs), (try Files.list(rootfs)).isEmpty else {
@@ -30,7 +40,7 @@ public enum RootfsExtractor {
             defer { close(rootFd) }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
             defer { buffer.deallocate() }
-            var state = State(view: view, rootFd: rootFd, buffer: buffer)
+            var state = State(view: view, rootFd: rootFd, buffer: buffer, ownership: RootlessOwnership(options: options, warn: warn))
             try state.fill(directory: MergedView.root, fd: rootFd)
             try state.applyMetadata(inode: view.inode(of: MergedView.root), fd: rootFd, path: rootfs)
         } catch {
@@ -55,6 +65,8 @@ public enum RootfsExtractor {
         var firstPath: [Int32: ByteString] = [:]
         /// Scratch space for copying file data, owned by `extract`.
         let buffer: UnsafeMutableRawBufferPointer
+        /// How owners and xattrs are written (mappings, rootless).
+        let ownership: RootlessOwnership
 
         mutating func fill(directory: Int32, fd: Int32) throws(StoreError) {
             for child in view.children(of: directory) {
@@ -87,6 +99,13 @@ public enum RootfsExtractor {
                 case .symlink:
                     if symlinkat(inode.linkName.c, fd, name.c) != 0 { throw StoreError.system("symlink", path) }
                     try applyMetadata(inode: inode, parent: fd, name: name, path: path)
+                case .characterDevice where ownership.options.partialRootless, .blockDevice where ownership.options.partialRootless:
+                    // mknod(2) is not allowed: an empty file in place of the device, as umoci does.
+                    ownership.warn("rootless{\(path)} creating empty file in place of device \(inode.devMajor):\(inode.devMinor)")
+                    let ffd = Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+                    if ffd < 0 { throw StoreError.system("create", path) }
+                    defer { close(ffd) }
+                    try applyMetadata(inode: inode, fd: ffd, path: path)
                 case .characterDevice, .blockDevice, .fifo:
                     let kind: mode_t = inode.type == .fifo ? S_IFIFO : inode.type == .blockDevice ? S_IFBLK : S_IFCHR
                     let dev = umoci_makedev(inode.devMajor, inode.devMinor)
@@ -112,13 +131,18 @@ public enum RootfsExtractor {
 
         /// Owner, then mode (chown clears setuid), xattrs, then times, on an open file.
         func applyMetadata(inode: MergedView.Inode, fd: Int32, path: String) throws(StoreError) {
-            if fchown(fd, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid)) != 0 {
+            let (owner, xattrs) = try ownership.hostOwner(inode, path: path)
+            if let owner, fchown(fd, owner.uid, owner.gid) != 0 {
                 throw StoreError.system("chown", path)
             }
+            // The mode before the xattrs, as umoci: rootless, a 0000 file (/etc/shadow) then
+            // refuses user.rootlesscontainers and loses its owner with a warning, as in umoci.
+            // (Setting it first would keep the owner, but umoci 0.4.7 cannot read such an xattr
+            // back and then fails to repack the bundle.)
             if fchmod(fd, mode_t(inode.mode)) != 0 { throw StoreError.system("chmod", path) }
-            for x in inode.xattrs {
+            for x in xattrs {
                 let r = x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) }
-                if r != 0 { throw StoreError.system("set xattr \(x.name) on", path) }
+                if r != 0 { try ownership.xattrFailed(x.name, path: path) }
             }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
                          timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]
@@ -128,18 +152,19 @@ public enum RootfsExtractor {
         /// The same for what cannot be opened (symlinks, devices, FIFOs): by name in its
         /// directory, never following a symlink.
         func applyMetadata(inode: MergedView.Inode, parent: Int32, name: ByteString, path: String) throws(StoreError) {
-            if fchownat(parent, name.c, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), AT_SYMLINK_NOFOLLOW) != 0 {
+            let (owner, xattrs) = try ownership.hostOwner(inode, path: path)
+            if let owner, fchownat(parent, name.c, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 {
                 throw StoreError.system("chown", path)
             }
             if inode.type != .symlink, Files.chmodNoFollow(parent, name.c, mode_t(inode.mode)) != 0 {
                 throw StoreError.system("chmod", path)
             }
-            if !inode.xattrs.isEmpty {
+            if !xattrs.isEmpty {
                 // The directory fd pins the parent; the name is a single component.
                 let proc = ByteString("/proc/self/fd/\(parent)/") + name
-                for x in inode.xattrs {
+                for x in xattrs {
                     let r = x.value.withUnsafeBytes { lsetxattr(proc.c, x.name, $0.baseAddress, $0.count, 0) }
-                    if r != 0 { throw StoreError.system("set xattr \(x.name) on", path) }
+                    if r != 0 { try ownership.xattrFailed(x.name, path: path) }
                 }
             }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),

@@ -159,6 +159,7 @@ public enum Files {
             throw .system("stat", path)
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
+            _ = makeRemovable(AT_FDCWD, path, st)
             let fd = try open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
             defer { close(fd) }
             try removeContents(of: fd, path: path)
@@ -234,12 +235,20 @@ public enum Files {
     }
 
     /// Removes everything inside an open directory, never following a symlink.
+    /// A directory a user other than root owns but cannot list or empty (a rootless rootfs has
+    /// 0555 /usr, /proc…) gets u+rwx before it is removed, as umoci's unpriv.RemoveAll does.
+    static func makeRemovable(_ dirfd: Int32, _ name: UnsafePointer<CChar>, _ st: stat) -> Int32 {
+        guard geteuid() != 0, st.st_uid == geteuid(), st.st_mode & 0o700 != 0o700 else { return 0 }
+        return chmodNoFollow(dirfd, name, (st.st_mode & 0o7777) | 0o700)
+    }
+
     public static func removeContents(of directory: Int32, path: String) throws(StoreError) {
         for name in try names(fd: directory, path: path) {
             let sub = path + "/" + name.description
             var st = stat()
             if fstatat(directory, name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
             if (st.st_mode & S_IFMT) == S_IFDIR {
+                _ = makeRemovable(directory, name.c, st)
                 let fd = retrying { openat(directory, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
                 if fd < 0 { throw .system("open", sub) }
                 defer { close(fd) }

@@ -54,6 +54,9 @@ public struct DirectoryDiff {
     /// as umoci leaves out unchanged directories; and the root directory's own changes (mode,
     /// owner, xattrs) go in as a "." entry, as umoci writes it.
     public var base: MergedView?
+    /// The map options of an extracted bundle unpacked with mappings or rootless: owners are
+    /// mapped back (and taken from `user.rootlesscontainers`) before entries are written.
+    public var ownership: RootlessOwnership?
     let buffer: UnsafeMutableRawBufferPointer
 
     public init(writer: LayerBlobWriter, masks: [String] = [], baseline: UpperBaseline? = nil) {
@@ -185,6 +188,15 @@ public struct DirectoryDiff {
         return seconds
     }
 
+    /// An entry made from a file: its owner mapped back into the container first (umoci's
+    /// mapHeader; see RootlessOwnership), when the tree was unpacked with mappings or rootless.
+    mutating func emitMapped(_ entry: TarEntry) throws(Failure) {
+        guard let ownership else { return try emit(entry) }
+        var entry = entry
+        do { try ownership.containerEntry(&entry) } catch { throw .store(error) }
+        try emit(entry)
+    }
+
     mutating func emit(_ entry: TarEntry) throws(Failure) {
         do {
             try writer.write(try TarWriter.header(for: entry))
@@ -264,7 +276,12 @@ public struct DirectoryDiff {
             if let first = hardlinks[UInt64(st.st_dev)]?[UInt64(st.st_ino)] {
                 entry.type = .hardlink
                 entry.linkName = first
-                try emit(entry)
+                if ownership?.options.rootless == true {
+                    // Rootless, the owner umoci writes on a hardlink too is in this xattr.
+                    let all = (try? Xattrs.list(parent: parent, name: name, path: displayPath)) ?? []
+                    entry.xattrs = all.filter { $0.name == RootlessResource.xattrName }
+                }
+                try emitMapped(entry)
                 return
             }
             hardlinks[UInt64(st.st_dev), default: [:]][UInt64(st.st_ino)] = entryName
@@ -278,9 +295,11 @@ public struct DirectoryDiff {
             entry.type = .directory
             entry.name = entryName == "." ? "." : entryName + "/"
             do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
-            if !isUnchangedDirectory(entryName, entry) { try emit(entry) }
+            if !isUnchangedDirectory(entryName, entry) { try emitMapped(entry) }
             if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline) }
         case S_IFREG:
+            let grant = ReadGrant(parent: parent, name: name.c, st: st)  // a rootless 0000 file
+            defer { grant.restore() }
             let fd = Files.retrying { openat(parent, name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw .store(.system("open", displayPath)) }
             defer { close(fd) }
@@ -289,7 +308,7 @@ public struct DirectoryDiff {
             entry.size = Int64(before.st_size)
             entry.mtime = layerMtime(before.st_mtim)
             do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
-            try emit(entry)
+            try emitMapped(entry)
             try copyData(fd: fd, size: entry.size, path: displayPath)
             var after = stat()
             guard fstat(fd, &after) == 0, after.st_size == before.st_size,
@@ -304,7 +323,7 @@ public struct DirectoryDiff {
             guard n >= 0 else { throw .store(.system("readlink", displayPath)) }
             entry.linkName = ByteString(bytes: target[0..<n])
             do { entry.xattrs = try Xattrs.list(parent: parent, name: name, path: displayPath) } catch { throw .store(error) }
-            try emit(entry)
+            try emitMapped(entry)
         case S_IFCHR, S_IFBLK, S_IFIFO:
             entry.type = kind == S_IFCHR ? .characterDevice : kind == S_IFBLK ? .blockDevice : .fifo
             if kind != S_IFIFO {
@@ -312,7 +331,7 @@ public struct DirectoryDiff {
                 entry.devMinor = umoci_minor(st.st_rdev)
             }
             do { entry.xattrs = try Xattrs.list(parent: parent, name: name, path: displayPath) } catch { throw .store(error) }
-            try emit(entry)
+            try emitMapped(entry)
         default:
             return
         }
