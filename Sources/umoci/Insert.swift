@@ -41,7 +41,8 @@ extension Umoci {
                 var img = try layout.loadImage(tag: ref.tag)
                 let layerCompression = requested ?? LayerCompression.auto(for: img.manifest.layers)
                 let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
-                let (layer, _) = try LayerWriting.write(compression: layerCompression, layout: layout) { diff throws(DirectoryDiff.Failure) in
+                let (layer, _) = try LayerWriting.write(compression: layerCompression, layout: layout,
+                                                        restarted: LayerWriting.logRestart) { diff throws(DirectoryDiff.Failure) in
                     diff.mtimeClamp = clamp
                     if whiteout {
                         try diff.addWhiteout(for: target)
@@ -54,12 +55,7 @@ extension Umoci {
                         try diff.add(path: arguments[0], as: target)
                     }
                 }
-                let entry = try history.entry(createdBy: "umoci insert", author: img.config.author, emptyLayer: layer == nil)
-                if let layer {
-                    img.appendLayer(layer.descriptor, diffID: layer.diffID, history: entry)
-                } else if let entry {
-                    img.config.appendHistory(entry)
-                }
+                img.add(layer, history: try history.entry(createdBy: "umoci insert", author: img.config.author, emptyLayer: layer == nil))
                 try layout.commit(img, tag: tag ?? ref.tag)
             }
         }
@@ -95,10 +91,14 @@ extension Umoci {
                     throw error
                 }
                 let layer = try writer.finish()
-                let entry = try history.entry(createdBy: "umoci raw add-layer", author: img.config.author, emptyLayer: false)
-                img.appendLayer(layer.descriptor, diffID: layer.diffID, history: entry)
+                img.add(layer, history: try history.entry(createdBy: "umoci raw add-layer", author: img.config.author, emptyLayer: false))
                 try layout.commit(img, tag: tag ?? ref.tag)
             }
         }
     }
+}
+
+extension LayerWriting {
+    /// What the commands say when a layer is started over.
+    static func logRestart(_ change: DirectoryDiff.FileChanged) { Log.info("\(change); starting the layer over") }
 }

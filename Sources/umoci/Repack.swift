@@ -81,7 +81,7 @@ extension Umoci {
                                          options: MergedView.Options(keepDirlinks: m.keepDirlinks, regionCacheBytes: 0))
                 }
                 let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks,
-                                                           baseline: baseline) { diff throws(DirectoryDiff.Failure) in
+                                                           baseline: baseline, restarted: LayerWriting.logRestart) { diff throws(DirectoryDiff.Failure) in
                     diff.mtimeClamp = clamp
                     if !extracted { diff.base = baseView }
                     if extracted {
@@ -92,12 +92,7 @@ extension Umoci {
                         try diff.addContents(ofDirectory: paths.upper)
                     }
                 }
-                let entry = try history.entry(createdBy: "umoci repack", author: base.config.author, emptyLayer: layer == nil)
-                if let layer {
-                    base.appendLayer(layer.descriptor, diffID: layer.diffID, history: entry)
-                } else if let entry {
-                    base.config.appendHistory(entry)
-                }
+                base.add(layer, history: try history.entry(createdBy: "umoci repack", author: base.config.author, emptyLayer: layer == nil))
                 let newPath = try layout.commit(base, tag: ref.tag)
                 Log.info("new image manifest created: \(newPath.manifest.digest)")
                 if refreshBundle, let changes {
@@ -126,46 +121,6 @@ struct CompressionOption: ParsableArguments {
         case "none": return LayerCompression.none
         default: throw UsageError("invalid --compress: unknown layer compression type \"\(compress)\" (auto, gzip, zstd or none)")
         }
-    }
-}
-
-/// Writing one layer through DirectoryDiff, starting over when a file changes while it is read.
-enum LayerWriting {
-    static let attempts = 3
-
-    /// The new layer, or nil when `fill` produced no entry at all (nothing changed), and
-    /// every entry the walk saw (the baseline for the next repack).
-    static func write(
-        compression: LayerCompression, layout: ImageLayout, masks: [String] = [], baseline: UpperBaseline? = nil,
-        fill: (inout DirectoryDiff) throws(DirectoryDiff.Failure) -> Void
-    ) throws -> (layer: (descriptor: Descriptor, diffID: Digest)?, seen: UpperBaseline) {
-        var lastChange = ""
-        for _ in 0..<attempts {
-            let writer = try LayerBlobWriter(layout: layout, compression: compression)
-            var diff = DirectoryDiff(writer: writer, masks: masks, baseline: baseline)
-            defer { diff.release() }
-            do throws(DirectoryDiff.Failure) {
-                try fill(&diff)
-                try diff.addWhiteoutsForRemovedEntries()
-                if diff.entryCount == 0 {
-                    writer.abort()
-                    return (nil, diff.seen)
-                }
-                try diff.finish()
-            } catch {
-                writer.abort()
-                switch error {
-                case .changed(let change):
-                    lastChange = change.path
-                    Log.info("\(change); starting the layer over")
-                    continue
-                case .store(let error):
-                    throw error
-                }
-            }
-            return (try writer.finish(), diff.seen)
-        }
-        throw StoreError("\(lastChange) kept changing while it was being read (\(attempts) attempts); stop writing to it and try again")
     }
 }
 
