@@ -68,6 +68,7 @@ extension Umoci {
         func run() throws {
             let ref = try image.reference()
             try expectArguments(arguments, 1, "<bundle>")
+            guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             let mapOptions = try mapOptions()
             let paths = BundlePaths(arguments[0])
             for existing in [paths.config, paths.rootfs, paths.metadata] where Files.exists(existing) {

@@ -31,6 +31,7 @@ import Testing
             ["raw", "add-layer", "--image", L + ":t", ""],
             ["unpack", "--image", L + ":t"],
             ["unpack", "--image", L + ":t", dir("b1"), dir("b2")],
+            ["unpack", "--image", L + ":t", ""],
             ["tag", "--image", L + ":t"],
             ["tag", "--image", L + ":t", "a", "b"],
             ["new", "--image", L + ":u", "x"],
