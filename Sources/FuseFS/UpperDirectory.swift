@@ -132,7 +132,7 @@ extension OverlayFS {
 
     /// Records `name` in an upper directory as deleted (UpperWhiteout).
     func makeWhiteout(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
-        if UpperWhiteout.make(dirfd, name) != 0 { throw Errno.current }
+        if UpperWhiteout.make(dirfd, name, root: upperRoot) != 0 { throw Errno.current }
     }
 
     func makeMarker(_ dirfd: Int32, _ name: ByteString) throws(Errno) {

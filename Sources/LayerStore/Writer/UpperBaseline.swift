@@ -40,6 +40,12 @@ public struct UpperBaseline: Sendable, Equatable {
     /// Whether `path` is exactly as it was stamped (and was not changed within the tick in
     /// which the stamps were taken).
     public func unchanged(_ path: ByteString, _ st: stat) -> Bool {
+        // A `.wh.` file cannot change but by going away: its stamp is its shared inode's
+        // (UpperWhiteout), whose ctime every new whiteout moves.
+        if let recorded = stamps[path], UpperWhiteout.isWhiteoutFile(path.split().last ?? ByteString()),
+           (st.st_mode & S_IFMT) == S_IFREG, recorded.hasPrefix("\(S_IFREG) ") {
+            return true
+        }
         guard let recorded = stamps[path], recorded == UpperBaseline.stamp(st) else { return false }
         guard let started else { return true }
         return FileTime(st.st_ctim) < started
@@ -122,7 +128,7 @@ extension UpperBaseline {
             var st = stat()
             if fstatat(parent, base.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
             missing.insert(path)
-            if UpperWhiteout.make(parent, base) != 0 { throw StoreError.system("create whiteout for", upper + "/" + path.description) }
+            if UpperWhiteout.make(parent, base, root: root) != 0 { throw StoreError.system("create whiteout for", upper + "/" + path.description) }
         }
     }
 }
