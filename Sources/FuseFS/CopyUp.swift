@@ -189,10 +189,16 @@ extension OverlayFS {
         }
         var current = openat(upperRoot, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
         if current < 0 { throw Errno.current }
+        var path: [ByteString] = []
         for n in chain.reversed() {
             let name = view.name(of: n)
+            path.append(name)
             if !exists(current, name) {
                 do throws(Errno) { try copyUpObject(dirfd: current, name: name, lower: n) } catch { close(current); throw error }
+                // A node the kernel knows for this directory must look in its upper directory
+                // from now on (resolve), or the names linked there stay hidden behind the lower
+                // ones: stale data and link counts.
+                if let id = nodeAt(path) { update(id, upper: true, lower: n) }
             }
             let next = openat(current, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             let saved = errno
