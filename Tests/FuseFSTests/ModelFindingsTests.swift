@@ -24,4 +24,25 @@ struct ModelFindingsTests {
         #expect(st.st_nlink == 4)
         #expect(st.st_ino == lstatOrNil(m.path("hard-b"))?.st_ino)
     }
+
+    /// An upper directory that moves to where the image has a directory becomes opaque; the
+    /// marker file it gets is internal and must not change its mtime (on ext4, neither rename
+    /// nor RENAME_EXCHANGE changes the moved directory's mtime).
+    @Test func movingADirectoryOverAnImageDirectoryKeepsItsMtime() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        let old = timespec(tv_sec: 1_000_000_000, tv_nsec: 5)
+        func setOld(_ p: String) { var t = [old, old]; #expect(utimensat(AT_FDCWD, m.path(p), &t, AT_SYMLINK_NOFOLLOW) == 0) }
+        func mtime(_ p: String) -> Int? { lstatOrNil(m.path(p)).map { $0.st_mtim.tv_sec } }
+        #expect(mkdir(m.path("nd"), 0o755) == 0)
+        #expect(mkdir(m.path("nd/x"), 0o755) == 0)
+        setOld("nd/x")
+        #expect(renameat2(m.path("nd/x"), m.path("etc"), 2) == 0)
+        #expect(mtime("etc") == 1_000_000_000, "RENAME_EXCHANGE with an image directory")
+        #expect(lstatOrNil(m.path("nd/x/hostname")) != nil)
+        #expect(mkdir(m.path("nd/y"), 0o755) == 0)
+        setOld("nd/y")
+        #expect(rename(m.path("nd/y"), m.path("xattr-dir")) == 0)
+        #expect(mtime("xattr-dir") == 1_000_000_000, "rename over an empty image directory")
+    }
 }
