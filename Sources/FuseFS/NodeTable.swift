@@ -163,6 +163,16 @@ extension OverlayFS {
         if !kept { close(fd) }
     }
 
+    /// Makes fd (an anonymous copy of a detached lower file) node `id`'s orphan; false if the
+    /// node is gone or has one.
+    func adoptOrphan(_ id: UInt64, _ fd: Int32) -> Bool {
+        state.withLock { s -> Bool in
+            guard let n = s.nodes[id], n.parent == 0, n.orphan < 0 else { return false }
+            s.nodes[id]!.orphan = fd
+            return true
+        }
+    }
+
     func orphan(_ id: UInt64) -> Int32? {
         state.withLock { s in s.nodes[id].flatMap { $0.orphan >= 0 ? $0.orphan : nil } }
     }

@@ -238,6 +238,10 @@ extension OverlayFS {
                 invalidateOtherNames(of: id, st)
                 return presentUpper(st, mergedDir: false)
             }
+            if orphan(id) == nil, id != OverlayFS.rootId {
+                let n = try snapshot(id)
+                if n.parent == 0 && !n.upper && n.lower >= 0 { try copyUpOrphan(id, lower: n.lower) }
+            }
             if let orphan = orphan(id), try snapshot(id).parent == 0 {
                 // Unlinked while open: the file itself, through a descriptor of its own.
                 let fd = Glibc.open("/proc/self/fd/\(orphan)", (change.size != nil ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC)

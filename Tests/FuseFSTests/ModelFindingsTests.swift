@@ -45,4 +45,28 @@ struct ModelFindingsTests {
         #expect(rename(m.path("nd/y"), m.path("xattr-dir")) == 0)
         #expect(mtime("xattr-dir") == 1_000_000_000, "rename over an empty image directory")
     }
+
+    /// fchmod, fchown and futimens through a descriptor of an image file that was then
+    /// unlinked (or replaced by a rename) work as on ext4, and fstat shows the change; they
+    /// failed with ENOENT when the file had never been copied up.
+    @Test func changingAnUnlinkedImageFileThroughItsDescriptor() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        let before = try #require(lstatOrNil(m.path("subsecond")))
+        let fd = open(m.path("subsecond"), O_RDONLY)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        #expect(rename(m.path("etc/hostname"), m.path("subsecond")) == 0)
+        #expect(err(fchmod(fd, 0o400)) == 0)
+        #expect(err(fchown(fd, 1234, 5678)) == 0)
+        var st = stat()
+        #expect(fstat(fd, &st) == 0)
+        #expect(st.st_mode & 0o7777 == 0o400 && st.st_uid == 1234 && st.st_gid == 5678 && st.st_nlink == 0)
+        #expect(st.st_ino == before.st_ino, "the file keeps its st_ino")
+        #expect(st.st_mtim.tv_sec == before.st_mtim.tv_sec && st.st_mtim.tv_nsec == before.st_mtim.tv_nsec)
+        var buffer = [UInt8](repeating: 0, count: 8)
+        #expect(pread(fd, &buffer, 8, 0) == 1 && buffer[0] == UInt8(ascii: "t"), "the data is still readable")
+        #expect(readText(m.path("subsecond")) == "test\n", "the name shows the renamed file")
+        #expect(listNames(m.upper)?.contains { $0.hasPrefix(".wh..wh..umoci") } == false, "nothing internal is left in upper")
+    }
 }
