@@ -129,7 +129,9 @@ extension OverlayFS {
 
     /// Queues, for invalidation after the reply, the other nodes naming the upper file `st`.
     func invalidateOtherNames(of id: UInt64, _ st: stat) {
-        guard (st.st_mode & S_IFMT) != S_IFDIR, st.st_nlink > 1 else { return }
+        // Not only while the file has several names: a name unlinked while open stays in
+        // `links` (its node is detached) and must see the file lose its last name.
+        guard (st.st_mode & S_IFMT) != S_IFDIR else { return }
         let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
         let others = state.withLock { s in (s.links[key] ?? []).subtracting([id]) }
         for other in others { queueInvalidation(other) }

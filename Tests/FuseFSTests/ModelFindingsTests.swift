@@ -69,4 +69,24 @@ struct ModelFindingsTests {
         #expect(readText(m.path("subsecond")) == "test\n", "the name shows the renamed file")
         #expect(listNames(m.upper)?.contains { $0.hasPrefix(".wh..wh..umoci") } == false, "nothing internal is left in upper")
     }
+
+    /// A descriptor of one name of a file with two names, after that name is unlinked: a
+    /// write through the other name and that name's unlink show in its fstat at once (the
+    /// kernel cached the attributes it got when the file was down to one link).
+    @Test func openUnlinkedNameSeesChangesThroughTheOtherName() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        #expect(writeFile(m.path("f"), "x") == 0)
+        #expect(link(m.path("f"), m.path("g")) == 0)
+        let fd = open(m.path("g"), O_RDWR)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        #expect(unlink(m.path("g")) == 0)
+        var st = stat()
+        #expect(fstat(fd, &st) == 0 && st.st_nlink == 1 && st.st_size == 1)
+        #expect(writeFile(m.path("f"), "longer", flags: O_WRONLY | O_APPEND) == 0)
+        #expect(fstat(fd, &st) == 0 && st.st_size == 7, "the write through f")
+        #expect(unlink(m.path("f")) == 0)
+        #expect(fstat(fd, &st) == 0 && st.st_nlink == 0, "no name left")
+    }
 }
