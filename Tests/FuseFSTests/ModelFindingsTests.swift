@@ -89,4 +89,29 @@ struct ModelFindingsTests {
         #expect(unlink(m.path("f")) == 0)
         #expect(fstat(fd, &st) == 0 && st.st_nlink == 0, "no name left")
     }
+
+    /// fsetxattr, fgetxattr, flistxattr and fremovexattr through the descriptor of a file
+    /// unlinked while open (an image file never copied up, and an upper file) work as on ext4;
+    /// they failed with ENOENT.
+    @Test func xattrsOfAnUnlinkedOpenFile() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        #expect(writeFile(m.path("upper-file"), "u") == 0)
+        for (name, flags) in [("xattr-file", O_RDONLY), ("upper-file", O_RDWR)] {
+            let fd = open(m.path(name), flags)
+            #expect(fd >= 0)
+            defer { close(fd) }
+            #expect(unlink(m.path(name)) == 0)
+            #expect(err(fsetxattr(fd, "user.new", "v", 1, 0)) == 0, "\(name)")
+            var buffer = [UInt8](repeating: 0, count: 64)
+            #expect(fgetxattr(fd, "user.new", &buffer, buffer.count) == 1, "\(name)")
+            let n = flistxattr(fd, nil, 0)
+            #expect(n > 0, "\(name)")
+            #expect(err(fremovexattr(fd, "user.new")) == 0, "\(name)")
+            #expect(fgetxattr(fd, "user.new", &buffer, buffer.count) == -1 && errno == ENODATA, "\(name)")
+            if name == "xattr-file" {
+                #expect(fgetxattr(fd, "user.comment", &buffer, buffer.count) == 5, "the image's xattrs are kept")
+            }
+        }
+    }
 }
