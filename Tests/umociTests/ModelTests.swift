@@ -585,7 +585,7 @@ final class Model {
                 guard !held.isEmpty else { continue }
                 let slot = number(0...(held.count - 1))
                 let h = held[slot]
-                switch number(0...5) {
+                switch number(0...8) {
                 case 0:
                     let offset = number(0...4000), length = number(1...5000)
                     return Operation(name: "pread \(length) at \(offset) from \(h.label)", touched: []) { _, index in
@@ -612,6 +612,28 @@ final class Model {
                     let mode = pick([0o644, 0o600, 0o4755, 0o400] as [mode_t])
                     return Operation(name: "fchmod \(h.label) \(String(mode, radix: 8))", touched: []) { _, index in
                         self.result(fchmod(h.fds[index], mode))
+                    }
+                case 5:
+                    let uid = pick([0, 1000, UInt32.max]), gid = pick([0, 1000, 3_000_001, UInt32.max])
+                    return Operation(name: "fchown \(h.label) \(Int32(bitPattern: uid)):\(Int32(bitPattern: gid))", touched: []) { _, index in
+                        self.result(fchown(h.fds[index], uid, gid))
+                    }
+                case 6:
+                    let key = pick(["user.a", "user.comment"]), value = bytes(number(1...20))
+                    let remove = chance(30)
+                    return Operation(name: remove ? "fremovexattr \(h.label) \(key)" : "fsetxattr \(h.label) \(key) \(value.count) bytes", touched: []) { _, index in
+                        self.result(remove ? fremovexattr(h.fds[index], key) : fsetxattr(h.fds[index], key, value, value.count, 0))
+                    }
+                case 7:
+                    return Operation(name: "flistxattr, fgetxattr \(h.label)", touched: []) { _, index in
+                        var list = [CChar](repeating: 0, count: 4096)
+                        let n = flistxattr(h.fds[index], &list, list.count)
+                        if n < 0 { return "flistxattr: \(errorName(errno))" }
+                        return list[0..<n].split(separator: 0).map { String(cString: Array($0) + [0]) }.sorted().map { key in
+                            var value = [UInt8](repeating: 0, count: 4096)
+                            let m = fgetxattr(h.fds[index], key, &value, value.count)
+                            return m < 0 ? "\(key):\(errorName(errno))" : "\(key)=\(digest(value[0..<m]))"
+                        }.joined(separator: ",")
                     }
                 default:
                     return Operation(name: "close \(h.label)", touched: []) { _, index in
