@@ -28,7 +28,9 @@ import Glibc
 ///   apart): an mtime from before the test must be the same on both sides; one set during the
 ///   test must be so on both sides ("new"),
 /// - names starting with `.wh.` are never used: the mount refuses them (EINVAL), a deliberate
-///   limit (docs/design.md, "The mount").
+///   limit (docs/design.md, "The mount"); device nodes are never opened (the mount is nodev,
+///   and in the plain directory they are the host's devices),
+/// - after repack, xattrs with empty values and the root directory (see runSeed).
 @Suite(.enabled(if: fuseAvailable, "FUSE is not available here (/dev/fuse)"), .serialized)
 struct ModelTests {
     static let images = ["basic", "whiteouts", "names"]
