@@ -75,22 +75,7 @@ extension OverlayFS {
                 let fd = openat(dirfd, temp.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                 if fd < 0 { throw Errno.current }
                 defer { close(fd) }
-                if data {
-                    let buffer = ThreadBuffer.get(1 << 20)
-                    var offset: Int64 = 0
-                    while offset < a.size {
-                        let n: Int
-                        do { n = try view.read(inode: number, at: offset, into: buffer) } catch { throw Errno(EIO) }
-                        if n <= 0 { break }
-                        var done = 0
-                        while done < n {
-                            let w = pwrite(fd, buffer.baseAddress! + done, n - done, off_t(offset) + off_t(done))
-                            if w < 0 { if errno == EINTR { continue }; throw Errno.current }
-                            done += w
-                        }
-                        offset += Int64(n)
-                    }
-                }
+                if data { try copyLowerData(of: lower, to: fd) }
             case .symlink:
                 if symlinkat(view.inode(number: number).linkName.c, dirfd, temp.c) != 0 { throw Errno.current }
             case .characterDevice, .blockDevice, .fifo:
@@ -112,6 +97,54 @@ extension OverlayFS {
             try linkOtherNames(of: lower, to: dirfd, name)
         }
     }
+
+    /// Writes the data of lower file `lower` into fd.
+    func copyLowerData(of lower: Int32, to fd: Int32) throws(Errno) {
+        let number = view.inodeNumber(of: lower)
+        let size = view.attributes(ofInode: number).size
+        let buffer = ThreadBuffer.get(1 << 20)
+        var offset: Int64 = 0
+        while offset < size {
+            let n: Int
+            do { n = try view.read(inode: number, at: offset, into: buffer) } catch { throw Errno(EIO) }
+            if n <= 0 { break }
+            var done = 0
+            while done < n {
+                let w = pwrite(fd, buffer.baseAddress! + done, n - done, off_t(offset) + off_t(done))
+                if w < 0 { if errno == EINTR { continue }; throw Errno.current }
+                done += w
+            }
+            offset += Int64(n)
+        }
+    }
+
+    /// A lower file that was unlinked or replaced while open, never copied up, is about to
+    /// change through its open file (fchmod, fchown, futimens): on ext4 that works, so it
+    /// becomes an anonymous upper file (O_TMPFILE in the upper directory: never linked, never
+    /// packed) with its data and metadata and st_ino, kept as the node's orphan.
+    func copyUpOrphan(_ id: UInt64, lower: Int32) throws(Errno) {
+        let number = view.inodeNumber(of: lower)
+        let type = view.attributes(ofInode: number).type
+        guard type == .regular || type == .hardlink else { throw Errno(ENOENT) }
+        let fd = openat(upperRoot, ".", OverlayFS.O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
+        if fd < 0 { throw Errno.current }
+        do throws(Errno) {
+            try copyLowerData(of: lower, to: fd)
+            try applyLowerMetadata(dirfd: fd, name: nil, lower: lower)
+        } catch {
+            close(fd)
+            throw error
+        }
+        var st = stat()
+        if fstat(fd, &st) == 0 {
+            let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+            state.withLock { s in s.inoMap[key] = lowerIno(number) }
+        }
+        if !adoptOrphan(id, fd) { close(fd) }
+    }
+
+    /// O_TMPFILE (with its O_DIRECTORY bit), which Glibc's Swift module does not export.
+    static let O_TMPFILE: Int32 = 0o20000000 | O_DIRECTORY
 
     // MARK: Hardlink groups
 
@@ -189,10 +222,16 @@ extension OverlayFS {
         }
         var current = openat(upperRoot, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
         if current < 0 { throw Errno.current }
+        var path: [ByteString] = []
         for n in chain.reversed() {
             let name = view.name(of: n)
+            path.append(name)
             if !exists(current, name) {
                 do throws(Errno) { try copyUpObject(dirfd: current, name: name, lower: n) } catch { close(current); throw error }
+                // A node the kernel knows for this directory must look in its upper directory
+                // from now on (resolve), or the names linked there stay hidden behind the lower
+                // ones: stale data and link counts.
+                if let id = nodeAt(path) { update(id, upper: true, lower: n) }
             }
             let next = openat(current, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             let saved = errno

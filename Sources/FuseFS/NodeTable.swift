@@ -129,7 +129,9 @@ extension OverlayFS {
 
     /// Queues, for invalidation after the reply, the other nodes naming the upper file `st`.
     func invalidateOtherNames(of id: UInt64, _ st: stat) {
-        guard (st.st_mode & S_IFMT) != S_IFDIR, st.st_nlink > 1 else { return }
+        // Not only while the file has several names: a name unlinked while open stays in
+        // `links` (its node is detached) and must see the file lose its last name.
+        guard (st.st_mode & S_IFMT) != S_IFDIR else { return }
         let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
         let others = state.withLock { s in (s.links[key] ?? []).subtracting([id]) }
         for other in others { queueInvalidation(other) }
@@ -165,6 +167,16 @@ extension OverlayFS {
             return true
         }
         if !kept { close(fd) }
+    }
+
+    /// Makes fd (an anonymous copy of a detached lower file) node `id`'s orphan; false if the
+    /// node is gone or has one.
+    func adoptOrphan(_ id: UInt64, _ fd: Int32) -> Bool {
+        state.withLock { s -> Bool in
+            guard let n = s.nodes[id], n.parent == 0, n.orphan < 0 else { return false }
+            s.nodes[id]!.orphan = fd
+            return true
+        }
     }
 
     func orphan(_ id: UInt64) -> Int32? {

@@ -238,6 +238,10 @@ extension OverlayFS {
                 invalidateOtherNames(of: id, st)
                 return presentUpper(st, mergedDir: false)
             }
+            if orphan(id) == nil, id != OverlayFS.rootId {
+                let n = try snapshot(id)
+                if n.parent == 0 && !n.upper && n.lower >= 0 { try copyUpOrphan(id, lower: n.lower) }
+            }
             if let orphan = orphan(id), try snapshot(id).parent == 0 {
                 // Unlinked while open: the file itself, through a descriptor of its own.
                 let fd = Glibc.open("/proc/self/fd/\(orphan)", (change.size != nil ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC)
@@ -439,6 +443,16 @@ extension OverlayFS {
 
     // MARK: Extended attributes
 
+    /// ensureUpper, or for a file unlinked while open its orphan (an anonymous copy of the
+    /// image file if it has none).
+    private func ensureUpperOrOrphan(_ id: UInt64) throws(Errno) {
+        let n = try snapshot(id)
+        guard n.parent == 0, id != OverlayFS.rootId, !n.upper else { return try ensureUpper(id) }
+        if orphan(id) != nil { return }
+        guard n.lower >= 0 else { throw Errno(ENOENT) }
+        try copyUpOrphan(id, lower: n.lower)
+    }
+
     /// Runs one xattr call on node id's upper object itself, never following it: the root
     /// through its fd (`.fd`), anything else by its /proc/self/fd/DIR/NAME path with the
     /// l*xattr calls (`.path`), which do not follow the last component.
@@ -448,6 +462,15 @@ extension OverlayFS {
         let r: Int
         if id == OverlayFS.rootId {
             r = body(.fd(upperRoot))
+        } else if let orphan = orphan(id), try snapshot(id).parent == 0 {
+            // Unlinked while open: the file itself, through a descriptor of its own (a regular
+            // file only: the orphan of anything else is never opened).
+            var st = stat()
+            guard fstat(orphan, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw Errno(ENOENT) }
+            let fd = Glibc.open("/proc/self/fd/\(orphan)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            if fd < 0 { throw Errno.current }
+            defer { close(fd) }
+            r = body(.fd(fd))
         } else {
             let n = try snapshot(id)
             guard n.parent != 0 else { throw Errno(ENOENT) }
@@ -463,7 +486,7 @@ extension OverlayFS {
     func getxattr(_ id: UInt64, _ key: ByteString, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
-            if n.upper {
+            if n.upper || (n.parent == 0 && orphan(id) != nil) {
                 return try xattrTarget(id) { t in
                     switch t {
                     case .fd(let fd): return fgetxattr(fd, key.c, buffer?.baseAddress, buffer?.count ?? 0)
@@ -483,7 +506,7 @@ extension OverlayFS {
     func listxattr(_ id: UInt64, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
-            if n.upper {
+            if n.upper || (n.parent == 0 && orphan(id) != nil) {
                 let list = buffer?.baseAddress?.assumingMemoryBound(to: CChar.self)
                 return try xattrTarget(id) { t in
                     switch t {
@@ -507,7 +530,7 @@ extension OverlayFS {
 
     func setxattr(_ id: UInt64, _ key: ByteString, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
         try exclusive { () throws(Errno) in
-            try ensureUpper(id)
+            try ensureUpperOrOrphan(id)
             _ = try xattrTarget(id) { t in
                 switch t {
                 case .fd(let fd): return Int(fsetxattr(fd, key.c, value.baseAddress, value.count, flags))
@@ -521,13 +544,13 @@ extension OverlayFS {
     func removexattr(_ id: UInt64, _ key: ByteString) throws(Errno) {
         try exclusive { () throws(Errno) in
             let n = try snapshot(id)
-            if !n.upper {
+            if !n.upper && orphan(id) == nil {
                 // Nothing to copy up for an attribute the file does not have.
                 guard n.lower >= 0, view.inode(of: n.lower).xattrs.contains(where: { ByteString($0.name) == key }) else {
                     throw Errno(ENODATA)
                 }
             }
-            try ensureUpper(id)
+            try ensureUpperOrOrphan(id)
             _ = try xattrTarget(id) { t in
                 switch t {
                 case .fd(let fd): return Int(fremovexattr(fd, key.c))

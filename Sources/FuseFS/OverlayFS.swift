@@ -289,7 +289,8 @@ final class OverlayFS: @unchecked Sendable {
             return presentUpper(st, mergedDir: false)
         }
         let n = try snapshot(id)
-        if n.upper {
+        // (An unlinked lower file that was changed while open has an anonymous copy: its orphan.)
+        if n.upper || (n.parent == 0 && id != OverlayFS.rootId && orphan(id) != nil) {
             let st = try upperStat(id, n)
             return presentUpper(st, mergedDir: (st.st_mode & S_IFMT) == S_IFDIR && n.lower >= 0)
         }

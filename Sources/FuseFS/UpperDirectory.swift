@@ -145,10 +145,15 @@ extension OverlayFS {
         if fchown(fd, 0, 0) != 0 || fchmod(fd, 0) != 0 { throw Errno.current }
     }
 
+    /// Makes an upper directory opaque. The marker is internal: the directory keeps its times
+    /// (a directory moved over an image directory keeps its mtime, as on ext4).
     func makeOpaque(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
         let fd = try openChildDir(dirfd, name)
         defer { close(fd) }
+        var before = stat()
+        if fstat(fd, &before) != 0 { throw Errno.current }
         try makeMarker(fd, OverlayFS.opaqueName)
+        try restoreTimes(fd, before)
     }
 
     /// Removes every `.wh.*` file in an upper directory (before removing or replacing it).

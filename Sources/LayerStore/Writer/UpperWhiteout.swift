@@ -80,7 +80,18 @@ public enum UpperWhiteout {
         return 0
     }
 
+    /// Makes the shared file, leaving the root's times as they were (the mount shows them).
     private static func makeShared(_ root: Int32) -> Int32 {
+        var before = stat()
+        if fstat(root, &before) != 0 { return -1 }
+        defer {
+            let saved = errno
+            var times = (before.st_atim, before.st_mtim)
+            _ = withUnsafePointer(to: &times) { p in
+                p.withMemoryRebound(to: timespec.self, capacity: 2) { utimensat(root, "", $0, 0x1000 /* AT_EMPTY_PATH */) }
+            }
+            errno = saved
+        }
         let temp = ByteString(".wh..wh..umoci-whiteout-" + String(UInt64.random(in: 0...UInt64.max), radix: 16))
         let fd = openat(root, temp.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
         if fd < 0 { return -1 }
