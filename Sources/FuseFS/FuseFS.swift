@@ -30,7 +30,8 @@ public struct MountOptions: Sendable {
 /// - Changed or new objects are real files, directories, symlinks and nodes in the upper
 ///   directory, with their real owner, mode, times and xattrs (the server runs as root).
 /// - Deleting something the lower view has at that path leaves `.wh.NAME` (an empty regular
-///   file, mode 0, root-owned) in the upper copy of its parent directory; for a NAME of 252
+///   file, mode 0, root-owned; all of them hardlinks of one shared file in the upper root,
+///   see UpperWhiteout) in the upper copy of its parent directory; for a NAME of 252
 ///   bytes or more (no room for `.wh.`) a character device 0/0 at NAME itself (UpperWhiteout).
 /// - A directory that replaces a lower directory wholesale (mkdir where a lower directory was
 ///   deleted, or a renamed directory that came from or lands on lower content) holds an empty
