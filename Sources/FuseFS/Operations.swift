@@ -252,16 +252,19 @@ extension OverlayFS {
             }
             try ensureUpper(id, data: change.size != 0)
             let n = try snapshot(id)
+            var st = stat()
             if id == OverlayFS.rootId {
                 try apply(change, fd: upperRoot, dirfd: -1, name: "")
+                if fstat(upperRoot, &st) != 0 { throw Errno.current }
             } else {
                 guard n.parent != 0 else { throw Errno(ENOENT) }
                 let dir = try openUpperDir(n.parent)
                 defer { dir.close() }
                 try apply(change, fd: -1, dirfd: dir.fd, name: n.name)
+                if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
             }
-            invalidateOtherNames(of: id, try upperStat(id, n))
-            return try getattr(id)
+            invalidateOtherNames(of: id, st)
+            return presentUpper(st, mergedDir: (st.st_mode & S_IFMT) == S_IFDIR && n.lower >= 0)
         }
     }
 

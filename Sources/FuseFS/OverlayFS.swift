@@ -440,8 +440,13 @@ final class OverlayFS: @unchecked Sendable {
                 if symlinkat(target.c, dir.fd, name.c) != 0 { throw Errno.current }
             }
             do throws(Errno) {
-                if fchownat(dir.fd, name.c, uid, gid, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
-                if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name.c, mode) != 0 { throw Errno.current }
+                if fd >= 0 {
+                    // The new file's own descriptor: no path to resolve again.
+                    if fchown(fd, uid, gid) != 0 || fchmod(fd, mode) != 0 { throw Errno.current }
+                } else {
+                    if fchownat(dir.fd, name.c, uid, gid, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+                    if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name.c, mode) != 0 { throw Errno.current }
+                }
                 if case .directory = kind, let l = lowerAt(parent, name), viewIsDirectory(l) {
                     try makeOpaque(dir.fd, name)
                 }
