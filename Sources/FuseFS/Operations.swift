@@ -214,7 +214,7 @@ extension OverlayFS {
             noteIdentity(id, st)
             noteIdentity(newId, st)
             invalidateOtherNames(of: newId, st)
-            return (newId, presentUpper(st, mergedDir: false))
+            return (newId, presentUpper(reportingOwner(st, .at(to.fd, newName)), mergedDir: false))
         }
     }
 
@@ -236,7 +236,7 @@ extension OverlayFS {
                 var st = stat()
                 if fstat(fd, &st) != 0 { throw Errno.current }
                 invalidateOtherNames(of: id, st)
-                return presentUpper(st, mergedDir: false)
+                return presentUpper(reportingOwner(st, .fd(fd)), mergedDir: false)
             }
             if let orphan = orphan(id), try snapshot(id).parent == 0 {
                 // Unlinked while open: the file itself, through a descriptor of its own.
@@ -266,7 +266,9 @@ extension OverlayFS {
         let target = fd >= 0 ? "" : name
         let base = fd >= 0 ? fd : dirfd
         let nofollow = fd >= 0 ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
-        if c.uid != nil || c.gid != nil {
+        if ownership != nil && (c.uid != nil || c.gid != nil) {
+            try rootlessChown(fd >= 0 ? .fd(fd) : .at(dirfd, name), uid: c.uid, gid: c.gid)
+        } else if c.uid != nil || c.gid != nil {
             if fchownat(base, target.c, c.uid ?? uid_t.max, c.gid ?? gid_t.max, nofollow) != 0 { throw Errno.current }
         }
         if let mode = c.mode {

@@ -1,0 +1,130 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import LayerStore
+
+/// The owners of a mount served by an unprivileged user (`MountOptions.ownership`), who cannot
+/// chown anything in the upper directory:
+/// - an image file reports its owner mapped to the host through the maps (container id ->
+///   host id); an id outside the maps reports the mapped container root (the server's own id
+///   when 0 is not mapped either), as umoci's rootless extraction would own it; the image keeps
+///   the true owner, so repack writes it again;
+/// - every upper object belongs to the server's user; its container owner is kept in umoci's
+///   `user.rootlesscontainers` xattr (RootlessResource, 0 stored as "no change", no xattr for
+///   root:root) and reported from there, mapped to the host. Creating, chowning and copying up
+///   write that xattr instead of chowning. A symlink cannot carry user.* xattrs: its owner is
+///   root's, as with umoci;
+/// - device nodes cannot be made: the image's show as empty regular files with the device's
+///   permissions (what umoci's rootless extraction makes of them), and a copy-up makes one.
+///   Creating a device through the mount fails (EPERM), as it does for the user.
+/// The upper directory is then exactly a rootless umoci rootfs's ownership convention, and a
+/// repack reads it with RootlessOwnership (rootless).
+public struct MountOwnership: Sendable {
+    public let uidMappings: [IdMapping]
+    public let gidMappings: [IdMapping]
+    let rootUid: uid_t
+    let rootGid: gid_t
+
+    public init(uidMappings: [IdMapping], gidMappings: [IdMapping]) {
+        self.uidMappings = uidMappings
+        self.gidMappings = gidMappings
+        rootUid = (try? MapOptions.toHost(0, uidMappings, kind: "uid")).map { uid_t(truncatingIfNeeded: $0) } ?? geteuid()
+        rootGid = (try? MapOptions.toHost(0, gidMappings, kind: "gid")).map { gid_t(truncatingIfNeeded: $0) } ?? getegid()
+    }
+
+    /// The host id a container (image) id reports.
+    func hostUid(_ id: Int64) -> uid_t {
+        (try? MapOptions.toHost(id, uidMappings, kind: "uid")).map { uid_t(truncatingIfNeeded: $0) } ?? rootUid
+    }
+
+    func hostGid(_ id: Int64) -> gid_t {
+        (try? MapOptions.toHost(id, gidMappings, kind: "gid")).map { gid_t(truncatingIfNeeded: $0) } ?? rootGid
+    }
+
+    /// The container id of a request's host id (the caller); one outside the maps (the user
+    /// outside any namespace, when the maps do not hold its id) is the container's root.
+    func containerUid(_ id: uid_t) -> UInt32 {
+        (try? MapOptions.toContainer(Int64(id), uidMappings, kind: "uid")).map { UInt32(truncatingIfNeeded: $0) } ?? 0
+    }
+
+    func containerGid(_ id: gid_t) -> UInt32 {
+        (try? MapOptions.toContainer(Int64(id), gidMappings, kind: "gid")).map { UInt32(truncatingIfNeeded: $0) } ?? 0
+    }
+
+    /// Device nodes show as regular files (see above).
+    static func reportedType(_ t: TarEntryType) -> TarEntryType {
+        t == .characterDevice || t == .blockDevice ? .regular : t
+    }
+}
+
+/// Where an upper object's xattrs are read and written: a descriptor of it (O_PATH too:
+/// through its /proc/self/fd link, which names the object itself), or a name in an upper
+/// directory (never followed: l*xattr through /proc/self/fd/DIR/NAME).
+enum UpperObject {
+    case fd(Int32)
+    case at(Int32, ByteString)
+
+    func get(_ key: String, _ buffer: UnsafeMutableRawBufferPointer) -> Int {
+        switch self {
+        case .fd(let fd): return getxattr("/proc/self/fd/\(fd)", key, buffer.baseAddress, buffer.count)
+        case .at(let dirfd, let name): return lgetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, buffer.baseAddress, buffer.count)
+        }
+    }
+
+    func set(_ key: String, _ value: [UInt8]) -> Int32 {
+        value.withUnsafeBytes { v in
+            switch self {
+            case .fd(let fd): return setxattr("/proc/self/fd/\(fd)", key, v.baseAddress, v.count, 0)
+            case .at(let dirfd, let name): return lsetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, v.baseAddress, v.count, 0)
+            }
+        }
+    }
+
+    func remove(_ key: String) -> Int32 {
+        switch self {
+        case .fd(let fd): return removexattr("/proc/self/fd/\(fd)", key)
+        case .at(let dirfd, let name): return lremovexattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key)
+        }
+    }
+}
+
+extension OverlayFS {
+    /// The container owner of an upper object: its user.rootlesscontainers xattr ("no change"
+    /// and a missing or unreadable xattr are root's).
+    func rootlessOwner(_ object: UpperObject) -> (uid: UInt32, gid: UInt32) {
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = buffer.withUnsafeMutableBytes { object.get(RootlessResource.xattrName, $0) }
+        guard n > 0, let r = try? RootlessResource(decoding: Array(buffer[0..<n]), path: "") else { return (0, 0) }
+        return (r.uid == RootlessResource.noop ? 0 : r.uid, r.gid == RootlessResource.noop ? 0 : r.gid)
+    }
+
+    /// An upper object's stat with the owner the mount reports for it (unchanged when the
+    /// server owns what it serves).
+    func reportingOwner(_ st: stat, _ object: UpperObject) -> stat {
+        guard let ownership else { return st }
+        var st = st
+        let owner = rootlessOwner(object)
+        st.st_uid = ownership.hostUid(Int64(owner.uid))
+        st.st_gid = ownership.hostGid(Int64(owner.gid))
+        return st
+    }
+
+    /// Records `owner` (container ids) as the upper object's owner. A symlink cannot carry the
+    /// xattr: it stays root's, as in umoci's rootless extraction.
+    func recordRootlessOwner(_ object: UpperObject, uid: UInt32, gid: UInt32) throws(Errno) {
+        if let resource = RootlessResource.forOwner(uid: Int64(uid), gid: Int64(gid)) {
+            if object.set(RootlessResource.xattrName, resource.encoded) != 0 && errno != EPERM { throw Errno.current }
+        } else if object.remove(RootlessResource.xattrName) != 0 && errno != ENODATA && errno != EPERM {
+            throw Errno.current
+        }
+    }
+
+    /// A chown through the mount: the request's host ids, either nil, become the recorded
+    /// container owner.
+    func rootlessChown(_ object: UpperObject, uid: uid_t?, gid: gid_t?) throws(Errno) {
+        guard let ownership else { return }
+        let old = rootlessOwner(object)
+        try recordRootlessOwner(object, uid: uid.map(ownership.containerUid) ?? old.uid, gid: gid.map(ownership.containerGid) ?? old.gid)
+    }
+}
