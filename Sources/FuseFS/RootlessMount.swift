@@ -128,3 +128,19 @@ extension OverlayFS {
         try recordRootlessOwner(object, uid: uid.map(ownership.containerUid) ?? old.uid, gid: gid.map(ownership.containerGid) ?? old.gid)
     }
 }
+
+/// Detaches an unprivileged user's mount lazily through Debian's setuid fusermount3 (umount2
+/// needs CAP_SYS_ADMIN). Output goes nowhere; waits for it (it does not touch the mount).
+func fusermountDetach(_ path: String) {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    for fd: Int32 in 0...2 { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+    let words: [String] = ["fusermount3", "-u", "-z", "-q", path]
+    var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+    defer { for p in argv { free(p) } }
+    var pid: pid_t = 0
+    guard posix_spawnp(&pid, "fusermount3", &actions, nil, &argv, environ) == 0 else { return }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+}
