@@ -463,7 +463,8 @@ extension OverlayFS {
 
     /// Fills `buffer` (nil: size query) with the value; returns its size.
     func getxattr(_ id: UInt64, _ key: ByteString, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
-        try shared { () throws(Errno) -> Int in
+        if hidesXattr(key) { throw Errno(ENODATA) }
+        return try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper {
                 return try xattrTarget(id) { t in
@@ -483,6 +484,11 @@ extension OverlayFS {
     }
 
     func listxattr(_ id: UInt64, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+        guard ownership == nil else { return try listxattrHidingOwner(buffer) { b throws(Errno) in try listxattrAll(id, b) } }
+        return try listxattrAll(id, buffer)
+    }
+
+    private func listxattrAll(_ id: UInt64, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper {
@@ -508,6 +514,7 @@ extension OverlayFS {
     }
 
     func setxattr(_ id: UInt64, _ key: ByteString, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
+        if hidesXattr(key) { throw Errno(EPERM) }
         try exclusive { () throws(Errno) in
             try ensureUpper(id)
             _ = try xattrTarget(id) { t in
@@ -521,6 +528,7 @@ extension OverlayFS {
     }
 
     func removexattr(_ id: UInt64, _ key: ByteString) throws(Errno) {
+        if hidesXattr(key) { throw Errno(EPERM) }
         try exclusive { () throws(Errno) in
             let n = try snapshot(id)
             if !n.upper {

@@ -120,6 +120,33 @@ extension OverlayFS {
         }
     }
 
+    /// An unprivileged server's user.rootlesscontainers is how it keeps owners, not an
+    /// attribute of the file: the mount neither shows it nor lets it be set (EPERM), and the
+    /// layer's own (which umoci's rootless extraction drops too) does not show either.
+    func hidesXattr(_ key: ByteString) -> Bool {
+        ownership != nil && key == ByteString(RootlessResource.xattrName)
+    }
+
+    /// listxattr without user.rootlesscontainers; `list` is the unfiltered listxattr.
+    func listxattrHidingOwner(_ buffer: UnsafeMutableRawBufferPointer?,
+                              _ list: (UnsafeMutableRawBufferPointer?) throws(Errno) -> Int) throws(Errno) -> Int {
+        var names: [UInt8] = []
+        for _ in 0..<4 {
+            let size = try list(nil)
+            let all = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 1)
+            defer { all.deallocate() }
+            let n: Int
+            do { n = try list(all) } catch where error.code == ERANGE { continue }  // grew meanwhile
+            let hidden = Array(RootlessResource.xattrName.utf8)
+            names = Array(all[0..<n]).split(separator: 0).filter { Array($0) != hidden }.flatMap { Array($0) + [0] }
+            guard let buffer else { return names.count }
+            if buffer.count < names.count { throw Errno(ERANGE) }
+            names.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            return names.count
+        }
+        throw Errno(ERANGE)
+    }
+
     /// A chown through the mount: the request's host ids, either nil, become the recorded
     /// container owner.
     func rootlessChown(_ object: UpperObject, uid: uid_t?, gid: gid_t?) throws(Errno) {
