@@ -239,6 +239,79 @@ struct RootlessMountTests {
         #expect(try stat(user, b2.paths.rootfs, ["home/user", "home/user/mine"], format: "%u:%g %n") == ["100000:100000 home/user", "100000:100000 home/user/mine"])
     }
 
+    /// The user's subordinate range (/etc/subuid, /etc/subgid, which useradd fills in; added
+    /// with usermod when it did not): start and count.
+    func subordinateRange(_ user: UnprivilegedUser, _ file: String) throws -> (UInt32, UInt32) {
+        func find() -> (UInt32, UInt32)? {
+            let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") {
+                let f = line.split(separator: ":")
+                if f.count == 3, f[0] == user.name, let start = UInt32(f[1]), let count = UInt32(f[2]) { return (start, count) }
+            }
+            return nil
+        }
+        if let found = find() { return found }
+        ok(try run("/usr/sbin/usermod", [file.hasSuffix("subuid") ? "--add-subuids" : "--add-subgids", "400000-465535", user.name]))
+        guard let found = find() else { throw StoreError("no range for \(user.name) in \(file)") }
+        return found
+    }
+
+    /// With newuidmap (package uidmap) rootless runc maps the user's subordinate range too: the
+    /// container sees the image's owners on the mount, chowns to other ids, and repack as the
+    /// user writes those owners, which Debian's umoci extracts as root.
+    @Test(.enabled(if: access("/usr/bin/newuidmap", X_OK) == 0, "no newuidmap (package uidmap)"))
+    func runcWithASubordinateRange() throws {
+        let user = try UnprivilegedUser()
+        let (subuid, uidCount) = try subordinateRange(user, "/etc/subuid")
+        let (subgid, gidCount) = try subordinateRange(user, "/etc/subgid")
+        let L = try user.layout()
+        let work = user.directory("w")
+        let b = UserMountedBundle(user, work + "/B")
+        defer { b.release() }
+        let maps = ["--uid-map", "0:\(user.uid):1", "--uid-map", "1:\(subuid):\(uidCount)",
+                    "--gid-map", "0:\(user.gid):1", "--gid-map", "1:\(subgid):\(gidCount)"]
+        ok(try user.run(ourUmoci, ["unpack", "--cache-dir", work + "/cache"] + maps + ["--image", L + ":busybox", b.paths.bundle]))
+        #expect(b.mountLine()?.contains("fuse.umoci") == true)
+        // Outside the namespace the user sees the host ids (image uid 1000 is container 1000).
+        #expect(try stat(user, b.paths.rootfs, ["home/user", "etc/passwd"], format: "%u:%g %n") == [
+            "\(subuid + 999):\(subgid + 999) home/user", "\(user.uid):\(user.gid) etc/passwd"])
+
+        var spec = try readJSON(b.paths.config)
+        var process = spec[object: "process"]
+        process["terminal"] = .bool(false)
+        // umoci's spec gives root no CAP_CHOWN or CAP_DAC_OVERRIDE; a container that chowns has them.
+        var caps = process[object: "capabilities"]
+        for set in ["bounding", "effective", "permitted"] {
+            caps[set] = .strings((caps[set]?.array?.compactMap(\.string) ?? []) + ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"])
+        }
+        process["capabilities"] = .object(caps)
+        process["args"] = .strings(["sh", "-c", "id -u; stat -c '%u:%g %n' /home/user /etc/passwd; echo x > /root/made; chown 1000:50 /root/made; touch /home/user/f; chown 1000:1000 /home/user/f; chown 50 /etc/os-release; echo chown=$?; stat -c '%u:%g %n' /root/made /home/user/f /etc/os-release"])
+        spec["process"] = .object(process)
+        try Data(JSON.object(spec).serialized()).write(to: URL(fileURLWithPath: b.paths.config))
+        let id = "rlm-" + String(UUID().uuidString.prefix(8))
+        let out = try user.run("/usr/sbin/runc", ["--root", user.home + "/runc", "run", "-b", b.paths.bundle, id])
+        _ = try? user.run("/usr/sbin/runc", ["--root", user.home + "/runc", "delete", "-f", id])
+        #expect(out.status == 0, "\(out)")
+        #expect(out.stdout == "0\n1000:1000 /home/user\n0:0 /etc/passwd\nchown=0\n1000:50 /root/made\n1000:1000 /home/user/f\n50:0 /etc/os-release\n", "\(out)")
+        // Every upper file is the user's; the owners are in the xattr.
+        var st = Glibc.stat()
+        #expect(Glibc.lstat(b.paths.upper + "/root/made", &st) == 0 && st.st_uid == user.uid && st.st_gid == user.gid)
+
+        ok(try user.run(ourUmoci, ["repack", "--image", L + ":ran", b.paths.bundle]))
+        let layer = try lastLayerListing(L, "ran")
+        #expect(layer.contains("root/made b'0' 0o644 1000:50 2  []"), "\(layer)")
+        #expect(layer.contains("home/user/f b'0' 0o644 1000:1000 0  []"), "\(layer)")
+        #expect(layer.contains { $0.hasPrefix("etc/os-release b'0' 0o644 50:0 ") }, "\(layer)")
+        #expect(!layer.joined().contains("rootlesscontainers"), "\(layer)")
+        let dir = TemporaryDirectory()
+        ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":ran", dir("R")]))
+        func owner(_ path: String) -> String {
+            Glibc.lstat(dir("R/" + path), &st) == 0 ? "\(st.st_uid):\(st.st_gid)" : "missing"
+        }
+        #expect(owner("root/made") == "1000:50" && owner("home/user/f") == "1000:1000" && owner("etc/os-release") == "50:0")
+        #expect(owner("home/user") == "1000:1000" && owner("etc/passwd") == "0:0" && owner("bin/busybox") == "0:0")
+    }
+
     /// Without a usable /dev/fuse the rootless unpack extracts (umoci's format), saying why in
     /// one line; UMOCI_UNPACK_MODE=mount makes that an error.
     @Test func fallsBackToExtraction() throws {
