@@ -239,6 +239,27 @@ struct RootlessMountTests {
         #expect(try stat(user, b2.paths.rootfs, ["home/user", "home/user/mine"], format: "%u:%g %n") == ["100000:100000 home/user", "100000:100000 home/user/mine"])
     }
 
+    /// repack --refresh-bundle as the user: its server rebases onto the new image (the upper
+    /// directory empties, the owners now come from the image), and the next layer holds only
+    /// newer changes, with their true owners.
+    @Test func refreshBundleAsTheUser() throws {
+        let user = try UnprivilegedUser()
+        let L = try user.layout()
+        let work = user.directory("w")
+        let b = UserMountedBundle(user, work + "/B")
+        defer { b.release() }
+        ok(try user.run(ourUmoci, ["unpack", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":basic", b.paths.bundle]))
+        ok(try user.run("/bin/sh", ["-c", "cd \"$0\" && echo more >> home/user/notes && echo new > made", b.paths.rootfs]))
+        ok(try user.run(ourUmoci, ["repack", "--refresh-bundle", "--image", L + ":new", b.paths.bundle]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: b.paths.upper).isEmpty)
+        #expect(try lastLayerListing(L, "new").filter { !$0.hasPrefix("home/user ") } == [
+            "home/user/notes b'0' 0o600 1000:1000 1005  []", "made b'0' 0o644 0:0 4  []"])
+        ok(try user.run("/bin/sh", ["-c", "cd \"$0\" && echo again >> bigid && cat home/user/notes | wc -c", b.paths.rootfs]))
+        ok(try user.run(ourUmoci, ["repack", "--image", L + ":new2", b.paths.bundle]))
+        let layer = try lastLayerListing(L, "new2")
+        #expect(layer == ["bigid b'0' 0o644 3000000:3000001 8  []"], "\(layer)")
+    }
+
     /// The user's subordinate range (/etc/subuid, /etc/subgid, which useradd fills in; added
     /// with usermod when it did not): start and count.
     func subordinateRange(_ user: UnprivilegedUser, _ file: String) throws -> (UInt32, UInt32) {
