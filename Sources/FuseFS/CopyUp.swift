@@ -17,11 +17,17 @@ extension OverlayFS {
 
     /// Sets owner, mode, xattrs and times of an upper object (dirfd/name, or dirfd itself) from
     /// a lower node. Mode after chown, so chown's clearing of setuid bits does not stick.
+    /// An unprivileged server records the owner in user.rootlesscontainers instead (before
+    /// the mode, which may deny it writing), and skips the xattrs it may not set, as umoci's
+    /// rootless extraction does (RootlessMount.swift).
     func applyLowerMetadata(dirfd: Int32, name: ByteString?, lower: Int32) throws(Errno) {
         let inode = view.inode(of: lower)
         let target = name ?? ByteString()
         let flags = name == nil ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
-        if fchownat(dirfd, target.c, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), flags) != 0 {
+        if ownership != nil {
+            try recordRootlessOwner(name.map { .at(dirfd, $0) } ?? .fd(dirfd),
+                                    uid: UInt32(truncatingIfNeeded: inode.uid), gid: UInt32(truncatingIfNeeded: inode.gid))
+        } else if fchownat(dirfd, target.c, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), flags) != 0 {
             throw Errno.current
         }
         if inode.type != .symlink {
@@ -29,8 +35,9 @@ extension OverlayFS {
             if r != 0 { throw Errno.current }
         }
         for x in inode.xattrs {
+            if ownership != nil && x.name == RootlessResource.xattrName { continue }
             let r = x.value.withUnsafeBytes { setXattr(dirfd: dirfd, name: name, x.name, $0) }
-            if r != 0 { throw Errno.current }
+            if r != 0 && !(ownership != nil && (errno == EPERM || errno == EACCES)) { throw Errno.current }
         }
         let ts = timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))
         var times = (ts, ts)
@@ -78,6 +85,11 @@ extension OverlayFS {
                 if data { try copyLowerData(of: lower, to: fd) }
             case .symlink:
                 if symlinkat(view.inode(number: number).linkName.c, dirfd, temp.c) != 0 { throw Errno.current }
+            case .characterDevice where ownership != nil, .blockDevice where ownership != nil:
+                // Unprivileged: the empty file the mount shows for a device (RootlessMount.swift).
+                let fd = openat(dirfd, temp.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                if fd < 0 { throw Errno.current }
+                close(fd)
             case .characterDevice, .blockDevice, .fifo:
                 if mknodat(dirfd, temp.c, OverlayFS.typeBits(a.type) | 0o600, numericCast(umoci_makedev(a.devMajor, a.devMinor))) != 0 {
                     throw Errno.current

@@ -91,7 +91,10 @@ final class MountDetacher: Sendable {
         // request it cannot be the last reference; MNT_DETACH neither waits for nor calls into
         // this file system there.
         if parent < 0 || umount2("/proc/self/fd/\(parent)/\(name)", Int32(MNT_DETACH)) != 0 {
-            umount2(path, Int32(MNT_DETACH))
+            if umount2(path, Int32(MNT_DETACH)) != 0 && errno == EPERM && geteuid() != 0 {
+                // An unprivileged user's mount: fusermount3 detaches it (RootlessMount.swift).
+                fusermountDetach(parent >= 0 ? "/proc/\(getpid())/fd/\(parent)/\(name)" : path)
+            }
         }
         return true
     }

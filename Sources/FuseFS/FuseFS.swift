@@ -19,6 +19,10 @@ public struct MountOptions: Sendable {
     /// When set, the mount detaches itself when its owner throws it away (see Following);
     /// nil: it stays until unmounted or stopped.
     public var following: Following?
+    /// Set for a server run by an unprivileged user (mounted through fusermount3): owners are
+    /// reported through these maps and kept in user.rootlesscontainers (see MountOwnership);
+    /// nil: the server is root and creates objects with the caller's owner.
+    public var ownership: MountOwnership?
     public init() {}
 }
 
@@ -160,14 +164,15 @@ public final class OverlayServer: @unchecked Sendable {
         }
         guard Files.isDirectory(upperDirectory) else { throw StoreError("upper directory \(upperDirectory) is not a directory") }
         guard Files.isDirectory(mountpoint) else { throw StoreError("mountpoint \(mountpoint) is not a directory") }
-        let fs = try OverlayFS(view: view, upperDirectory: upperDirectory)
+        let fs = try OverlayFS(view: view, upperDirectory: upperDirectory, ownership: options.ownership)
         self.fs = fs
         self.mountpoint = mountpoint
         let context = ServerContext(fs: fs, detacher: MountDetacher(mountpoint: mountpoint, following: options.following))
         self.context = context
         threads = UInt32(max(1, options.threads))
 
-        var mountOptions = "default_permissions,suid,nodev,fsname=umoci,subtype=umoci"
+        // fusermount3 mounts an unprivileged user's nosuid,nodev whatever it is asked.
+        var mountOptions = "default_permissions,\(geteuid() == 0 ? "suid," : "")nodev,fsname=umoci,subtype=umoci"
         if options.allowOther { mountOptions += ",allow_other" }
         var argv = ["umoci", "-o", mountOptions]
         if options.debug { argv.append("-d") }

@@ -214,7 +214,7 @@ extension OverlayFS {
             noteIdentity(id, st)
             noteIdentity(newId, st)
             invalidateOtherNames(of: newId, st)
-            return (newId, presentUpper(st, mergedDir: false))
+            return (newId, presentUpper(reportingOwner(st, .at(to.fd, newName)), mergedDir: false))
         }
     }
 
@@ -236,7 +236,7 @@ extension OverlayFS {
                 var st = stat()
                 if fstat(fd, &st) != 0 { throw Errno.current }
                 invalidateOtherNames(of: id, st)
-                return presentUpper(st, mergedDir: false)
+                return presentUpper(reportingOwner(st, .fd(fd)), mergedDir: false)
             }
             if orphan(id) == nil, id != OverlayFS.rootId {
                 let n = try snapshot(id)
@@ -256,12 +256,14 @@ extension OverlayFS {
             if id == OverlayFS.rootId {
                 try apply(change, fd: upperRoot, dirfd: -1, name: "")
                 if fstat(upperRoot, &st) != 0 { throw Errno.current }
+                st = reportingOwner(st, .fd(upperRoot))
             } else {
                 guard n.parent != 0 else { throw Errno(ENOENT) }
                 let dir = try openUpperDir(n.parent)
                 defer { dir.close() }
                 try apply(change, fd: -1, dirfd: dir.fd, name: n.name)
                 if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+                st = reportingOwner(st, .at(dir.fd, n.name))
             }
             invalidateOtherNames(of: id, st)
             return presentUpper(st, mergedDir: (st.st_mode & S_IFMT) == S_IFDIR && n.lower >= 0)
@@ -273,7 +275,9 @@ extension OverlayFS {
         let target = fd >= 0 ? "" : name
         let base = fd >= 0 ? fd : dirfd
         let nofollow = fd >= 0 ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
-        if c.uid != nil || c.gid != nil {
+        if ownership != nil && (c.uid != nil || c.gid != nil) {
+            try rootlessChown(fd >= 0 ? .fd(fd) : .at(dirfd, name), uid: c.uid, gid: c.gid)
+        } else if c.uid != nil || c.gid != nil {
             if fchownat(base, target.c, c.uid ?? uid_t.max, c.gid ?? gid_t.max, nofollow) != 0 { throw Errno.current }
         }
         if let mode = c.mode {
@@ -487,7 +491,8 @@ extension OverlayFS {
 
     /// Fills `buffer` (nil: size query) with the value; returns its size.
     func getxattr(_ id: UInt64, _ key: ByteString, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
-        try shared { () throws(Errno) -> Int in
+        if hidesXattr(key) { throw Errno(ENODATA) }
+        return try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper || (n.parent == 0 && orphan(id) != nil) {
                 return try xattrTarget(id) { t in
@@ -507,6 +512,11 @@ extension OverlayFS {
     }
 
     func listxattr(_ id: UInt64, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+        guard ownership == nil else { return try listxattrHidingOwner(buffer) { b throws(Errno) in try listxattrAll(id, b) } }
+        return try listxattrAll(id, buffer)
+    }
+
+    private func listxattrAll(_ id: UInt64, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper || (n.parent == 0 && orphan(id) != nil) {
@@ -532,6 +542,7 @@ extension OverlayFS {
     }
 
     func setxattr(_ id: UInt64, _ key: ByteString, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
+        if hidesXattr(key) { throw Errno(EPERM) }
         try exclusive { () throws(Errno) in
             try ensureUpperOrOrphan(id)
             _ = try xattrTarget(id) { t in
@@ -545,6 +556,7 @@ extension OverlayFS {
     }
 
     func removexattr(_ id: UInt64, _ key: ByteString) throws(Errno) {
+        if hidesXattr(key) { throw Errno(EPERM) }
         try exclusive { () throws(Errno) in
             let n = try snapshot(id)
             if !n.upper && orphan(id) == nil {

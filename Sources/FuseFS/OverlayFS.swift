@@ -67,6 +67,9 @@ final class OverlayFS: @unchecked Sendable {
     /// (takeInvalidations, from the callbacks).
     let invalidations = Mutex<[UInt64]>([])
     let invalidationsPending = Atomic<Bool>(false)
+    /// Set when the server is an unprivileged user's: owners are mapped and kept in xattrs
+    /// (RootlessMount.swift); nil: the server is root and chowns.
+    let ownership: MountOwnership?
 
     struct Node {
         /// 0 once detached (unlinked or replaced); the node then lives on until forgotten.
@@ -112,8 +115,9 @@ final class OverlayFS: @unchecked Sendable {
         var upper: Bool
     }
 
-    init(view: MergedView, upperDirectory: String) throws(StoreError) {
+    init(view: MergedView, upperDirectory: String, ownership: MountOwnership? = nil) throws(StoreError) {
         self.view = view
+        self.ownership = ownership
         let fd = Glibc.open(upperDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 { throw .system("open upper directory", upperDirectory) }
         upperRoot = fd
@@ -222,6 +226,7 @@ final class OverlayFS: @unchecked Sendable {
         var st = stat()
         if fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
             if UpperWhiteout.isDevice(st, name: name) { return nil }
+            st = reportingOwner(st, .at(dirfd, name))
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
             var lower: Int32 = -1
             if isDir, let l = lowerAt(parent, name), viewIsDirectory(l), !isOpaque(dirfd, name) { lower = l }
@@ -253,14 +258,15 @@ final class OverlayFS: @unchecked Sendable {
         st.st_ino = numericCast(lowerIno(number))
         // A symlink's permission bits mean nothing on Linux and read 0777 there, whatever the
         // tar header said.
-        st.st_mode = OverlayFS.typeBits(a.type) | (a.type == .symlink ? 0o777 : mode_t(a.mode & 0o7777))
+        let type = ownership == nil ? a.type : MountOwnership.reportedType(a.type)
+        st.st_mode = OverlayFS.typeBits(type) | (a.type == .symlink ? 0o777 : mode_t(a.mode & 0o7777))
         st.st_nlink = numericCast(max(a.linkCount, 1))
-        st.st_uid = uid_t(truncatingIfNeeded: a.uid)
-        st.st_gid = gid_t(truncatingIfNeeded: a.gid)
+        st.st_uid = ownership?.hostUid(a.uid) ?? uid_t(truncatingIfNeeded: a.uid)
+        st.st_gid = ownership?.hostGid(a.gid) ?? gid_t(truncatingIfNeeded: a.gid)
         st.st_size = a.type == .symlink ? numericCast(view.inode(number: number).linkName.count) : numericCast(a.size)
         st.st_blksize = 4096
         st.st_blocks = numericCast((a.size + 511) / 512)
-        if a.type == .characterDevice || a.type == .blockDevice {
+        if type == .characterDevice || type == .blockDevice {
             st.st_rdev = numericCast(umoci_makedev(a.devMajor, a.devMinor))
         }
         let ts = timespec(tv_sec: Int(a.mtime), tv_nsec: Int(a.mtimeNanoseconds))
@@ -286,7 +292,7 @@ final class OverlayFS: @unchecked Sendable {
         if let fd {
             var st = stat()
             if fstat(fd, &st) != 0 { throw Errno.current }
-            return presentUpper(st, mergedDir: false)
+            return presentUpper(reportingOwner(st, .fd(fd)), mergedDir: false)
         }
         let n = try snapshot(id)
         // (An unlinked lower file that was changed while open has an anonymous copy: its orphan.)
@@ -300,19 +306,22 @@ final class OverlayFS: @unchecked Sendable {
         return st
     }
 
-    /// The upper object's own stat (not as the mount presents it); for a node unlinked while
-    /// open, its orphan's.
+    /// The upper object's own stat (not as the mount presents it, but with the owner it
+    /// reports); for a node unlinked while open, its orphan's.
     func upperStat(_ id: UInt64, _ n: Snapshot) throws(Errno) -> stat {
         var st = stat()
         if id == OverlayFS.rootId {
             if fstat(upperRoot, &st) != 0 { throw Errno.current }
+            st = reportingOwner(st, .fd(upperRoot))
         } else if n.parent == 0 {
             guard let fd = orphan(id) else { throw Errno(ENOENT) }
             if fstat(fd, &st) != 0 { throw Errno.current }
+            st = reportingOwner(st, .fd(fd))
         } else {
             let dir = try openUpperDir(n.parent)
             defer { dir.close() }
             if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
+            st = reportingOwner(st, .at(dir.fd, n.name))
         }
         return st
     }
@@ -369,7 +378,7 @@ final class OverlayFS: @unchecked Sendable {
                 let name = view.name(of: c)
                 if upperNames.contains(name) || whiteouts.contains(name) { continue }
                 let number = view.inodeNumber(of: c)
-                let t = view.attributes(ofInode: number).type
+                let t = ownership == nil ? view.attributes(ofInode: number).type : MountOwnership.reportedType(view.attributes(ofInode: number).type)
                 entries.append(DirEntry(name: name, ino: lowerIno(number), type: OverlayFS.direntType(OverlayFS.typeBits(t))))
             }
         }
@@ -422,7 +431,7 @@ final class OverlayFS: @unchecked Sendable {
             var gid = gid
             var mode = mode & 0o7777
             if pst.st_mode & S_ISGID != 0 {
-                gid = pst.st_gid
+                gid = reportingOwner(pst, .fd(dir.fd)).st_gid
                 if case .directory = kind { mode |= S_ISGID }
             }
             if UpperWhiteout.remove(dir.fd, name) != 0 { throw Errno.current }
@@ -440,7 +449,10 @@ final class OverlayFS: @unchecked Sendable {
                 if symlinkat(target.c, dir.fd, name.c) != 0 { throw Errno.current }
             }
             do throws(Errno) {
-                if fd >= 0 {
+                if let ownership {
+                    try recordRootlessOwner(.at(dir.fd, name), uid: ownership.containerUid(uid), gid: ownership.containerGid(gid))
+                    if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name.c, mode) != 0 { throw Errno.current }
+                } else if fd >= 0 {
                     // The new file's own descriptor: no path to resolve again.
                     if fchown(fd, uid, gid) != 0 || fchmod(fd, mode) != 0 { throw Errno.current }
                 } else {
@@ -461,7 +473,7 @@ final class OverlayFS: @unchecked Sendable {
                 throw Errno.current
             }
             let id = install(parent: parentId, name: name, upper: true, lower: -1)
-            return Created(id: id, attr: presentUpper(st, mergedDir: false), fd: fd)
+            return Created(id: id, attr: presentUpper(reportingOwner(st, .at(dir.fd, name)), mergedDir: false), fd: fd)
         }
     }
 }

@@ -142,7 +142,8 @@ extension OverlayFS {
             throw Errno.current
         }
         defer { close(fd) }
-        if fchown(fd, 0, 0) != 0 || fchmod(fd, 0) != 0 { throw Errno.current }
+        // An unprivileged server's files are root's by not carrying user.rootlesscontainers.
+        if (ownership == nil && fchown(fd, 0, 0) != 0) || fchmod(fd, 0) != 0 { throw Errno.current }
     }
 
     /// Makes an upper directory opaque. The marker is internal: the directory keeps its times

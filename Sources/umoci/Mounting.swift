@@ -72,7 +72,32 @@ enum Mounting {
 
     /// Detaches a mount whose server is gone ("Transport endpoint is not connected").
     static func cleanUpDeadMount(_ path: String) {
-        if state(of: path) == .dead { umount2(path, Int32(MNT_DETACH)) }
+        if state(of: path) == .dead { detach(path) }
+    }
+
+    /// Detaches the mount at `path` lazily; an unprivileged user's through fusermount3.
+    @discardableResult
+    static func detach(_ path: String) -> Bool {
+        if geteuid() != 0 { return fusermount(["-u", "-z", "-q", path]) }
+        return umount2(path, Int32(MNT_DETACH)) == 0
+    }
+
+    /// Runs Debian's setuid fusermount3 (how an unprivileged user unmounts a FUSE mount of its
+    /// own); true if it succeeded.
+    static func fusermount(_ arguments: [String]) -> Bool {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var argv: [UnsafeMutablePointer<CChar>?] = (["fusermount3"] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        guard posix_spawnp(&pid, "fusermount3", &actions, nil, &argv, environ) == 0 else { return false }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return status == 0
     }
 
     /// Checks that FUSE can work here before anything is created.
@@ -145,7 +170,7 @@ enum Mounting {
         if text == "ok" { return }
         var status: Int32 = 0
         waitpid(pid, &status, 0)
-        umount2(paths.rootfs, Int32(MNT_DETACH))
+        if mountType(of: paths.rootfs) != nil { detach(paths.rootfs) }
         throw StoreError(text.isEmpty ? "the mount server exited before the mount was ready; see \(paths.log)" : text)
     }
 
@@ -170,7 +195,13 @@ enum Mounting {
             if !Files.exists(paths.metadata) || !Files.isDirectory(paths.upper) { break }
             throw StoreError("\(paths.rootfs) is not mounted")
         case .dead:
-            umount2(paths.rootfs, Int32(MNT_DETACH))
+            detach(paths.rootfs)
+        case .live where geteuid() != 0:
+            // An unprivileged user's mount (a rootless unpack): fusermount3 unmounts it.
+            if !fusermount(["-u", paths.rootfs]) {
+                if mountType(of: paths.rootfs) == nil { break }
+                throw StoreError("\(paths.rootfs) could not be unmounted (fusermount3 -u failed): stop the containers and processes that use it first")
+            }
         case .live:
             if umount2(paths.rootfs, 0) != 0 {
                 let error = errno

@@ -89,6 +89,11 @@ extension Umoci {
                         if !mapOptions.isIdentity { diff.ownership = RootlessOwnership(options: mapOptions, warn: { Log.warn($0) }) }
                         changes = try ExtractedBundle.addChanges(paths, base: from.manifest.digest, masks: masks, to: &diff)
                     } else {
+                        // An unprivileged user's mount keeps owners as a rootless rootfs does
+                        // (user.rootlesscontainers; see MountOwnership), whatever the maps.
+                        if !metadata.mapOptions.isIdentity {
+                            diff.ownership = RootlessOwnership(options: MapOptions(rootless: true), warn: { Log.warn($0) })
+                        }
                         try diff.addContents(ofDirectory: paths.upper)
                     }
                 }

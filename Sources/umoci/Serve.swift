@@ -36,6 +36,13 @@ extension Umoci {
                 // The mount follows its bundle: deleting the bundle detaches it (see BundleWatch).
                 watch = try BundleWatch(paths)
                 var options = MountOptions()
+                if geteuid() != 0 {
+                    // An unprivileged user's server (a rootless or mapped unpack): fusermount3
+                    // mounts, allow_other only where /etc/fuse.conf lets users ask for it.
+                    let maps = try BundleMetadata.read(bundle: paths.bundle).mapOptions
+                    options.ownership = MountOwnership(uidMappings: maps.uidMappings, gidMappings: maps.gidMappings)
+                    options.allowOther = Serve.userAllowOther()
+                }
                 options.following = Following(ownerGone: { open in
                     watch.bundleGone || open.rootIsEmpty && watch.isBundleOpen(in: open.opener)
                 }, detached: { reason in
@@ -85,6 +92,16 @@ extension Umoci {
             }
             try server.serve()
             Log.info("unmounted \(paths.rootfs)")
+        }
+
+        /// Whether /etc/fuse.conf has `user_allow_other` (fusermount3 refuses allow_other to a
+        /// user otherwise).
+        static func userAllowOther() -> Bool {
+            guard let text = try? Files.read("/etc/fuse.conf") else { return false }
+            return String(decoding: text, as: UTF8.self).split(separator: "\n").contains {
+                $0.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first
+                    .map { String($0).trimmingCharacters(in: " ") } == "user_allow_other"
+            }
         }
 
         /// The merged view of the bundle's base image (umoci.json's from descriptor), from the

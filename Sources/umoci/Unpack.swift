@@ -22,11 +22,16 @@ extension Umoci {
                 cannot be used (no /dev/fuse, mount refused) and says why in one line; \
                 UMOCI_UNPACK_MODE=mount makes that an error instead.
 
-                --rootless, --uid-map, --gid-map and any unpack by a user other than root extract \
-                (as umoci does): owners are mapped to the host through the maps; rootless every \
+                An unprivileged user's --rootless, --uid-map or --gid-map unpack mounts through \
+                fusermount3: the mount reports each image owner mapped to the host through the \
+                maps (an id outside them as the mapped container root) and keeps the owners it \
+                cannot set in the user.rootlesscontainers xattr of the upper files; device nodes \
+                show as empty files. Extraction (and root with maps, or a user without them) is \
+                umoci's: owners are mapped to the host through the maps; rootless every \
                 file belongs to the user, an image owner other than root is kept in the \
-                user.rootlesscontainers xattr, device nodes become empty files, and config.json \
-                is umoci's rootless runtime spec. The maps are kept in umoci.json for repack.
+                user.rootlesscontainers xattr, device nodes become empty files. Either way \
+                config.json is umoci's rootless runtime spec and the maps are kept in \
+                umoci.json for repack.
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -75,11 +80,12 @@ extension Umoci {
                 throw StoreError("create runtime bundle: \(existing) already exists")
             }
             var (mode, explicit) = try requestedMode()
-            // The mount server runs as root and serves the image's own owners; rootless or mapped
-            // ownership is extraction's (a rootless FUSE mount is not there yet).
-            if mode == .mount && (!mapOptions.isIdentity || geteuid() != 0) {
+            // Root's server serves the image's own owners; an unprivileged user's serves them
+            // through its maps (MountOwnership). Root with maps, or a user without any, extracts.
+            let rootlessMount = geteuid() != 0 && !mapOptions.isIdentity
+            if mode == .mount && !rootlessMount && (!mapOptions.isIdentity || geteuid() != 0) {
                 if explicit {
-                    Log.warn("mount mode needs root and no --rootless/--uid-map/--gid-map (a rootless mount is not implemented yet): extracting the rootfs instead (umoci's bundle format)")
+                    Log.warn("mount mode needs root without --rootless/--uid-map/--gid-map, or a user other than root with them: extracting the rootfs instead (umoci's bundle format)")
                 }
                 (mode, explicit) = (.extract, true)
             }
@@ -87,7 +93,7 @@ extension Umoci {
             if mode == .mount {
                 do {
                     do { try Mounting.checkFuse() } catch { throw MountUnavailable(reason: "\(error)") }
-                    try unpackMounted(ref, paths, cache)
+                    try unpackMounted(ref, paths, cache, mapOptions)
                     return
                 } catch let error as MountUnavailable where !explicit {
                     Log.warn("\(error.reason); extracting the rootfs instead (umoci's bundle format)")
@@ -109,7 +115,7 @@ extension Umoci {
             Log.info("unpacked image bundle: \(paths.bundle)")
         }
 
-        func unpackMounted(_ ref: ImageReference, _ paths: BundlePaths, _ cache: IndexCache) throws {
+        func unpackMounted(_ ref: ImageReference, _ paths: BundlePaths, _ cache: IndexCache, _ mapOptions: MapOptions) throws {
             let layoutPath = Mounting.canonical(ref.layout)
             let (loaded, created) = try ImageLayout.withLocked(ref.layout, .shared) { layout in
                 let loaded = try layout.loadImage(tag: ref.tag)
@@ -124,14 +130,15 @@ extension Umoci {
             }
             do {
                 let metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
-                    layout: layoutPath, cacheDirectory: Mounting.canonical(cache.directory), keepDirlinks: layers.keepDirlinks))
+                    layout: layoutPath, cacheDirectory: Mounting.canonical(cache.directory), keepDirlinks: layers.keepDirlinks),
+                    mapOptions: mapOptions)
                 try metadata.write(bundle: paths.bundle)
                 do {
                     try Mounting.start(paths)
                 } catch {
                     throw MountUnavailable(reason: "\(error)")
                 }
-                try writeRuntimeConfig(loaded, paths)
+                try writeRuntimeConfig(loaded, paths, mapOptions)
             } catch {
                 if Mounting.state(of: paths.rootfs) != .notMounted { try? Mounting.stop(paths) }
                 created.undo()
@@ -178,6 +185,13 @@ extension Umoci {
             case .notMounted:
                 // A server whose mount detached itself serves what is still open under it;
                 // two servers must never share one upper directory.
+                // One that just detached exits once the kernel lets the file system go: give it
+                // a moment (on a busy machine that takes a while).
+                var waited = 0
+                while !Mounting.serverProcesses(paths).isEmpty && waited < 40 {
+                    usleep(50_000)
+                    waited += 1
+                }
                 if let old = Mounting.serverProcesses(paths).first {
                     throw StoreError("the previous mount server of \(paths.bundle) (pid \(old)) still serves files open under its detached mount: close them (or kill it) first")
                 }

@@ -92,7 +92,7 @@ func lastLayerListing(_ layout: String, _ tag: String) throws -> [String] {
         let user = try UnprivilegedUser()
         let L = try user.layout()
         let work = user.directory("w")
-        let ours = try user.run(ourUmoci, ["unpack", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":basic", work + "/O"])
+        let ours = try user.run(ourUmoci, ["unpack", "--extract", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":basic", work + "/O"])
         ok(ours)
         #expect(ours.stderr.contains("rootless{dev/null} creating empty file in place of device 1:3"), "\(ours)")
         #expect(ours.stderr.contains("ignoring (usually) harmless EPERM on setxattr \"trusted.overlay.x\""), "\(ours)")
@@ -138,7 +138,7 @@ func lastLayerListing(_ layout: String, _ tag: String) throws -> [String] {
         let LD = user.dir("LD")
         ok(try run("/bin/cp", ["-a", L, LD]))
         let work = user.directory("w")
-        ok(try user.run(ourUmoci, ["unpack", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":basic", work + "/O"]))
+        ok(try user.run(ourUmoci, ["unpack", "--extract", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":basic", work + "/O"]))
         ok(try user.run(debianUmoci, ["unpack", "--rootless", "--image", LD + ":basic", work + "/D"]))
         // After a second, so that the directories umoci stamps with the unpack time change too;
         // the files get one mtime, so that the two layers can be compared.
@@ -192,7 +192,7 @@ func lastLayerListing(_ layout: String, _ tag: String) throws -> [String] {
         let LD = user.dir("LD")
         ok(try run("/bin/cp", ["-a", L, LD]))
         let work = user.directory("w")
-        let ours = try user.run(ourUmoci, ["unpack", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":rootless", work + "/O"])
+        let ours = try user.run(ourUmoci, ["unpack", "--extract", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":rootless", work + "/O"])
         ok(ours)
         #expect(ours.stderr.contains("rootless{forged} ignoring special xattr user.rootlesscontainers stored in layer"), "\(ours)")
         #expect(ours.stderr.contains("rootless{usr/bin/owned-link} ignoring (usually) harmless EPERM on setxattr \"user.rootlesscontainers\""), "\(ours)")
@@ -243,7 +243,7 @@ func lastLayerListing(_ layout: String, _ tag: String) throws -> [String] {
         let L = try user.layout()
         let work = user.directory("w")
         let B = work + "/B"
-        ok(try user.run(ourUmoci, ["unpack", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":busybox", B]))
+        ok(try user.run(ourUmoci, ["unpack", "--extract", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":busybox", B]))
         var spec = try readJSON(B + "/config.json")
         var process = spec[object: "process"]
         process["terminal"] = .bool(false)
@@ -318,18 +318,17 @@ func lastLayerListing(_ layout: String, _ tag: String) throws -> [String] {
               containing: "container id 3000000 cannot be mapped to a host id")
     }
 
-    /// A user other than root unpacks by extraction even without --rootless (as umoci, it then
-    /// fails on the first owner it cannot set), and says so in one line when mount was asked for.
+    /// A user other than root without --rootless or maps unpacks by extraction (as umoci, it
+    /// then fails on the first owner it cannot set), saying so in one line when mount was asked
+    /// for. (With --rootless or maps the user's unpack mounts: RootlessMountTests.)
     @Test func unprivilegedUserExtracts() throws {
         let user = try UnprivilegedUser()
         let L = try user.layout()
         let work = user.directory("w")
-        let out = try user.run("/usr/bin/env", ["UMOCI_UNPACK_MODE=mount", ourUmoci, "unpack", "--rootless", "--cache-dir", work + "/cache",
-                                                "--image", L + ":busybox", work + "/B"])
-        ok(out)
-        #expect(out.stderr.split(separator: "\n").count == 1 && out.stderr.contains("extracting the rootfs instead"), "\(out)")
-        let failed = try user.run(ourUmoci, ["unpack", "--cache-dir", work + "/cache", "--image", L + ":busybox", work + "/C"])
+        let failed = try user.run("/usr/bin/env", ["UMOCI_UNPACK_MODE=mount", ourUmoci, "unpack", "--cache-dir", work + "/cache",
+                                                   "--image", L + ":busybox", work + "/C"])
         #expect(failed.status == 1 && failed.stderr.contains("chown") && failed.stderr.contains("Operation not permitted"), "\(failed)")
+        #expect(failed.stderr.split(separator: "\n").count == 2 && failed.stderr.contains("extracting the rootfs instead"), "\(failed)")
         #expect(!FileManager.default.fileExists(atPath: work + "/C/rootfs"))
     }
 }

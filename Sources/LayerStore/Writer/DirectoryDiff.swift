@@ -101,7 +101,8 @@ public struct DirectoryDiff {
         do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
         // Creating or removing a top-level entry moves the root's mtime; like umoci, that alone
         // is no change of the root.
-        if !isUnchangedDirectory(".", entry, comparingMtime: false) { try emit(entry) }
+        let mapped = try mapped(entry)
+        if !isUnchangedDirectory(".", mapped, comparingMtime: false) { try emit(mapped) }
     }
 
     /// Whether the directory entry (mode, owner, layer mtime, xattrs) is exactly what the base
@@ -191,10 +192,15 @@ public struct DirectoryDiff {
     /// An entry made from a file: its owner mapped back into the container first (umoci's
     /// mapHeader; see RootlessOwnership), when the tree was unpacked with mappings or rootless.
     mutating func emitMapped(_ entry: TarEntry) throws(Failure) {
-        guard let ownership else { return try emit(entry) }
+        try emit(try mapped(entry))
+    }
+
+    /// The entry with its owner mapped back into the container (compared so with the base).
+    func mapped(_ entry: TarEntry) throws(Failure) -> TarEntry {
+        guard let ownership else { return entry }
         var entry = entry
         do { try ownership.containerEntry(&entry) } catch { throw .store(error) }
-        try emit(entry)
+        return entry
     }
 
     mutating func emit(_ entry: TarEntry) throws(Failure) {
@@ -295,7 +301,8 @@ public struct DirectoryDiff {
             entry.type = .directory
             entry.name = entryName == "." ? "." : entryName + "/"
             do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
-            if !isUnchangedDirectory(entryName, entry) { try emitMapped(entry) }
+            let mapped = try mapped(entry)
+            if !isUnchangedDirectory(entryName, mapped) { try emit(mapped) }
             if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline) }
         case S_IFREG:
             let grant = ReadGrant(parent: parent, name: name.c, st: st)  // a rootless 0000 file
