@@ -441,31 +441,6 @@ struct CompressionTests {
         #expect(throws: StoreError.self) { try F.unzstd(corrupt) }
         #expect(throws: StoreError.self) { try F.unzstd(Array("not zstd".utf8)) }
     }
-
-    /// A sanity print of decoder throughput (no assertions: timings vary by machine).
-    @Test func throughputPrint() throws {
-        let blob = F.gzipCLI
-        func measure(_ spacing: Int64?) throws -> (Double, Int) {
-            let decoder = try GzipDecoder(accessPointSpacing: spacing)
-            var total = 0
-            let start = DispatchTime.now().uptimeNanoseconds
-            try blob.withUnsafeBytes { all in
-                var at = 0
-                while at < all.count {
-                    let piece = UnsafeRawBufferPointer(rebasing: all[at..<min(all.count, at + (1 << 20))])
-                    try decoder.decode(piece) { total += $0.count }
-                    at += piece.count
-                }
-            }
-            try decoder.finish()
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            return (Double(total) / seconds / 1e6, decoder.accessPoints.count)
-        }
-        let plain = try measure(nil)
-        let indexed = try measure(1 << 20)
-        print("GzipDecoder throughput on \(F.data.count >> 20) MiB: plain \(Int(plain.0)) MB/s, "
-              + "with access points every 1 MiB \(Int(indexed.0)) MB/s (\(indexed.1) points)")
-    }
 }
 
 /// A counter shared by the threads of the concurrent test.
