@@ -48,11 +48,19 @@ let package = Package(
             dependencies: ["LayerStore", "CFuse", "CLinux"],
             swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
         ),
+        // A runtime bundle as the commands see it: its files, its mode, the mount server's
+        // lifecycle and control socket, --refresh-bundle.
+        .target(
+            name: "BundleKit",
+            dependencies: ["LayerStore", "FuseFS", "CLinux"],
+            swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
+        ),
         .executableTarget(
             name: "umoci",
             dependencies: [
                 "LayerStore",
                 "FuseFS",
+                "BundleKit",
                 "CLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

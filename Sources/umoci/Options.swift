@@ -99,12 +99,3 @@ func expectNonEmpty(_ arguments: [String]) throws {
     }
 }
 
-extension ImageLayout {
-    /// Opens the layout at `path` and runs `body` with its lock held.
-    static func withLocked<T>(_ path: String, _ mode: LockMode, _ body: (ImageLayout) throws -> T) throws -> T {
-        let layout = try ImageLayout(opening: path)
-        let lock = try layout.lock(mode)
-        defer { lock.release() }
-        return try body(layout)
-    }
-}

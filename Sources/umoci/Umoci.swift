@@ -1,4 +1,5 @@
 import ArgumentParser
+import BundleKit
 import LayerStore
 
 #if canImport(Glibc)
@@ -142,6 +143,11 @@ struct GlobalOptions: ParsableArguments {
 
 /// umoci's log lines on stderr: `   • message` for debug, info and warnings, `   ⨯ message`
 /// for errors, which are always printed.
+extension Log {
+    /// The library's messages (BundleKit) into this log.
+    static let bundleLog = RuntimeBundle.Log(info: { Log.info($0) }, warn: { Log.warn($0) })
+}
+
 enum Log {
     enum Level: String, Comparable {
         case debug, info, warn, error, fatal

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BundleKit
 import LayerStore
 
 #if canImport(Glibc)
@@ -134,7 +135,7 @@ extension Umoci {
                     mapOptions: mapOptions)
                 try metadata.write(bundle: paths.bundle)
                 do {
-                    try Mounting.start(paths)
+                    try Mounting.start(paths, logLevel: Log.level.rawValue)
                 } catch {
                     throw MountUnavailable(reason: "\(error)")
                 }
@@ -171,34 +172,9 @@ extension Umoci {
 
         func run() throws {
             try expectArguments(arguments, 1, "<bundle>")
-            let paths = BundlePaths(arguments[0])
-            let metadata = try BundleMetadata.read(bundle: paths.bundle)
-            guard metadata.mode == .mount else {
-                throw StoreError("\(paths.bundle) is an extracted bundle (unpack --extract, or made by umoci): its rootfs is a plain directory, there is nothing to mount")
-            }
-            guard metadata.mount != nil else {
-                throw StoreError("\(paths.metadata) has no mount information: the bundle was not made by this umoci's unpack")
-            }
-            switch Mounting.state(of: paths.rootfs) {
-            case .live: throw StoreError("\(paths.rootfs) is already mounted")
-            case .dead: Mounting.cleanUpDeadMount(paths.rootfs)
-            case .notMounted:
-                // A server whose mount detached itself serves what is still open under it;
-                // two servers must never share one upper directory.
-                // One that just detached exits once the kernel lets the file system go: give it
-                // a moment (on a busy machine that takes a while).
-                var waited = 0
-                while !Mounting.serverProcesses(paths).isEmpty && waited < 40 {
-                    usleep(50_000)
-                    waited += 1
-                }
-                if let old = Mounting.serverProcesses(paths).first {
-                    throw StoreError("the previous mount server of \(paths.bundle) (pid \(old)) still serves files open under its detached mount: close them (or kill it) first")
-                }
-            }
-            try Files.makeDirectory(paths.upper)
-            try Files.makeDirectory(paths.rootfs)
-            try Mounting.start(paths)
+            let bundle = RuntimeBundle(arguments[0])
+            try bundle.mount(logLevel: Log.level.rawValue)
+            let paths = bundle.paths
             Log.info("mounted \(paths.rootfs)")
         }
     }
@@ -213,57 +189,12 @@ extension Umoci {
 
         func run() throws {
             try expectArguments(arguments, 1, "<bundle>")
-            let paths = BundlePaths(arguments[0])
-            // The mount is found through /proc/self/mountinfo: umoci.json may be gone already.
-            guard Files.isDirectory(paths.bundle) else { throw StoreError("\(paths.bundle) is not a directory") }
-            if (try? BundleMetadata.read(bundle: paths.bundle))?.mode == .extract {
-                Log.info("\(paths.rootfs) is a plain directory (an extracted bundle): nothing to unmount")
-                return
+            let bundle = RuntimeBundle(arguments[0])
+            if try bundle.unmount() {
+                Log.info("unmounted \(bundle.paths.rootfs)")
+            } else {
+                Log.info("\(bundle.paths.rootfs) is a plain directory (an extracted bundle): nothing to unmount")
             }
-            try Mounting.stop(paths)
-            Log.info("unmounted \(paths.rootfs)")
-        }
-    }
-}
-
-/// What unpack created, so that a failure removes exactly that and leaves nothing half-made.
-struct BundleCreation {
-    let paths: BundlePaths
-    let createdBundle: Bool
-    /// The manifest whose mtree an extracted bundle gets; nil for a mounted bundle.
-    let extracting: Digest?
-
-    /// For a mounted bundle: the upper directory and the mount point. For an extracted one
-    /// (`extracting` its manifest): the rootfs directory.
-    init(_ paths: BundlePaths, extracting: Digest? = nil) throws {
-        self.paths = paths
-        self.extracting = extracting
-        if Files.exists(paths.bundle) {
-            guard Files.isDirectory(paths.bundle) else { throw StoreError("create runtime bundle: \(paths.bundle) is not a directory") }
-            createdBundle = false
-        } else {
-            if mkdir(paths.bundle, 0o700) != 0 { throw StoreError.system("create runtime bundle", paths.bundle) }
-            createdBundle = true
-        }
-        chmod(paths.bundle, 0o700)
-        for dir in extracting == nil ? [paths.upper, paths.rootfs] : [paths.rootfs] where mkdir(dir, 0o755) != 0 {
-            let e = StoreError.system("create runtime bundle", dir)
-            undo()
-            throw e
-        }
-    }
-
-    func undo() {
-        if createdBundle {
-            try? Files.removeTree(paths.bundle)
-        } else if let extracting {
-            for p in [paths.config, paths.metadata, ExtractedBundle.manifestPath(paths, extracting),
-                      ExtractedBundle.stampsPath(paths, extracting)] { unlink(p) }
-            try? Files.removeTree(paths.rootfs)
-        } else {
-            for p in [paths.config, paths.metadata, paths.log, paths.pid] { unlink(p) }
-            try? Files.removeTree(paths.upper)
-            rmdir(paths.rootfs)
         }
     }
 }

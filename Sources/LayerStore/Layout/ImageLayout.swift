@@ -197,3 +197,13 @@ extension JSONObject {
     /// index.json.
     public var serializedValue: [UInt8] { JSON.object(self).serialized() + [0x0A] }
 }
+
+extension ImageLayout {
+    /// Opens the layout at `path` and runs `body` with its lock held.
+    public static func withLocked<T>(_ path: String, _ mode: LockMode, _ body: (ImageLayout) throws -> T) throws -> T {
+        let layout = try ImageLayout(opening: path)
+        let lock = try layout.lock(mode)
+        defer { lock.release() }
+        return try body(layout)
+    }
+}

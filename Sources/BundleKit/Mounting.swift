@@ -10,11 +10,11 @@ import Glibc
 /// Starting, finding and stopping the server that keeps a bundle's rootfs mounted. The server
 /// is this same binary run as `umoci __serve BUNDLE` in its own session, logging to the
 /// bundle's log file; it tells the starter over a pipe once the mount is in place.
-enum Mounting {
-    enum State { case notMounted, live, dead }
+public enum Mounting {
+    public enum State { case notMounted, live, dead }
 
     /// Whether `path` is a mount point, and whether its server still answers.
-    static func state(of path: String) -> State {
+    public static func state(of path: String) -> State {
         guard mountType(of: path) != nil else { return .notMounted }
         // statvfs always reaches the server (stat may be answered from the kernel's cache).
         var fs = statvfs()
@@ -24,7 +24,7 @@ enum Mounting {
 
     /// The file system type of the topmost mount at `path` ("fuse.umoci" for this tool's
     /// mounts), from /proc/self/mountinfo; nil if nothing is mounted there.
-    static func mountType(of path: String) -> String? {
+    public static func mountType(of path: String) -> String? {
         guard let mounts = try? Files.read("/proc/self/mountinfo") else { return nil }
         let target = canonical(path)
         var found: String?
@@ -39,7 +39,7 @@ enum Mounting {
 
     /// The absolute path, resolving symlinks in the parent only: the path itself may be a
     /// mount whose server is gone, which must not be touched.
-    static func canonical(_ path: String) -> String {
+    public static func canonical(_ path: String) -> String {
         // "layout/" names the same directory as "layout".
         var path = path
         while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
@@ -53,7 +53,7 @@ enum Mounting {
     }
 
     /// /proc/self/mountinfo escapes space, tab, newline and backslash as octal.
-    static func unescapeMountPath(_ s: String) -> String {
+    public static func unescapeMountPath(_ s: String) -> String {
         guard s.contains("\\") else { return s }
         var out: [UInt8] = []
         let b = Array(s.utf8)
@@ -71,20 +71,20 @@ enum Mounting {
     }
 
     /// Detaches a mount whose server is gone ("Transport endpoint is not connected").
-    static func cleanUpDeadMount(_ path: String) {
+    public static func cleanUpDeadMount(_ path: String) {
         if state(of: path) == .dead { detach(path) }
     }
 
     /// Detaches the mount at `path` lazily; an unprivileged user's through fusermount3.
     @discardableResult
-    static func detach(_ path: String) -> Bool {
+    public static func detach(_ path: String) -> Bool {
         if geteuid() != 0 { return fusermount(["-u", "-z", "-q", path]) }
         return umount2(path, Int32(MNT_DETACH)) == 0
     }
 
     /// Runs Debian's setuid fusermount3 (how an unprivileged user unmounts a FUSE mount of its
     /// own); true if it succeeded.
-    static func fusermount(_ arguments: [String]) -> Bool {
+    public static func fusermount(_ arguments: [String]) -> Bool {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -101,7 +101,7 @@ enum Mounting {
     }
 
     /// Checks that FUSE can work here before anything is created.
-    static func checkFuse() throws {
+    public static func checkFuse() throws {
         guard access("/dev/fuse", F_OK) == 0 else {
             throw StoreError("FUSE is not available: /dev/fuse does not exist (load the fuse module or run where FUSE is allowed)")
         }
@@ -112,8 +112,9 @@ enum Mounting {
         close(fd)
     }
 
-    /// Starts the server for `bundle` and returns once its rootfs is mounted.
-    static func start(_ paths: BundlePaths) throws {
+    /// Starts the server for `bundle` (logging at `logLevel`) and returns once its rootfs is
+    /// mounted.
+    public static func start(_ paths: BundlePaths, logLevel: String) throws {
         try checkFuse()
         // After a refresh while mounted, the upper directory must describe changes against
         // the new base before it is served on it.
@@ -150,7 +151,7 @@ enum Mounting {
 
         let executable = selfExecutable()
         // An absolute bundle path, so that `umount` can find the server by its command line.
-        let arguments = [executable, "__serve", canonical(paths.bundle), "--ready-fd", "3", "--log", Log.level.rawValue]
+        let arguments = [executable, "__serve", canonical(paths.bundle), "--ready-fd", "3", "--log", logLevel]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
@@ -175,7 +176,7 @@ enum Mounting {
     }
 
     /// Marks every open descriptor above `n` close-on-exec.
-    static func closeOnExecAbove(_ n: Int32) {
+    public static func closeOnExecAbove(_ n: Int32) {
         guard let names = try? Files.list("/proc/self/fd") else { return }
         for name in names {
             if let fd = Int32(name), fd > n { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
@@ -184,7 +185,7 @@ enum Mounting {
 
     /// Unmounts a bundle's rootfs; the server then exits by itself. Waits for it. Needs
     /// nothing of the bundle but the mount: umoci.json, the pid file or upper/ may be gone.
-    static func stop(_ paths: BundlePaths) throws {
+    public static func stop(_ paths: BundlePaths) throws {
         if let type = mountType(of: paths.rootfs), type != "fuse.umoci" {
             throw StoreError("\(paths.rootfs) is not mounted by umoci (it is a \(type) mount)")
         }
@@ -219,7 +220,7 @@ enum Mounting {
 
     /// The bundle's server: the pid file's, or else found by its command line
     /// (`umoci __serve ABSOLUTE-BUNDLE`), for when the pid file is gone.
-    static func serverProcesses(_ paths: BundlePaths) -> [pid_t] {
+    public static func serverProcesses(_ paths: BundlePaths) -> [pid_t] {
         let bundle = canonical(paths.bundle)
         let found = ((try? Files.list("/proc")) ?? []).compactMap { name -> pid_t? in
             guard let pid = pid_t(name), let cmdline = try? Files.read("/proc/\(name)/cmdline") else { return nil }
@@ -238,21 +239,21 @@ enum Mounting {
     }
 
     /// The process is a mount server of this tool (the pid file may be stale).
-    static func isServer(_ pid: pid_t) -> Bool {
+    public static func isServer(_ pid: pid_t) -> Bool {
         guard let cmdline = try? Files.read("/proc/\(pid)/cmdline") else { return false }
         return cmdline.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "__serve" }
     }
 
     /// Writes out what is dirty on the mount (pages changed through mmap) to the server, with
     /// syncfs(2) on the mount alone.
-    static func flush(_ paths: BundlePaths) throws {
+    public static func flush(_ paths: BundlePaths) throws {
         let fd = open(paths.rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw StoreError.system("open", paths.rootfs) }
         defer { close(fd) }
         if umoci_syncfs(fd) != 0 { throw StoreError.system("syncfs", paths.rootfs) }
     }
 
-    static func selfExecutable() -> String {
+    public static func selfExecutable() -> String {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
@@ -260,7 +261,7 @@ enum Mounting {
 }
 
 extension String {
-    func trimmingCharacters(in set: Character) -> String {
+    public func trimmingCharacters(in set: Character) -> String {
         var s = Substring(self)
         while s.last == set { s.removeLast() }
         while s.first == set { s.removeFirst() }

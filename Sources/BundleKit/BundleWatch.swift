@@ -20,17 +20,17 @@ import Glibc
 /// so that the checks follow a renamed bundle; nothing here writes into the bundle, and once
 /// the mount followed it the server does not even remove its own files (the deleting program
 /// would find them gone under it).
-final class BundleWatch: Sendable {
+public final class BundleWatch: Sendable {
     /// O_PATH descriptors, owned, never closed (the server exits with them).
-    let bundle: Int32
+    public let bundle: Int32
     private let upper: Int32
     /// Set once the mount detached itself (the bundle is being deleted or its rootfs emptied):
     /// from then on the server leaves the bundle's files alone.
-    let followed = Atomic<Bool>(false)
+    public let followed = Atomic<Bool>(false)
     /// How long after upper/ was deleted the mount detaches, if nothing opened its root.
-    static let upperGoneDelay = 2.0
+    public static let upperGoneDelay = 2.0
 
-    init(_ paths: BundlePaths) throws(StoreError) {
+    public init(_ paths: BundlePaths) throws(StoreError) {
         let pathFlags: Int32 = 0o10000000 | O_DIRECTORY | O_CLOEXEC  // O_PATH
         bundle = open(paths.bundle, pathFlags)
         guard bundle >= 0 else { throw .system("open", paths.bundle) }
@@ -40,7 +40,7 @@ final class BundleWatch: Sendable {
 
     /// Whether the bundle is being deleted: `upper/` or the bundle directory is gone, or
     /// `umoci.json` (never absent from a live bundle: it is replaced by rename).
-    var bundleGone: Bool {
+    public var bundleGone: Bool {
         var st = stat()
         if fstat(upper, &st) == 0 && st.st_nlink == 0 { return true }
         if fstat(bundle, &st) == 0 && st.st_nlink == 0 { return true }
@@ -55,13 +55,13 @@ final class BundleWatch: Sendable {
     /// plain rootfs/.
     /// Compares the links' texts: reading a link does not touch its target (a stat could wait
     /// on this very mount, or on any other file system).
-    func isBundleOpen(in pid: pid_t) -> Bool {
+    public func isBundleOpen(in pid: pid_t) -> Bool {
         guard pid > 0, let bundlePath = BundleWatch.readLink("/proc/self/fd/\(bundle)"),
               let fds = try? Files.list("/proc/\(pid)/fd") else { return false }
         return fds.contains { BundleWatch.readLink("/proc/\(pid)/fd/\($0)") == bundlePath }
     }
 
-    static func readLink(_ path: String) -> String? {
+    public static func readLink(_ path: String) -> String? {
         var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = buffer.withUnsafeMutableBufferPointer { b in
             b.withMemoryRebound(to: CChar.self) { readlink(path, $0.baseAddress!, $0.count - 1) }
@@ -71,14 +71,14 @@ final class BundleWatch: Sendable {
 
     /// Removes one of the server's own files (pid file, socket) from the bundle it was started
     /// in, wherever that is now, and never from a new bundle made at the same path.
-    func unlink(_ path: String) {
+    public func unlink(_ path: String) {
         guard let name = path.split(separator: "/").last else { return }
         _ = unlinkat(bundle, String(name), 0)
     }
 
     /// Calls `gone` (once, on a background thread) when inotify reports that `upper/` or the
     /// bundle directory was deleted. Only deletion counts: renaming the bundle is not the end.
-    func watch(_ gone: @escaping @Sendable (String) -> Void) throws(StoreError) {
+    public func watch(_ gone: @escaping @Sendable (String) -> Void) throws(StoreError) {
         let fd = inotify_init1(Int32(IN_CLOEXEC))
         guard fd >= 0 else { throw .system("inotify_init1", "for the bundle") }
         let mask = UInt32(IN_DELETE) | UInt32(IN_DELETE_SELF)

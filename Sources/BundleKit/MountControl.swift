@@ -11,15 +11,15 @@ import Glibc
 ///
 /// The socket is named through /proc/self/fd/N/, N an fd of the bundle directory, so that a
 /// bundle path of any length fits in sockaddr_un.
-enum MountControl {
+public enum MountControl {
     /// How long a client waits for the reply.
-    static let replyTimeout = 600
+    public static let replyTimeout = 600
     /// How long the server waits for a request line.
-    static let requestTimeout = 10
+    public static let requestTimeout = 10
 
     /// Listens on the bundle's control socket and answers each request with `handle` on a
     /// background thread, one request at a time, for the life of the process.
-    static func serve(_ paths: BundlePaths, handle: @escaping @Sendable (String) -> String) throws(StoreError) {
+    public static func serve(_ paths: BundlePaths, handle: @escaping @Sendable (String) -> String) throws(StoreError) {
         let fd = try withAddress(paths) { address throws(StoreError) -> Int32 in
             unlink(paths.control)
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -57,7 +57,7 @@ enum MountControl {
     }
 
     /// Sends `request` to the bundle's server and returns its reply line.
-    static func request(_ paths: BundlePaths, _ request: String) throws(StoreError) -> String {
+    public static func request(_ paths: BundlePaths, _ request: String) throws(StoreError) -> String {
         let fd = try withAddress(paths) { address throws(StoreError) -> Int32 in
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw .system("create socket for", paths.control) }
