@@ -13,6 +13,18 @@ let fusermountAvailable = access("/usr/bin/fusermount3", X_OK) == 0 && access("/
 /// A bundle mounted by an unprivileged user: `release()` (call it in a defer) unmounts it as
 /// the user, and as root detaches whatever is left, so a failed test never leaves a mount
 /// (nor a directory that root cannot remove: a mount without allow_other is the user's alone).
+/// Runs the bundle with `process` as its spec's process under rootless runc as `user`, and
+/// removes the container again.
+func runc(_ user: UnprivilegedUser, _ b: UserMountedBundle, spec: JSONObject, process: JSONObject) throws -> Output {
+    var spec = spec
+    spec["process"] = .object(process)
+    try Data(JSON.object(spec).serialized()).write(to: URL(fileURLWithPath: b.paths.config))
+    let id = "rlm-" + String(UUID().uuidString.prefix(8))
+    let out = try user.run("/usr/sbin/runc", ["--root", user.home + "/runc", "run", "-b", b.paths.bundle, id])
+    _ = try? user.run("/usr/sbin/runc", ["--root", user.home + "/runc", "delete", "-f", id])
+    return out
+}
+
 final class UserMountedBundle {
     let user: UnprivilegedUser
     let paths: BundlePaths
@@ -206,15 +218,11 @@ struct RootlessMountTests {
         defer { b.release() }
         ok(try user.run(ourUmoci, ["unpack", "--rootless", "--cache-dir", work + "/cache", "--image", L + ":busybox", b.paths.bundle]))
         #expect(b.mountLine()?.contains("fuse.umoci") == true)
-        var spec = try readJSON(b.paths.config)
+        let spec = try readJSON(b.paths.config)
         var process = spec[object: "process"]
         process["terminal"] = .bool(false)
         process["args"] = .strings(["sh", "-c", "id -u; stat -c '%u:%g %n' /home/user /etc/passwd; echo x > /root/made; echo y > /home/user/mine; chown 0:0 /home/user; chown 1000 /root/made; echo chown=$?; stat -c '%u:%g %n' /home/user /root/made"])
-        spec["process"] = .object(process)
-        try Data(JSON.object(spec).serialized()).write(to: URL(fileURLWithPath: b.paths.config))
-        let id = "rlm-" + String(UUID().uuidString.prefix(8))
-        let out = try user.run("/usr/sbin/runc", ["--root", user.home + "/runc", "run", "-b", b.paths.bundle, id])
-        _ = try? user.run("/usr/sbin/runc", ["--root", user.home + "/runc", "delete", "-f", id])
+        let out = try runc(user, b, spec: spec, process: process)
         #expect(out.status == 0, "\(out)")
         #expect(out.stdout == "0\n0:0 /home/user\n0:0 /etc/passwd\nchown=1\n0:0 /home/user\n0:0 /root/made\n", "\(out)")
         #expect(out.stderr.contains("chown: /root/made: Invalid argument"), "\(out)")  // 1000 is not in the map
@@ -297,7 +305,7 @@ struct RootlessMountTests {
         #expect(try stat(user, b.paths.rootfs, ["home/user", "etc/passwd"], format: "%u:%g %n") == [
             "\(subuid + 999):\(subgid + 999) home/user", "\(user.uid):\(user.gid) etc/passwd"])
 
-        var spec = try readJSON(b.paths.config)
+        let spec = try readJSON(b.paths.config)
         var process = spec[object: "process"]
         process["terminal"] = .bool(false)
         // umoci's spec gives root no CAP_CHOWN or CAP_DAC_OVERRIDE; a container that chowns has them.
@@ -307,11 +315,7 @@ struct RootlessMountTests {
         }
         process["capabilities"] = .object(caps)
         process["args"] = .strings(["sh", "-c", "id -u; stat -c '%u:%g %n' /home/user /etc/passwd; echo x > /root/made; chown 1000:50 /root/made; touch /home/user/f; chown 1000:1000 /home/user/f; chown 50 /etc/os-release; echo chown=$?; stat -c '%u:%g %n' /root/made /home/user/f /etc/os-release"])
-        spec["process"] = .object(process)
-        try Data(JSON.object(spec).serialized()).write(to: URL(fileURLWithPath: b.paths.config))
-        let id = "rlm-" + String(UUID().uuidString.prefix(8))
-        let out = try user.run("/usr/sbin/runc", ["--root", user.home + "/runc", "run", "-b", b.paths.bundle, id])
-        _ = try? user.run("/usr/sbin/runc", ["--root", user.home + "/runc", "delete", "-f", id])
+        let out = try runc(user, b, spec: spec, process: process)
         #expect(out.status == 0, "\(out)")
         #expect(out.stdout == "0\n1000:1000 /home/user\n0:0 /etc/passwd\nchown=0\n1000:50 /root/made\n1000:1000 /home/user/f\n50:0 /etc/os-release\n", "\(out)")
         // Every upper file is the user's; the owners are in the xattr.
