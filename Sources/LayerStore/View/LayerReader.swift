@@ -82,6 +82,13 @@ final class LayerReader: Sendable {
 
     func regionBytes(_ r: Int) throws(StoreError) -> [UInt8] {
         let key = RegionCache.Key(layer: Int32(number), region: Int32(r))
+        // Readahead asks for neighbouring offsets at once: one thread inflates a region, the
+        // others wait for it instead of inflating it again.
+        while true {
+            if let hit = cache.get(key) { return hit }
+            if cache.inflight.begin(key) { break }
+        }
+        defer { cache.inflight.end(key) }
         if let hit = cache.get(key) { return hit }
         let start = regionStarts[r]
         let end = r + 1 < regionStarts.count ? regionStarts[r + 1] : uncompressedSize
@@ -117,8 +124,47 @@ final class RegionCache: Sendable {
 
     let capacity: Int
     private let state = Mutex(State())
+    /// The regions being inflated now (see LayerReader.regionBytes).
+    let inflight = Inflight()
 
     init(capacity: Int) { self.capacity = capacity }
+
+    /// A set of keys with a condition to wait on: begin(key) claims a key, or waits until the
+    /// thread holding it calls end(key). Owns its pthread mutex and condition.
+    final class Inflight: @unchecked Sendable {
+        private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        private var keys = Set<Key>()
+
+        init() {
+            pthread_mutex_init(mutex, nil)
+            pthread_cond_init(condition, nil)
+        }
+
+        deinit {
+            pthread_cond_destroy(condition)
+            pthread_mutex_destroy(mutex)
+            condition.deallocate()
+            mutex.deallocate()
+        }
+
+        /// true: the caller holds `key` and must end(key); false: another thread held it and
+        /// has ended it (look for its result again).
+        func begin(_ key: Key) -> Bool {
+            pthread_mutex_lock(mutex)
+            defer { pthread_mutex_unlock(mutex) }
+            if keys.insert(key).inserted { return true }
+            while keys.contains(key) { pthread_cond_wait(condition, mutex) }
+            return false
+        }
+
+        func end(_ key: Key) {
+            pthread_mutex_lock(mutex)
+            keys.remove(key)
+            pthread_cond_broadcast(condition)
+            pthread_mutex_unlock(mutex)
+        }
+    }
 
     func get(_ key: Key) -> [UInt8]? {
         state.withLock { s in
