@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
@@ -90,6 +91,28 @@ final class LayerReader: Sendable {
         }
         defer { cache.inflight.end(key) }
         if let hit = cache.get(key) { return hit }
+        // A reader going through the layer in order (the region before this one is cached) is
+        // likely to read on: the next region is inflated meanwhile on another core (inflating
+        // is the cost of a cold read). Random access prefetches nothing.
+        if r > 0, cache.get(RegionCache.Key(layer: Int32(number), region: Int32(r - 1)), touch: false) != nil {
+            prefetch(r + 1)
+        }
+        return try inflate(r, key)
+    }
+
+    /// Inflates region r in the background unless it is cached or being inflated.
+    func prefetch(_ r: Int) {
+        guard r < regionStarts.count, cache.prefetching else { return }
+        let key = RegionCache.Key(layer: Int32(number), region: Int32(r))
+        guard cache.get(key, touch: false) == nil, cache.inflight.tryBegin(key) else { return }
+        DispatchQueue.global(qos: .utility).async { [self] in
+            defer { cache.inflight.end(key) }
+            _ = try? inflate(r, key)
+        }
+    }
+
+    /// Inflates region r and keeps it in the cache; the caller holds `key` in the inflight set.
+    private func inflate(_ r: Int, _ key: RegionCache.Key) throws(StoreError) -> [UInt8] {
         let start = regionStarts[r]
         let end = r + 1 < regionStarts.count ? regionStarts[r + 1] : uncompressedSize
         var bytes = [UInt8](repeating: 0, count: Int(end - start))
@@ -158,6 +181,13 @@ final class RegionCache: Sendable {
             return false
         }
 
+        /// Claims `key` if nobody holds it; never waits.
+        func tryBegin(_ key: Key) -> Bool {
+            pthread_mutex_lock(mutex)
+            defer { pthread_mutex_unlock(mutex) }
+            return keys.insert(key).inserted
+        }
+
         func end(_ key: Key) {
             pthread_mutex_lock(mutex)
             keys.remove(key)
@@ -166,11 +196,18 @@ final class RegionCache: Sendable {
         }
     }
 
-    func get(_ key: Key) -> [UInt8]? {
+    /// Whether readers inflate the next region ahead of them (off for a cache too small to
+    /// hold both).
+    var prefetching: Bool { capacity >= 16 << 20 && !state.withLock { $0.disabled } }
+
+    /// The region, if cached; `touch` marks it as just used.
+    func get(_ key: Key, touch: Bool = true) -> [UInt8]? {
         state.withLock { s in
             guard let e = s.entries[key] else { return nil }
-            s.clock += 1
-            s.entries[key] = (e.bytes, s.clock)
+            if touch {
+                s.clock += 1
+                s.entries[key] = (e.bytes, s.clock)
+            }
             return e.bytes
         }
     }
