@@ -164,7 +164,7 @@ extension OverlayFS {
     /// of its copy at dirfd/name, so that the group stays one file: a change through any name
     /// shows through all, with one st_ino and the right link count (as overlayfs's index
     /// keeps groups). Nodes the kernel knows for those names are updated and their caches
-    /// invalidated after the reply.
+    /// invalidated before the reply (see queueInvalidation).
     func linkOtherNames(of lower: Int32, to dirfd: Int32, _ name: ByteString) throws(Errno) {
         let others = view.otherNames(of: lower)
         guard !others.isEmpty else { return }
@@ -189,13 +189,7 @@ extension OverlayFS {
     /// The path of lower node `node` if the mount shows that very node there (no upper object,
     /// whiteout or opaque directory in the way), else nil. Changes nothing.
     func shownLowerPath(_ node: Int32) -> [ByteString]? {
-        var chain: [Int32] = []
-        var x = node
-        while x != MergedView.root {
-            chain.append(x)
-            x = view.parent(of: x)
-        }
-        chain.reverse()
+        let chain = view.chain(to: node)
         var path: [ByteString] = []
         var upper: Int32 = openat(upperRoot, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
         defer { if upper >= 0 { close(upper) } }
@@ -226,16 +220,10 @@ extension OverlayFS {
     /// directories on the way (the caller checked that the mount shows them from the lower
     /// view).
     func openUpperParent(of node: Int32) throws(Errno) -> Int32 {
-        var chain: [Int32] = []
-        var x = view.parent(of: node)
-        while x != MergedView.root {
-            chain.append(x)
-            x = view.parent(of: x)
-        }
         var current = openat(upperRoot, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
         if current < 0 { throw Errno.current }
         var path: [ByteString] = []
-        for n in chain.reversed() {
+        for n in view.chain(to: node).dropLast() {
             let name = view.name(of: n)
             path.append(name)
             if !exists(current, name) {

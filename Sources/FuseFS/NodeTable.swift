@@ -64,10 +64,7 @@ extension OverlayFS {
         while id != rootId, let n = s.nodes[id], n.lookups == 0, n.children.isEmpty {
             s.nodes[id] = nil
             if n.orphan >= 0 { close(n.orphan) }
-            if let key = n.identity {
-                s.links[key]?.remove(id)
-                if s.links[key]?.isEmpty == true { s.links[key] = nil }
-            }
+            if let key = n.identity { s.removeLink(key, id) }
             guard n.parent != 0 else { return }
             if s.nodes[n.parent]?.children[n.name] == id { s.nodes[n.parent]!.children[n.name] = nil }
             id = n.parent
@@ -118,16 +115,14 @@ extension OverlayFS {
         let key = several ? UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)) : nil
         state.withLock { s in
             guard let n = s.nodes[id] else { return }
-            if let old = n.identity, old != key {
-                s.links[old]?.remove(id)
-                if s.links[old]?.isEmpty == true { s.links[old] = nil }
-            }
+            if let old = n.identity, old != key { s.removeLink(old, id) }
             s.nodes[id]!.identity = key
             if let key { s.links[key, default: []].insert(id) }
         }
     }
 
-    /// Queues, for invalidation after the reply, the other nodes naming the upper file `st`.
+    /// Queues for invalidation the other nodes naming the upper file `st` (sent before the
+    /// reply, see OverlayFS.invalidations).
     func invalidateOtherNames(of id: UInt64, _ st: stat) {
         // Not only while the file has several names: a name unlinked while open stays in
         // `links` (its node is detached) and must see the file lose its last name.
@@ -181,6 +176,24 @@ extension OverlayFS {
 
     func orphan(_ id: UInt64) -> Int32? {
         state.withLock { s in s.nodes[id].flatMap { $0.orphan >= 0 ? $0.orphan : nil } }
+    }
+
+    /// A descriptor of node id's orphan (a regular file: keepOrphan and copyUpOrphan keep no
+    /// other), opened again through /proc to read or change it; nil when the node is attached
+    /// or has none. The caller closes it.
+    func openOrphan(_ id: UInt64, writing: Bool = false) throws(Errno) -> Int32? {
+        guard let orphan = orphan(id), try snapshot(id).parent == 0 else { return nil }
+        var st = stat()
+        guard fstat(orphan, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw Errno(ENOENT) }
+        let fd = Glibc.open("/proc/self/fd/\(orphan)", (writing ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC)
+        if fd < 0 { throw Errno.current }
+        return fd
+    }
+
+    /// Queues for invalidation the other nodes naming node id's upper object, if it has one.
+    func invalidateOtherNames(of id: UInt64) {
+        guard let n = try? snapshot(id), let st = try? upperStat(id, n) else { return }
+        invalidateOtherNames(of: id, st)
     }
 
     /// Swaps the names of two attached nodes (after RENAME_EXCHANGE).

@@ -242,10 +242,8 @@ extension OverlayFS {
                 let n = try snapshot(id)
                 if n.parent == 0 && !n.upper && n.lower >= 0 { try copyUpOrphan(id, lower: n.lower) }
             }
-            if let orphan = orphan(id), try snapshot(id).parent == 0 {
+            if let fd = try openOrphan(id, writing: change.size != nil) {
                 // Unlinked while open: the file itself, through a descriptor of its own.
-                let fd = Glibc.open("/proc/self/fd/\(orphan)", (change.size != nil ? O_WRONLY : O_RDONLY) | O_NONBLOCK | O_CLOEXEC)
-                if fd < 0 { throw Errno.current }
                 defer { close(fd) }
                 try apply(change, fd: fd, dirfd: -1, name: "")
                 return try getattr(id, fd: fd)
@@ -388,7 +386,7 @@ extension OverlayFS {
     }
 
     /// After a write through handle h: the other names of its file (if it has any) show it
-    /// once their caches are dropped, right after the reply.
+    /// once their caches are dropped, before the reply.
     func wrote(_ h: Handle) {
         guard let key = h.writer else { return }
         let others = state.withLock { s in s.links[key].map { $0.subtracting([h.node]) } ?? [] }
@@ -469,13 +467,8 @@ extension OverlayFS {
         let r: Int
         if id == OverlayFS.rootId {
             r = body(.fd(upperRoot))
-        } else if let orphan = orphan(id), try snapshot(id).parent == 0 {
-            // Unlinked while open: the file itself, through a descriptor of its own (a regular
-            // file only: the orphan of anything else is never opened).
-            var st = stat()
-            guard fstat(orphan, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { throw Errno(ENOENT) }
-            let fd = Glibc.open("/proc/self/fd/\(orphan)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-            if fd < 0 { throw Errno.current }
+        } else if let fd = try openOrphan(id) {
+            // Unlinked while open: the file itself, through a descriptor of its own.
             defer { close(fd) }
             r = body(.fd(fd))
         } else {
@@ -551,7 +544,7 @@ extension OverlayFS {
                 case .path(let path): return Int(lsetxattr(path.c, key.c, value.baseAddress, value.count, flags))
                 }
             }
-            if let n = try? snapshot(id), let st = try? upperStat(id, n) { invalidateOtherNames(of: id, st) }
+            invalidateOtherNames(of: id)
         }
     }
 
@@ -572,7 +565,7 @@ extension OverlayFS {
                 case .path(let path): return Int(lremovexattr(path.c, key.c))
                 }
             }
-            if let n = try? snapshot(id), let st = try? upperStat(id, n) { invalidateOtherNames(of: id, st) }
+            invalidateOtherNames(of: id)
         }
     }
 }

@@ -63,8 +63,8 @@ final class OverlayFS: @unchecked Sendable {
     /// this has moved (see followCopyUp).
     let copyUps = Atomic<UInt64>(0)
     /// Node ids whose kernel caches (attributes, pages) went stale through a change made under
-    /// another name of the same file; sent once the request that made them has been answered
-    /// (takeInvalidations, from the callbacks).
+    /// another name of the same file; the callbacks send them (takeInvalidations) before they
+    /// answer the request that made them.
     let invalidations = Mutex<[UInt64]>([])
     let invalidationsPending = Atomic<Bool>(false)
     /// Set when the server is an unprivileged user's: owners are mapped and kept in xattrs
@@ -106,6 +106,11 @@ final class OverlayFS: @unchecked Sendable {
         var nextFreshIno: UInt64 = 1 << 50
         /// The nodes naming each upper file that has several names (Node.identity).
         var links: [UpperKey: Set<UInt64>] = [:]
+
+        mutating func removeLink(_ key: UpperKey, _ id: UInt64) {
+            links[key]?.remove(id)
+            if links[key]?.isEmpty == true { links[key] = nil }
+        }
     }
 
     struct Snapshot {

@@ -155,13 +155,18 @@ public final class MergedView: Sendable {
 
     /// The path of a node from the root, without a leading '/' ("" for the root).
     public func path(of node: Int32) -> ByteString {
-        var parts: [ByteString] = []
+        chain(to: node).map { name(of: $0) }.joined(separator: "/")
+    }
+
+    /// The nodes from the root's child down to `node` (empty for the root itself).
+    public func chain(to node: Int32) -> [Int32] {
+        var nodes: [Int32] = []
         var current = node
         while current != MergedView.root {
-            parts.append(name(of: current))
+            nodes.append(current)
             current = parent(of: current)
         }
-        return parts.reversed().joined(separator: "/")
+        return nodes.reversed()
     }
 
     // MARK: Inodes
