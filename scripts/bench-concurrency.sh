@@ -7,21 +7,10 @@
 #
 #   scripts/bench-concurrency.sh [RUNS] [FILE_MB]
 set -euo pipefail
-cd "$(dirname "$0")/.."
 runs=${1:-3}
 file_mb=${2:-48}
-bash scripts/setup.sh >/dev/null
-command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
-swift build -c release > /tmp/umoci-bench-build.log 2>&1 || { cat /tmp/umoci-bench-build.log; exit 1; }
-bin=$(swift build -c release --show-bin-path)
-work=$(mktemp -d /var/tmp/umoci-bench-conc.XXXXXX)
-cleanup() {
-    for m in $(awk -v w="$work" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+source "$(dirname "$0")/lib/bench.sh"
+bench_setup conc
 
 # One gzip layer with 8 files of FILE_MB each (text-like data, about 3:1 compressible).
 python3 - "$work/files" "$file_mb" <<'EOF'
@@ -50,7 +39,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }  # utime + stime, in ticks
 tick=$(getconf CLK_TCK)
 
 one() {
-    sync; echo 3 > /proc/sys/vm/drop_caches
+    cold
     local t0 t1 c0 c1
     c0=$(cpu); t0=$(date +%s.%N)
     cat "$work/b/rootfs/data/f0" > /dev/null
@@ -58,7 +47,7 @@ one() {
     echo "$(echo "$file_mb / ($t1 - $t0)" | bc -l) $(echo "100 * ($c1 - $c0) / $tick / ($t1 - $t0)" | bc -l)"
 }
 eight() {
-    sync; echo 3 > /proc/sys/vm/drop_caches
+    cold
     local t0 t1 c0 c1
     c0=$(cpu); t0=$(date +%s.%N)
     for i in 0 1 2 3 4 5 6 7; do cat "$work/b/rootfs/data/f$i" > /dev/null & done

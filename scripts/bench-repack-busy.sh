@@ -7,24 +7,12 @@
 #
 #   scripts/bench-repack-busy.sh [RUNS] [WRITE_MB]
 set -euo pipefail
-cd "$(dirname "$0")/.."
 runs=${1:-5}
 write_mb=${2:-860}
-bash scripts/setup.sh >/dev/null
-command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
-swift build -c release > /tmp/umoci-bench-build.log 2>&1 || { cat /tmp/umoci-bench-build.log; exit 1; }
-bin=$(swift build -c release --show-bin-path)
-work=$(mktemp -d /var/tmp/umoci-bench-busy.XXXXXX)
+source "$(dirname "$0")/lib/bench.sh"
+bench_setup busy
 writer=""
-cleanup() {
-    [ -n "$writer" ] && kill "$writer" 2>/dev/null || true
-    for m in $(awk -v w="$work" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+bench_before_cleanup() { if [ -n "$writer" ]; then kill "$writer" 2>/dev/null || true; fi; }
 
 python3 scripts/fixtures/make_image.py "$work/L" busybox >/dev/null
 "$bin/umoci" unpack --cache-dir "$work/cache" --image "$work/L:busybox" "$work/bundle" >/dev/null

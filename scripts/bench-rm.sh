@@ -8,22 +8,9 @@
 #
 #   scripts/bench-rm.sh [RUNS]
 set -euo pipefail
-cd "$(dirname "$0")/.."
 runs=${1:-3}
-bash scripts/setup.sh >/dev/null
-command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
-swift build -c release > /tmp/umoci-bench-build.log 2>&1 || { cat /tmp/umoci-bench-build.log; exit 1; }
-bin=$(swift build -c release --show-bin-path)
-work=$(mktemp -d /var/tmp/umoci-bench-rm.XXXXXX)
-cleanup() {
-    for m in $(awk -v w="$work" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
-cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+source "$(dirname "$0")/lib/bench.sh"
+bench_setup rm
 
 python3 scripts/fixtures/make_image.py "$work/L" many >/dev/null
 "$bin/umoci" raw unpack --cache-dir "$work/cache" --image "$work/L:many" "$work/lower" >/dev/null
