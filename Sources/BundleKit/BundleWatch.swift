@@ -31,7 +31,7 @@ public final class BundleWatch: Sendable {
     public static let upperGoneDelay = 2.0
 
     public init(_ paths: BundlePaths) throws(StoreError) {
-        let pathFlags: Int32 = 0o10000000 | O_DIRECTORY | O_CLOEXEC  // O_PATH
+        let pathFlags: Int32 = Files.O_PATH_FLAG | O_DIRECTORY | O_CLOEXEC
         bundle = open(paths.bundle, pathFlags)
         guard bundle >= 0 else { throw .system("open", paths.bundle) }
         upper = open(paths.upper, pathFlags)

@@ -17,7 +17,7 @@ struct Errno: Error {
 }
 
 enum Sys {
-    static let O_PATH: Int32 = 0o10000000
+    static let O_PATH: Int32 = Files.O_PATH_FLAG
     static let AT_EMPTY_PATH: Int32 = 0x1000
     static let RENAME_NOREPLACE: UInt32 = 1
     static let RENAME_EXCHANGE: UInt32 = 2

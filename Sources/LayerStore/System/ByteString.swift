@@ -92,7 +92,8 @@ public struct ByteString: Hashable, Comparable, Sendable, ExpressibleByStringLit
         withBytes { $0.split(separator: 0x2F, omittingEmptySubsequences: true).map { ByteString(bytes: $0) } }
     }
 
-    private init(storage: [CChar]) { c = storage }
+    /// `storage` ends with its one NUL.
+    fileprivate init(storage: [CChar]) { c = storage }
 }
 
 extension Array where Element == ByteString {
@@ -103,7 +104,7 @@ extension Array where Element == ByteString {
             out.append(contentsOf: part.c.dropLast())
         }
         out.append(0)
-        return ByteString(bytes: out.map { UInt8(bitPattern: $0) })
+        return ByteString(storage: out)
     }
 }
 
