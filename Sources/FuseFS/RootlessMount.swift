@@ -29,27 +29,27 @@ public struct MountOwnership: Sendable {
     public init(uidMappings: [IdMapping], gidMappings: [IdMapping]) {
         self.uidMappings = uidMappings
         self.gidMappings = gidMappings
-        rootUid = (try? MapOptions.toHost(0, uidMappings, kind: "uid")).map { uid_t(truncatingIfNeeded: $0) } ?? geteuid()
-        rootGid = (try? MapOptions.toHost(0, gidMappings, kind: "gid")).map { gid_t(truncatingIfNeeded: $0) } ?? getegid()
+        rootUid = MapOptions.host(of: 0, uidMappings).map { uid_t(truncatingIfNeeded: $0) } ?? geteuid()
+        rootGid = MapOptions.host(of: 0, gidMappings).map { gid_t(truncatingIfNeeded: $0) } ?? getegid()
     }
 
     /// The host id a container (image) id reports.
     func hostUid(_ id: Int64) -> uid_t {
-        (try? MapOptions.toHost(id, uidMappings, kind: "uid")).map { uid_t(truncatingIfNeeded: $0) } ?? rootUid
+        MapOptions.host(of: id, uidMappings).map { uid_t(truncatingIfNeeded: $0) } ?? rootUid
     }
 
     func hostGid(_ id: Int64) -> gid_t {
-        (try? MapOptions.toHost(id, gidMappings, kind: "gid")).map { gid_t(truncatingIfNeeded: $0) } ?? rootGid
+        MapOptions.host(of: id, gidMappings).map { gid_t(truncatingIfNeeded: $0) } ?? rootGid
     }
 
     /// The container id of a request's host id (the caller); one outside the maps (the user
     /// outside any namespace, when the maps do not hold its id) is the container's root.
     func containerUid(_ id: uid_t) -> UInt32 {
-        (try? MapOptions.toContainer(Int64(id), uidMappings, kind: "uid")).map { UInt32(truncatingIfNeeded: $0) } ?? 0
+        MapOptions.container(of: Int64(id), uidMappings).map { UInt32(truncatingIfNeeded: $0) } ?? 0
     }
 
     func containerGid(_ id: gid_t) -> UInt32 {
-        (try? MapOptions.toContainer(Int64(id), gidMappings, kind: "gid")).map { UInt32(truncatingIfNeeded: $0) } ?? 0
+        MapOptions.container(of: Int64(id), gidMappings).map { UInt32(truncatingIfNeeded: $0) } ?? 0
     }
 
     /// Device nodes show as regular files (see above).

@@ -65,22 +65,39 @@ public struct MapOptions: Sendable, Equatable {
     /// A container id on the host (idtools.ToHost): unchanged without mappings, an error when
     /// no range holds it.
     public static func toHost(_ id: Int64, _ maps: [IdMapping], kind: String) throws(StoreError) -> Int64 {
+        guard let host = host(of: id, maps) else {
+            throw StoreError("map \(kind) to host: container id \(id) cannot be mapped to a host id")
+        }
+        return host
+    }
+
+    /// A host id in the container (idtools.ToContainer).
+    public static func toContainer(_ id: Int64, _ maps: [IdMapping], kind: String) throws(StoreError) -> Int64 {
+        guard let container = container(of: id, maps) else {
+            throw StoreError("map \(kind) to container: host id \(id) cannot be mapped to a container id")
+        }
+        return container
+    }
+
+    /// toHost without the error: nil when no range holds the id (for callers, such as the
+    /// mount's attribute replies, for which an unmapped id is ordinary and must cost nothing).
+    public static func host(of id: Int64, _ maps: [IdMapping]) -> Int64? {
         if maps.isEmpty { return id }
         let v = UInt32(truncatingIfNeeded: id)
         for m in maps where v >= m.containerID && UInt64(v) < UInt64(m.containerID) + UInt64(m.size) {
             return Int64(m.hostID) + Int64(v - m.containerID)
         }
-        throw StoreError("map \(kind) to host: container id \(id) cannot be mapped to a host id")
+        return nil
     }
 
-    /// A host id in the container (idtools.ToContainer).
-    public static func toContainer(_ id: Int64, _ maps: [IdMapping], kind: String) throws(StoreError) -> Int64 {
+    /// toContainer without the error: nil when no range holds the id.
+    public static func container(of id: Int64, _ maps: [IdMapping]) -> Int64? {
         if maps.isEmpty { return id }
         let v = UInt32(truncatingIfNeeded: id)
         for m in maps where v >= m.hostID && UInt64(v) < UInt64(m.hostID) + UInt64(m.size) {
             return Int64(m.containerID) + Int64(v - m.hostID)
         }
-        throw StoreError("map \(kind) to container: host id \(id) cannot be mapped to a container id")
+        return nil
     }
 
     /// `map_options` as umoci writes it (null mappings when there are none).
