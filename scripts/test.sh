@@ -12,7 +12,7 @@ set +e
 swift test --disable-xctest 2>&1 | tee "$log" | grep -E '^(✘|✔ Suite|􀢄|.*error:)|Test run with'
 status=${PIPESTATUS[0]}
 set -e
-passed=$(grep -cE '^✔ Test .* passed' "$log" || true)
+passed=$(grep -E '^✔ Test .* passed' "$log" | grep -cv '^✔ Test run with' || true)
 failed=$(grep -E '^✘ Test .* failed after' "$log" | grep -cv '^✘ Test run with' || true)
 echo "$passed passed, $failed failed"
 exit "$status"
