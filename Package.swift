@@ -18,11 +18,18 @@ let package = Package(
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]
         ),
-        // zlib, for gzip layers (inflate with access points, deflate for repack).
+        // zlib, for gzip layers: deflate for repack, and the raw deflate of access point states.
         .systemLibrary(
             name: "CZlib",
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
+        ),
+        // ISA-L, for gzip layers: inflate about twice as fast as zlib's, with a state that can
+        // be saved anywhere in the stream (access points).
+        .systemLibrary(
+            name: "CIsal",
+            pkgConfig: "libisal",
+            providers: [.apt(["libisal-dev"])]
         ),
         // libzstd, for zstd layers.
         .systemLibrary(
@@ -34,7 +41,7 @@ let package = Package(
         .systemLibrary(name: "CLinux"),
         .target(
             name: "LayerStore",
-            dependencies: ["CCrypto", "CZlib", "CZstd", "CLinux"],
+            dependencies: ["CCrypto", "CZlib", "CIsal", "CZstd", "CLinux"],
             swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
         ),
         // libfuse 3, for the mount that unpack serves.
@@ -73,7 +80,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LayerStoreTests",
-            dependencies: ["LayerStore"]
+            dependencies: ["LayerStore", "CIsal"]
         ),
         .testTarget(
             name: "FuseFSTests",

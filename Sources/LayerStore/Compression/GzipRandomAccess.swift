@@ -1,18 +1,17 @@
-import CZlib
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
 
-/// Random reads of a gzip blob through the access points a ``GzipDecoder`` recorded for it (the
-/// zran approach: raw inflate primed with the point's bits and window, then skip to the offset).
+/// Random reads of a gzip blob through the access points a ``GzipDecoder`` recorded for it: the
+/// nearest point's inflate state is restored, then output is skipped up to the offset.
 ///
-/// Reads before the first access point inflate from the start of the blob in gzip mode. Reads
-/// continue across member boundaries: after a member's deflate data ends, its 8-byte trailer and
-/// the next member's header are skipped; trailing zero padding ends the stream.
+/// Reads before the first access point inflate from the start of the blob. Reads continue
+/// across member boundaries (and check each member's CRC they reach the end of); trailing zero
+/// padding ends the stream.
 ///
-/// Thread safety: the instance is immutable and each `read` uses its own z_stream and buffers and
+/// Thread safety: the instance is immutable and each `read` uses its own inflate state and buffers and
 /// reads the blob with `pread`, so concurrent reads on one instance (and one fd) are safe. The fd
 /// must stay open while reads are in progress; it is not closed by this class.
 public final class GzipRandomAccess: @unchecked Sendable {
@@ -36,7 +35,7 @@ public final class GzipRandomAccess: @unchecked Sendable {
 
     /// A sequential reader from `offset` on: for reading a long range in pieces, which `read(at:)`
     /// would re-inflate from the nearest access point for every piece. Each cursor has its own
-    /// z_stream; use one cursor from one thread at a time.
+    /// inflate state; use one cursor from one thread at a time.
     public func cursor(at offset: Int64) throws(StoreError) -> GzipReadCursor {
         guard offset >= 0 else { throw StoreError("gzip: negative read offset \(offset)") }
         let cursor = try GzipReadCursor(fd: fd, blobSize: blobSize, start: point(before: offset))
@@ -63,83 +62,42 @@ public final class GzipReadCursor {
 
     private let fd: Int32
     private let blobSize: Int64
-    private let stream: UnsafeMutablePointer<z_stream>
+    private let inflation: GzipInflation
     private let input: UnsafeMutablePointer<UInt8>
+    private var inputNext = 0
+    private var inputCount = 0
     private var discard: UnsafeMutablePointer<UInt8>?
     /// Next blob offset to read into `input`.
     private var filePosition: Int64
-    /// Uncompressed offset of the next byte `read(into:)` will produce.
-    public private(set) var position: Int64
-    /// Inflating raw deflate (started at an access point) rather than a gzip member.
-    private var raw: Bool
     private var ended = false
+
+    /// Uncompressed offset of the next byte `read(into:)` will produce.
+    public var position: Int64 { inflation.produced }
 
     init(fd: Int32, blobSize: Int64, start point: GzipAccessPoint?) throws(StoreError) {
         self.fd = fd
         self.blobSize = blobSize
-        stream = Zlib.allocateStream()
-        input = UnsafeMutablePointer<UInt8>.allocate(capacity: Self.inputSize)
-        filePosition = 0
-        position = 0
-        raw = point != nil
-        let ret = umoci_inflateInit2(stream, point == nil ? Zlib.gzipWindowBits : Zlib.rawWindowBits)
-        guard ret == Z_OK else {
-            let message = Zlib.message(stream, ret)
-            stream.pointee.state = nil
-            throw StoreError("gzip: cannot initialize inflate: \(message)")
+        if let point {
+            guard point.compressedOffset >= 0, point.compressedOffset <= blobSize else {
+                throw StoreError("gzip: invalid access point (offset \(point.compressedOffset) in a blob of \(blobSize) bytes)")
+            }
+            let body = UnsafeMutableRawBufferPointer.allocate(byteCount: GzipInflation.stateSize, alignment: 16)
+            defer { body.deallocate() }
+            let n = try SnapshotCompressor.expand(point.state, into: body)
+            inflation = try GzipInflation(restoring: UnsafeRawBufferPointer(rebasing: body[..<n]),
+                                          compressedOffset: point.compressedOffset,
+                                          uncompressedOffset: point.uncompressedOffset)
+            filePosition = point.compressedOffset
+        } else {
+            inflation = GzipInflation()
+            filePosition = 0
         }
-        if let point { try start(at: point) }
+        input = UnsafeMutablePointer<UInt8>.allocate(capacity: Self.inputSize)
     }
 
     deinit {
-        if stream.pointee.state != nil { inflateEnd(stream) }
-        stream.deinitialize(count: 1)
-        stream.deallocate()
         input.deallocate()
         discard?.deallocate()
-    }
-
-    /// Primes the raw inflate with the point's bits and window (zran's deflate_index_extract).
-    private func start(at point: GzipAccessPoint) throws(StoreError) {
-        guard point.bits <= 7, point.compressedOffset >= (point.bits > 0 ? 1 : 0),
-              point.compressedOffset <= blobSize else {
-            throw StoreError("gzip: invalid access point (offset \(point.compressedOffset), bits \(point.bits))")
-        }
-        // Decompress the stored window with this same stream, then reset it for the data.
-        let window = UnsafeMutablePointer<UInt8>.allocate(capacity: Zlib.windowSize)
-        defer { window.deallocate() }
-        var windowLength = 0
-        if !point.window.isEmpty {
-            let ret: Int32 = point.window.withUnsafeBytes { bytes in
-                stream.pointee.next_in = Zlib.mutable(bytes.baseAddress!)
-                stream.pointee.avail_in = uInt(bytes.count)
-                stream.pointee.next_out = window
-                stream.pointee.avail_out = uInt(Zlib.windowSize)
-                return inflate(stream, Z_FINISH)
-            }
-            guard ret == Z_STREAM_END else {
-                throw StoreError("gzip: corrupt access point window: \(Zlib.message(stream, ret))")
-            }
-            windowLength = Zlib.windowSize - Int(stream.pointee.avail_out)
-            stream.pointee.next_in = nil
-            stream.pointee.avail_in = 0
-            inflateReset(stream)
-        }
-        filePosition = point.compressedOffset
-        if point.bits > 0 {
-            var byte: UInt8 = 0
-            let n = Files.retrying { pread(fd, &byte, 1, off_t(point.compressedOffset - 1)) }
-            guard n == 1 else {
-                throw n < 0 ? StoreError.system("read", "gzip blob (fd \(fd))")
-                            : StoreError("truncated gzip stream (access point past end of blob)")
-            }
-            inflatePrime(stream, Int32(point.bits), Int32(byte >> (8 - point.bits)))
-        }
-        if windowLength > 0 {
-            let ret = inflateSetDictionary(stream, window, uInt(windowLength))
-            guard ret == Z_OK else { throw StoreError("gzip: inflateSetDictionary: \(Zlib.message(stream, ret))") }
-        }
-        position = point.uncompressedOffset
     }
 
     /// Inflates and drops output until `position == offset` (or the stream ends).
@@ -163,64 +121,33 @@ public final class GzipReadCursor {
     func fill(_ destination: UnsafeMutablePointer<UInt8>, _ count: Int) throws(StoreError) -> Int {
         var done = 0
         while done < count, !ended {
-            if stream.pointee.avail_in == 0 { try refill() }
-            let want = min(count - done, Int(UInt32.max))
-            stream.pointee.next_out = destination + done
-            stream.pointee.avail_out = uInt(want)
-            let ret = inflate(stream, Z_NO_FLUSH)
-            let produced = want - Int(stream.pointee.avail_out)
-            done += produced
-            position += Int64(produced)
-            switch ret {
-            case Z_OK:
-                break
-            case Z_BUF_ERROR:
-                if stream.pointee.avail_in == 0 { throw StoreError("truncated gzip stream") }
-            case Z_STREAM_END:
-                try nextMember()
-            case Z_NEED_DICT:
-                throw StoreError("corrupt gzip stream: deflate data requires a preset dictionary")
-            default:
-                throw StoreError("corrupt gzip stream: \(Zlib.message(stream, ret))")
+            if inputNext == inputCount { try refill() }
+            let (took, made) = try inflation.step(input + inputNext, inputCount - inputNext,
+                                                  destination + done, count - done)
+            inputNext += took
+            done += made
+            if took == 0 && made == 0 {
+                guard inputNext == inputCount, filePosition == blobSize else {
+                    throw StoreError("gzip: inflate made no progress at offset \(inflation.consumed)")
+                }
+                // The blob's end: after a member (or in padding) the stream ends there.
+                if inflation.phase == .member { throw StoreError("truncated gzip stream") }
+                ended = true
             }
         }
         return done
     }
 
-    /// After a member's deflate data: skip the trailer (raw mode only; gzip mode consumed it) and
-    /// set up for the next member, or mark the end (no more bytes, or zero padding).
-    private func nextMember() throws(StoreError) {
-        if raw {
-            var trailer = 8
-            while trailer > 0 {
-                if stream.pointee.avail_in == 0 {
-                    try refill()
-                    if stream.pointee.avail_in == 0 { throw StoreError("truncated gzip stream") }
-                }
-                let n = min(trailer, Int(stream.pointee.avail_in))
-                stream.pointee.next_in += n
-                stream.pointee.avail_in -= uInt(n)
-                trailer -= n
-            }
-        }
-        if stream.pointee.avail_in == 0 { try refill() }
-        if stream.pointee.avail_in == 0 || stream.pointee.next_in.pointee == 0 {
-            ended = true
-            return
-        }
-        let ret = inflateReset2(stream, Zlib.gzipWindowBits)
-        guard ret == Z_OK else { throw StoreError("gzip: inflateReset2: \(Zlib.message(stream, ret))") }
-        raw = false
-    }
-
-    /// Reads the next chunk of the blob into the input buffer; leaves avail_in 0 at its end.
+    /// Reads the next chunk of the blob into the input buffer; leaves it empty at the blob's end.
     private func refill() throws(StoreError) {
+        inputNext = 0
+        inputCount = 0
         let want = Int(min(Int64(Self.inputSize), blobSize - filePosition))
         guard want > 0 else { return }
         let n = Files.retrying { pread(fd, input, want, off_t(filePosition)) }
         if n < 0 { throw StoreError.system("read", "gzip blob (fd \(fd))") }
-        stream.pointee.next_in = input
-        stream.pointee.avail_in = uInt(n)
+        if n == 0 { throw StoreError("truncated gzip blob (fd \(fd)): ends at \(filePosition), expected \(blobSize) bytes") }
+        inputCount = n
         filePosition += Int64(n)
     }
 }

@@ -132,7 +132,10 @@ public struct IndexCache: Sendable {
         let results = Mutex<[Result<LayerIndex, StoreError>?]>(Array(repeating: nil, count: layers.count))
         let cache = self
         let diffs = expected
-        DispatchQueue.concurrentPerform(iterations: layers.count) { i in
+        // Largest first: the big layer's index is the critical path, the small ones fill in.
+        let order = layers.indices.sorted { layers[$0].size > layers[$1].size }
+        DispatchQueue.concurrentPerform(iterations: layers.count) { n in
+            let i = order[n]
             let r: Result<LayerIndex, StoreError>
             do throws(StoreError) {
                 r = .success(try cache.index(layout: layout, layer: layers[i], diffID: diffs[i], entries: entries,

@@ -21,7 +21,9 @@ public struct LayerIndex: Sendable {
 
     /// Bumped whenever the encoding changes: an index of another version is rebuilt.
     /// 3: names and link targets are the archive's bytes (2 kept them decoded as UTF-8).
-    public static let formatVersion: UInt32 = 3
+    /// 4: gzip access points are ISA-L inflate states, and the header names the ISA-L build
+    ///    (`GzipInflation.identity`); an index of another build is rebuilt too.
+    public static let formatVersion: UInt32 = 4
     static let magic: [UInt8] = Array("UMOCIIDX".utf8)
 }
 
@@ -45,13 +47,17 @@ extension LayerCompression {
 }
 
 extension LayerIndex {
-    /// magic, version, payload (what reading needs first, then the entries), then a CRC-32
-    /// of everything before it.
-    public func encoded() -> [UInt8] {
+    /// magic, version, the decoder that made the access points, payload (what reading needs
+    /// first, then the entries), then a CRC-32 of everything before it.
+    public func encoded() -> [UInt8] { encoded(decoder: GzipInflation.identity) }
+
+    func encoded(decoder: String) -> [UInt8] {
         var w = BinaryWriter()
-        w.bytes.reserveCapacity(64 * entries.count + accessPoints.reduce(0) { $0 + $1.window.count + 16 } + 64)
+        let pointBytes = accessPoints.reduce(0) { $0 + $1.state.count + 16 }
+        w.bytes.reserveCapacity(64 * entries.count + pointBytes + 256)
         w.bytes.append(contentsOf: LayerIndex.magic)
         w.u32(LayerIndex.formatVersion)
+        w.string(decoder)
         w.string(layer.description)
         w.string(diffID.description)
         w.u8(compression.code)
@@ -61,8 +67,7 @@ extension LayerIndex {
         for p in accessPoints {
             w.uvarint(UInt64(p.uncompressedOffset))
             w.uvarint(UInt64(p.compressedOffset))
-            w.u8(p.bits)
-            w.data(p.window)
+            w.data(p.state)
         }
         w.uvarint(UInt64(entries.count))
         for e in entries {
@@ -102,7 +107,7 @@ extension LayerIndex {
         return bytes.withUnsafeBytes { raw -> LayerIndex? in
             var r = BinaryReader(UnsafeRawBufferPointer(rebasing: raw[magic.count..<body]))
             do {
-                guard try r.u32() == formatVersion else { return nil }
+                guard try r.u32() == formatVersion, try r.string() == GzipInflation.identity else { return nil }
                 guard let layer = try? Digest(parsing: try r.string()),
                       let diffID = try? Digest(parsing: try r.string()),
                       let compression = LayerCompression(code: try r.u8()) else { return nil }
@@ -115,8 +120,7 @@ extension LayerIndex {
                 for _ in 0..<pointCount {
                     let out = try r.count()
                     let inOffset = try r.count()
-                    let bits = try r.u8()
-                    points.append(GzipAccessPoint(uncompressedOffset: out, compressedOffset: inOffset, bits: bits, window: try r.data()))
+                    points.append(GzipAccessPoint(uncompressedOffset: out, compressedOffset: inOffset, state: try r.data()))
                 }
                 var entries: [Entry] = []
                 let count = try r.count()

@@ -32,8 +32,10 @@ public enum LayerIndexer {
         var entries: [LayerIndex.Entry] = []
         var uncompressed: Int64 = 0
 
-        // Everything the uncompressed stream goes through.
-        func consume(_ chunk: UnsafeRawBufferPointer) throws(StoreError) {
+        // Everything the uncompressed stream goes through, on a thread of its own (the hand-off's)
+        // while this one reads, hashes and inflates the blob. `scanner`, `entries` and
+        // `uncompressed` belong to that thread until the hand-off is finished.
+        let consume = { (chunk: UnsafeRawBufferPointer) throws(StoreError) -> Void in
             diffHasher.update(chunk)
             uncompressed += Int64(chunk.count)
             if let zstdCopy {
@@ -49,6 +51,8 @@ public enum LayerIndexer {
             }
         }
 
+        let handOff = try StreamHandOff(consume: consume)
+        defer { handOff.close() }
         let gzip = compression == .gzip ? try GzipDecoder(accessPointSpacing: accessPointSpacing) : nil
         let zstd = compression == .zstd ? try ZstdDecoder() : nil
         var compressed: Int64 = 0
@@ -60,17 +64,19 @@ public enum LayerIndexer {
             }
             do throws(StoreError) {
                 if let gzip {
-                    try gzip.decode(chunk, output: consume)
+                    try gzip.decode(chunk, output: handOff.write)
                 } else if let zstd {
-                    try zstd.decode(chunk, output: consume)
+                    try zstd.decode(chunk, output: handOff.write)
                 } else {
-                    try consume(chunk)
+                    try handOff.write(chunk)
                 }
             } catch {
                 throw error.message.hasPrefix("layer ") ? error : fail(error.message)
             }
             progress?(compressed)
         }
+        // What the consumer found comes first, as when it ran inline with the reading.
+        try handOff.finish()
         guard compressed == layer.size else {
             throw fail("verified reader size mismatch: descriptor says \(layer.size) bytes, blob has \(compressed)")
         }
