@@ -115,18 +115,20 @@ final class LayerReader: Sendable {
     private func inflate(_ r: Int, _ key: RegionCache.Key) throws(StoreError) -> [UInt8] {
         let start = regionStarts[r]
         let end = r + 1 < regionStarts.count ? regionStarts[r + 1] : uncompressedSize
-        var bytes = [UInt8](repeating: 0, count: Int(end - start))
+        let size = Int(end - start)
         var failure: StoreError?
-        let n = bytes.withUnsafeMutableBytes { buf -> Int in
+        var n = 0
+        // Not zeroed first: inflating writes every byte (a short stream is an error below).
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
             do throws(StoreError) {
-                return try gzip!.read(at: start, into: buf)
+                n = try gzip!.read(at: start, into: UnsafeMutableRawBufferPointer(buf))
             } catch {
                 failure = error
-                return 0
             }
+            count = failure == nil && n == size ? size : 0
         }
         if let failure { throw failure }
-        guard n == bytes.count else {
+        guard n == size else {
             throw StoreError("layer \(digest): gzip stream ends at \(start + Int64(n)), its index says \(end)")
         }
         cache.put(key, bytes)
