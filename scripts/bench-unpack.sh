@@ -13,7 +13,6 @@ set -euo pipefail
 runs=${1:-5}
 source "$(dirname "$0")/lib/bench.sh"
 bench_setup unpack
-bin=${UMOCI_BIN:-$bin}  # another build to compare (its release directory)
 bash scripts/build-bench-image.sh >/dev/null
 image=${2:-bench-work/debian:bench}
 layout=${image%:*}

@@ -2,13 +2,14 @@
 # work directory under /var/tmp unmounted and removed on exit, and the small helpers each
 # script needs. A script may define bench_before_cleanup (say, to stop a background writer).
 
-# bench_setup NAME: installs and builds; sets `bin` (the release binaries) and `work`.
+# bench_setup NAME: installs and builds; sets `bin` (the release binaries; UMOCI_BIN=DIR in the
+# environment times another build's instead, for before/after figures) and `work`.
 bench_setup() {
     cd "$(dirname "${BASH_SOURCE[0]}")/../.."
     bash scripts/setup.sh >/dev/null
     command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
     swift build -c release > /tmp/umoci-bench-build.log 2>&1 || { cat /tmp/umoci-bench-build.log; exit 1; }
-    bin=$(swift build -c release --show-bin-path)
+    bin=${UMOCI_BIN:-$(swift build -c release --show-bin-path)}
     work=$(mktemp -d "/var/tmp/umoci-bench-$1.XXXXXX")
     trap bench_cleanup EXIT
 }
