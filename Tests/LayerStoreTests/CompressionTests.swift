@@ -418,6 +418,40 @@ struct CompressionTests {
         #expect(error?.message.contains("corrupt gzip stream") == true)
     }
 
+    /// A member of more than 4 GiB: ISA-L's 32-bit output counter wraps, its trailer holds the
+    /// length modulo 2^32, and look-backs right after the wrap are still valid. Made and
+    /// inflated in pieces (nothing is kept): a 1000-byte pattern, so every match is 1000 back.
+    @Test func memberOverFourGiB() throws {
+        let pattern = (0..<1000).map { UInt8(truncatingIfNeeded: ($0 &* 7919) >> 3) }
+        let piece = Array((0..<1000).map { _ in pattern }.joined())  // 1,000,000 bytes
+        let total: Int64 = (1 << 32) + 3_000_000
+        let encoder = try GzipEncoder(level: 1)
+        let decoder = try GzipDecoder(accessPointSpacing: 256 << 20)
+        var produced: Int64 = 0
+        var mismatch = false
+        var sent: Int64 = 0
+        var offset = 0  // of the next expected byte within the pattern
+        func check(_ out: UnsafeRawBufferPointer) {
+            for (i, b) in out.prefix(64).enumerated() where b != pattern[(offset + i) % 1000] { mismatch = true }
+            offset = (offset + out.count) % 1000
+            produced += Int64(out.count)
+        }
+        try piece.withUnsafeBytes { bytes in
+            while sent < total {
+                let n = Int(min(Int64(bytes.count), total - sent))
+                try encoder.encode(UnsafeRawBufferPointer(rebasing: bytes[..<n])) { (compressed) throws(StoreError) in
+                    try decoder.decode(compressed, output: check)
+                }
+                sent += Int64(n)
+            }
+        }
+        try encoder.finish { (compressed) throws(StoreError) in try decoder.decode(compressed, output: check) }
+        try decoder.finish()
+        #expect(produced == total)
+        #expect(!mismatch)
+        #expect(decoder.accessPoints.count >= 8)
+    }
+
     /// A damaged access point (the index cache is checksummed, but its states are ISA-L's memory)
     /// is refused with an error, never restored.
     @Test func damagedAccessPointStatesAreRefused() throws {

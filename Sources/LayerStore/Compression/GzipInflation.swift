@@ -152,9 +152,8 @@ final class GzipInflation {
                 made += gave
                 consumed += Int64(took)
                 produced += Int64(gave)
-                // total_out is 32 bits and only checks look-back distances: keep it from
-                // wrapping in members of 4 GiB and more.
-                if state.pointee.total_out > 1 << 31 { state.pointee.total_out = 1 << 30 }
+                // total_out is 32 bits: it wraps in a member of 4 GiB and more, which ISA-L
+                // allows for (the trailer's ISIZE is the length modulo 2^32 too).
                 if ret < 0 || ret == ISAL_NEED_DICT { throw error(ret) }
                 if state.pointee.block_state == ISAL_BLOCK_FINISH {
                     // ISA-L gives back whole bytes it loaded past the trailer.
