@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Installs what this project needs on Debian 12 and builds it. Safe to run again: packages
 # already present are not reinstalled.
-#   C libraries (headers via pkg-config): libssl-dev (libcrypto), zlib1g-dev, libzstd-dev, libfuse3-dev
+#   C libraries (headers via pkg-config): libssl-dev (libcrypto), zlib1g-dev, libisal-dev (ISA-L's
+#   deflate), libzstd-dev, libfuse3-dev
 #   FUSE at run time: fuse3
 #   peers for interop tests and benchmarks: umoci, skopeo, runc, fuse-overlayfs, hyperfine,
 #   lxc and jq (lxc-create's OCI template calls umoci from PATH), uidmap (newuidmap: rootless runc
 #   with a subordinate id range)
 #   fixtures: busybox-static (the embedded default image), python3 and zstd (test images),
-#   debootstrap (benchmark image), bc (benchmark arithmetic)
+#   debootstrap (benchmark image), bc (benchmark arithmetic), pigz and isal (igzip): the
+#   benchmarks' compression floors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pkg-config libssl-dev zlib1g-dev libzstd-dev libfuse3-dev fuse3 umoci skopeo runc
-          fuse-overlayfs hyperfine busybox-static debootstrap python3 zstd bc time lxc jq uidmap)
+packages=(pkg-config libssl-dev zlib1g-dev libisal-dev libzstd-dev libfuse3-dev fuse3 umoci skopeo runc
+          fuse-overlayfs hyperfine busybox-static debootstrap python3 zstd bc time lxc jq uidmap
+          pigz isal)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
