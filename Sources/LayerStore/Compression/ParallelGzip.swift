@@ -33,7 +33,7 @@ public enum DeflateEngine: Sendable, Equatable {
 /// compressed output) of which at most all are in flight; when none is free, `encode` delivers
 /// finished chunks (in order) and waits for the next one. Nothing is allocated per call.
 public final class ParallelGzipEncoder {
-    public static let defaultChunkSize = 1 << 20
+    public static let defaultChunkSize = 256 * 1024
 
     /// The gzip member header: magic, CM 8 (deflate), no flags, mtime 0, XFL 0, OS 255.
     static let header: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
