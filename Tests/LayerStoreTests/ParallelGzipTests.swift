@@ -124,8 +124,7 @@ struct ParallelGzipTests {
     func sameBytesWhateverTheThreadsAndWrites(_ engine: DeflateEngine) throws {
         let input = ParallelGzipTests.sample(9 << 20)
         let reference = try ParallelGzipTests.encode(input, engine: engine, piece: 1 << 20, workers: 1, slots: 2)
-        for (piece, workers, slots) in [(1, 4, 3), (100_003, 2, nil), (3 << 20, 3, 16), (input.count, 8, 2)] as [(Int, Int, Int?)] {
-            let piece = piece == 1 ? 65_537 : piece
+        for (piece, workers, slots) in [(65_537, 4, 3), (100_003, 2, nil), (3 << 20, 3, 16), (input.count, 8, 2)] as [(Int, Int, Int?)] {
             #expect(try ParallelGzipTests.encode(input, engine: engine, piece: piece, workers: workers, slots: slots) == reference,
                     "piece \(piece), \(workers) workers, \(slots.map(String.init) ?? "default") slots")
         }
