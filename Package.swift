@@ -25,7 +25,8 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]
         ),
         // ISA-L, for gzip layers: inflate about twice as fast as zlib's, with a state that can
-        // be saved anywhere in the stream (access points).
+        // be saved anywhere in the stream (access points); deflate about ten times as fast as
+        // zlib's level 6 (repack writes layers with it, in parallel chunks).
         .systemLibrary(
             name: "CIsal",
             pkgConfig: "libisal",

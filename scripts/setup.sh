@@ -2,14 +2,14 @@
 # Installs what this project needs on Debian 12 and builds it. Safe to run again: packages
 # already present are not reinstalled.
 #   C libraries (headers via pkg-config): libssl-dev (libcrypto), zlib1g-dev, libisal-dev (ISA-L's
-#   inflate), libzstd-dev, libfuse3-dev
+#   inflate and deflate), libzstd-dev, libfuse3-dev
 #   FUSE at run time: fuse3
 #   peers for interop tests and benchmarks: umoci, skopeo, runc, fuse-overlayfs, hyperfine,
 #   lxc and jq (lxc-create's OCI template calls umoci from PATH), uidmap (newuidmap: rootless runc
 #   with a subordinate id range)
 #   fixtures: busybox-static (the embedded default image), python3 and zstd (test images),
 #   debootstrap (benchmark image), bc (benchmark arithmetic), pigz and isal (igzip): the
-#   benchmarks' decompression floors
+#   benchmarks' compression and decompression floors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

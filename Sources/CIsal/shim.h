@@ -1,4 +1,5 @@
-// Debian's ISA-L (libisal-dev) for LayerStore: its inflate is about twice as fast as zlib's.
+// Debian's ISA-L (libisal-dev) for LayerStore: inflate about twice and deflate (level 3) about
+// ten times as fast as zlib's, and its CRC-32.
 // The helpers give Swift what it cannot spell itself: the layout of struct inflate_state (an
 // access point keeps a copy of it, see GzipInflation.swift) and which shared object is loaded.
 #ifndef UMOCI_CISAL_SHIM_H

@@ -3,6 +3,8 @@
 //   umoci-bench index LAYOUT:TAG CACHE         index the image (cold if CACHE is empty), open its view
 //   umoci-bench open LAYOUT:TAG CACHE RUNS     median time to open the merged view with a warm cache
 //   umoci-bench read LAYOUT:TAG CACHE PATH N   N cold 4 KiB reads at random offsets of PATH: median, p90
+//   umoci-bench gzip FILE ENGINE [CHUNK_KIB [WORKERS]]  FILE through ParallelGzipEncoder (ENGINE:
+//                                                isal-N or zlib-N): seconds and compressed bytes
 import Foundation
 import LayerStore
 
@@ -23,6 +25,33 @@ func fail(_ message: String) -> Never {
 }
 
 let args = CommandLine.arguments
+if args.count >= 4, args[1] == "gzip" {
+    let parts = args[3].split(separator: "-")
+    let engine: DeflateEngine
+    switch (parts.first, parts.count == 2 ? UInt32(parts[1]) : nil) {
+    case ("isal", let level?): engine = .isal(level: level)
+    case ("zlib", let level?): engine = .zlib(level: Int32(level))
+    default: fail("unknown engine \(args[3]) (isal-N or zlib-N)")
+    }
+    let chunk = args.count > 4 ? (Int(args[4]) ?? 256) * 1024 : ParallelGzipEncoder.defaultChunkSize
+    let workers = args.count > 5 ? Int(args[5]) : nil
+    do {
+        let fd = open(args[2], O_RDONLY)
+        guard fd >= 0 else { fail("cannot open \(args[2])") }
+        defer { close(fd) }
+        var compressed = 0
+        let t0 = now()
+        let encoder = try ParallelGzipEncoder(engine: engine, chunkSize: chunk, workers: workers)
+        try Files.forEachChunk(of: fd, path: args[2]) { (bytes) throws(StoreError) in
+            try encoder.encode(bytes) { compressed += $0.count }
+        }
+        try encoder.finish { compressed += $0.count }
+        print(String(format: "seconds %.3f bytes %d", now() - t0, compressed))
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
+}
 guard args.count >= 4 else { fail("usage: umoci-bench index|open|read LAYOUT:TAG CACHE ...") }
 do {
     let ref = try ImageReference(parsing: args[2])

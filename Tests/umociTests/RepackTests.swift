@@ -112,6 +112,73 @@ import Testing
         #expect(listing.contains("newdir/hardlink link to newdir/sub/f") || listing.contains("newdir/sub/f link to newdir/hardlink"))
     }
 
+    /// A change of several MB (files around the 256 KiB chunk size, a file of many chunks,
+    /// incompressible and text-like data) becomes ONE gzip member that Debian's umoci unpacks
+    /// to the same files and that skopeo decompresses to the tar whose digest is the diff_id.
+    @Test func largeRepackIsOneGzipMemberReadByUmociAndSkopeo() throws {
+        let dir = TemporaryDirectory()
+        let (L, paths) = try handMadeBundle(dir)
+        var state: UInt64 = 0x2545_F491_4F6C_DD1D
+        func random(_ count: Int) -> Data {
+            var bytes = [UInt8](repeating: 0, count: count)
+            for i in bytes.indices {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                bytes[i] = UInt8(truncatingIfNeeded: state)
+            }
+            return Data(bytes)
+        }
+        func text(_ count: Int) -> Data {
+            let words = ["layer ", "repack ", "chunk ", "deflate ", "gzip\n", "sha256 ", "0644 "]
+            var out = ""
+            var i = 0
+            while out.utf8.count < count {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                out += words[Int(state % UInt64(words.count))] + (i % 11 == 0 ? String(i) : "")
+                i += 1
+            }
+            return Data(out.utf8.prefix(count))
+        }
+        let chunk = 256 * 1024
+        var files: [String: Data] = [
+            "big/text": text(9 << 20),
+            "big/random": random(3 * chunk + 17),
+            "big/busybox": try Data(contentsOf: URL(fileURLWithPath: "/bin/busybox")),
+        ]
+        for (n, size) in [0, 1, chunk - 513, chunk - 512, chunk, chunk + 1].enumerated() {
+            files["edges/f\(n)"] = n % 2 == 0 ? text(size) : random(size)
+        }
+        for (name, data) in files {
+            try FileManager.default.createDirectory(atPath: paths.upper + "/" + (name as NSString).deletingLastPathComponent,
+                                                    withIntermediateDirectories: true)
+            try data.write(to: URL(fileURLWithPath: paths.upper + "/" + name))
+        }
+        ok(try umoci("repack", "--image", L + ":large", paths.bundle))
+
+        let image = try ImageLayout(opening: L).loadImage(tag: "large")
+        let layer = image.manifest.layers.last!
+        #expect(layer.mediaType == MediaType.layerTarGzip)
+        let blob = try ImageLayout(opening: L).blobPath(layer.digest)
+        // One member, nothing after it (Python's zlib stops at the end of the first member).
+        let member = ok(try run("/usr/bin/python3", ["-c", """
+            import sys, zlib
+            d = zlib.decompressobj(31)
+            data = d.decompress(open(sys.argv[1], "rb").read()) + d.flush()
+            print(d.eof, len(d.unused_data), len(data))
+            """, blob]))
+        #expect(member.hasPrefix("True 0 "))
+
+        ok(try run(debianUmoci, ["raw", "unpack", "--image", L + ":large", dir("theirs")]))
+        for (name, data) in files {
+            #expect(FileManager.default.contents(atPath: dir("theirs/" + name)) == data, "\(name) as Debian's umoci unpacks it")
+        }
+        // skopeo decompresses the layer (Go's gzip) and names it by its digest: the diff_id.
+        ok(try run(skopeo, ["copy", "--dest-decompress", "oci:\(L):large", "dir:\(dir("skopeo"))"]))
+        let diffID = image.config.diffIDs.last!
+        let tar = dir("skopeo/" + String(diffID.split(separator: ":").last!))
+        #expect(FileManager.default.fileExists(atPath: tar), "skopeo wrote no layer named by the diff_id \(diffID)")
+        #expect(ok(try run("/usr/bin/sha256sum", [tar])).hasPrefix(String(diffID.split(separator: ":").last!)))
+    }
+
     @Test func noChangesAddsOnlyAHistoryEntry() throws {
         let dir = TemporaryDirectory()
         let (L, paths) = try handMadeBundle(dir)

@@ -5,7 +5,9 @@ import Glibc
 /// Streams a tar archive into a new layer blob of a layout in one pass: the tar bytes are
 /// hashed (the diff_id), compressed, hashed again (the blob digest) and written to a temporary
 /// file inside the layout, which `finish()` fsyncs and renames into place. Memory stays
-/// bounded whatever the layer's size. Until `finish()` nothing is visible in the layout;
+/// bounded whatever the layer's size. Gzip is one gzip member compressed in parallel
+/// (``ParallelGzipEncoder``, ISA-L level 3): the caller's thread hashes, copies into chunks and
+/// writes while the workers deflate. Until `finish()` nothing is visible in the layout;
 /// `abort()` (or deinit) removes the temporary file.
 public final class LayerBlobWriter {
     public let compression: LayerCompression
@@ -14,7 +16,7 @@ public final class LayerBlobWriter {
     var fd: Int32
     let diffHasher: DigestHasher
     let blobHasher: DigestHasher
-    let gzip: GzipEncoder?
+    let gzip: ParallelGzipEncoder?
     let zstd: ZstdEncoder?
     var pending: [UInt8] = []
     var blobSize: Int64 = 0
@@ -35,9 +37,9 @@ public final class LayerBlobWriter {
         }
         diffHasher = try DigestHasher()
         blobHasher = try DigestHasher()
-        gzip = compression == .gzip ? try GzipEncoder() : nil
+        gzip = compression == .gzip ? try ParallelGzipEncoder() : nil
         zstd = compression == .zstd ? try ZstdEncoder() : nil
-        pending.reserveCapacity(LayerBlobWriter.flushSize + 64 * 1024)
+        if gzip == nil { pending.reserveCapacity(LayerBlobWriter.flushSize + 64 * 1024) }
     }
 
     deinit { abort() }
@@ -45,6 +47,10 @@ public final class LayerBlobWriter {
     /// Appends uncompressed tar bytes.
     public func write(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
         diffHasher.update(bytes)
+        if let gzip {  // it gathers chunks itself
+            try gzip.encode(bytes, output: emit)
+            return
+        }
         pending.append(contentsOf: bytes)
         if pending.count >= LayerBlobWriter.flushSize { try flush() }
     }
@@ -59,9 +65,20 @@ public final class LayerBlobWriter {
 
     /// Zero bytes, for tar padding.
     public func writeZeros(_ count: Int) throws(StoreError) {
-        guard count > 0 else { return }
-        try write([UInt8](repeating: 0, count: count))
+        var left = count
+        while left > 0 {
+            let n = min(left, LayerBlobWriter.zeros.count)
+            var failure: StoreError?
+            LayerBlobWriter.zeros.withUnsafeBytes { zeros in
+                do throws(StoreError) { try write(UnsafeRawBufferPointer(rebasing: zeros[0..<n])) } catch { failure = error }
+            }
+            if let failure { throw failure }
+            left -= n
+        }
     }
+
+    /// One tar block of zeros, so that padding allocates nothing.
+    static let zeros = [UInt8](repeating: 0, count: 512)
 
     func emit(_ compressed: UnsafeRawBufferPointer) throws(StoreError) {
         blobHasher.update(compressed)
@@ -74,9 +91,7 @@ public final class LayerBlobWriter {
         var failure: StoreError?
         pending.withUnsafeBytes { buffer in
             do throws(StoreError) {
-                if let gzip {
-                    try gzip.encode(buffer, output: emit)
-                } else if let zstd {
+                if let zstd {
                     try zstd.encode(buffer, output: emit)
                 } else {
                     try emit(buffer)
