@@ -18,14 +18,12 @@ public struct GzipAccessPoint: Sendable, Equatable {
     }
 }
 
-/// Shared zlib helpers of the gzip coders.
+/// Shared zlib helpers of the gzip coders (zlib deflates the parallel encoder's chunks when
+/// asked to, and the access point states).
 enum Zlib {
-    /// Size of deflate's sliding window: the history an access point must carry.
+    /// Size of deflate's sliding window: the dictionary each parallel chunk is deflated with.
     static let windowSize = 32768
-    /// Size of the coders' reusable output buffers.
-    static let outputBufferSize = 256 * 1024
-    /// windowBits for inflate/deflate: gzip wrapper only, and raw deflate.
-    static let gzipWindowBits: Int32 = 15 + 16
+    /// windowBits for raw deflate (no wrapper).
     static let rawWindowBits: Int32 = -15
 
     /// A zeroed z_stream at a stable address (zlib keeps a pointer to it in its state).
@@ -51,80 +49,5 @@ enum Zlib {
 
     static func mutable(_ pointer: UnsafeRawPointer) -> UnsafeMutablePointer<Bytef> {
         UnsafeMutablePointer(mutating: pointer.assumingMemoryBound(to: Bytef.self))
-    }
-}
-
-/// Writes one standard gzip member (windowBits 31). The header carries no name and a zero mtime,
-/// and OS 255 (unknown), as Go's `gzip.Writer` writes by default, so output is deterministic.
-public final class GzipEncoder {
-    private let stream: UnsafeMutablePointer<z_stream>
-    private let header: UnsafeMutablePointer<gz_header>
-    private let outputBuffer: UnsafeMutablePointer<UInt8>
-    private var finished = false
-
-    public init(level: Int32 = 6) throws(StoreError) {
-        stream = Zlib.allocateStream()
-        header = UnsafeMutablePointer<gz_header>.allocate(capacity: 1)
-        header.initialize(to: gz_header())
-        header.pointee.os = 255
-        outputBuffer = UnsafeMutablePointer<UInt8>.allocate(capacity: Zlib.outputBufferSize)
-        let ret = umoci_deflateInit2(stream, level, Zlib.gzipWindowBits, 8, Z_DEFAULT_STRATEGY)
-        guard ret == Z_OK else {
-            let message = Zlib.message(stream, ret)
-            stream.pointee.state = nil
-            throw StoreError("gzip: cannot initialize deflate (level \(level)): \(message)")
-        }
-        deflateSetHeader(stream, header)
-    }
-
-    deinit {
-        if stream.pointee.state != nil { deflateEnd(stream) }
-        stream.deinitialize(count: 1)
-        stream.deallocate()
-        header.deallocate()
-        outputBuffer.deallocate()
-    }
-
-    /// Compresses `input`, calling `output` with each chunk of compressed bytes produced (views of
-    /// one internal buffer, valid only during the call).
-    public func encode(_ input: UnsafeRawBufferPointer,
-                       output: (UnsafeRawBufferPointer) throws(StoreError) -> Void) throws(StoreError) {
-        guard !finished else { throw StoreError("gzip: encode after finish") }
-        guard let base = input.baseAddress, input.count > 0 else { return }
-        var next = base
-        var remaining = input.count
-        while remaining > 0 {
-            let n = min(remaining, Int(UInt32.max))
-            stream.pointee.next_in = Zlib.mutable(next)
-            stream.pointee.avail_in = uInt(n)
-            repeat {
-                _ = try run(Z_NO_FLUSH, output)
-            } while stream.pointee.avail_in > 0
-            next += n
-            remaining -= n
-        }
-    }
-
-    /// Writes the rest of the member and its trailer.
-    public func finish(output: (UnsafeRawBufferPointer) throws(StoreError) -> Void) throws(StoreError) {
-        guard !finished else { return }
-        stream.pointee.next_in = nil
-        stream.pointee.avail_in = 0
-        while try !run(Z_FINISH, output) {}
-        finished = true
-    }
-
-    /// One deflate call into the output buffer; delivers what it produced. Returns whether the
-    /// stream ended.
-    private func run(_ flush: Int32, _ output: (UnsafeRawBufferPointer) throws(StoreError) -> Void) throws(StoreError) -> Bool {
-        stream.pointee.next_out = outputBuffer
-        stream.pointee.avail_out = uInt(Zlib.outputBufferSize)
-        let ret = deflate(stream, flush)
-        guard ret == Z_OK || ret == Z_STREAM_END || ret == Z_BUF_ERROR else {
-            throw StoreError("gzip: deflate: \(Zlib.message(stream, ret))")
-        }
-        let produced = Zlib.outputBufferSize - Int(stream.pointee.avail_out)
-        if produced > 0 { try output(UnsafeRawBufferPointer(start: outputBuffer, count: produced)) }
-        return ret == Z_STREAM_END
     }
 }
