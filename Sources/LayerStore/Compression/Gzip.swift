@@ -7,7 +7,7 @@ public struct GzipAccessPoint: Sendable, Equatable {
     public var uncompressedOffset: Int64
     /// Offset in the blob of the first byte the state has not taken.
     public var compressedOffset: Int64
-    /// The inflate state (``GzipInflation/snapshot()``), raw-deflated (level 1) to keep the
+    /// The inflate state (``GzipInflation/snapshot()``), zstd-compressed (level 1) to keep the
     /// index small.
     public var state: [UInt8]
 
@@ -19,7 +19,7 @@ public struct GzipAccessPoint: Sendable, Equatable {
 }
 
 /// Shared zlib helpers of the gzip coders (zlib deflates the parallel encoder's chunks when
-/// asked to, and the access point states).
+/// asked to).
 enum Zlib {
     /// Size of deflate's sliding window: the dictionary each parallel chunk is deflated with.
     static let windowSize = 32768

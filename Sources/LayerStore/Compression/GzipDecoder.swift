@@ -4,7 +4,7 @@
 /// With an access point spacing it records a ``GzipAccessPoint`` at the first slice boundary (a
 /// blob offset that is a multiple of `sliceSize`) where at least that many uncompressed bytes
 /// came out since the previous point (or the stream start): a snapshot of the inflate state,
-/// raw-deflated on a background queue. The input is cut at slice boundaries whatever chunks the
+/// compressed on a background queue. The input is cut at slice boundaries whatever chunks the
 /// caller feeds, so the points depend only on the stream. Output goes through one reused 256 KiB
 /// buffer.
 public final class GzipDecoder {

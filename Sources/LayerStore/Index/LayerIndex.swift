@@ -23,7 +23,8 @@ public struct LayerIndex: Sendable {
     /// 3: names and link targets are the archive's bytes (2 kept them decoded as UTF-8).
     /// 4: gzip access points are ISA-L inflate states, and the header names the ISA-L build
     ///    (`GzipInflation.identity`); an index of another build is rebuilt too.
-    public static let formatVersion: UInt32 = 4
+    /// 5: the states are zstd-compressed (4 raw-deflated them).
+    public static let formatVersion: UInt32 = 5
     static let magic: [UInt8] = Array("UMOCIIDX".utf8)
 }
 
