@@ -372,9 +372,13 @@ func makeOperations() -> fuse_lowlevel_ops {
             fuse_reply_write(req, done)
         }
     }
+    // Every close() sent a FLUSH and waited for its reply, for nothing: writes reach the upper
+    // file when they are made (no writeback cache) and locks are the kernel's. ENOSYS tells the
+    // kernel so once; it then closes files without asking (fuse_conn.no_flush), which saves a
+    // round trip per file that cp, tar and mv open.
     ops.flush = { req, _, _ in
         counted(req, .flush)
-        fuse_reply_err(req, 0)
+        fuse_reply_err(req, ENOSYS)
     }
     ops.release = { req, _, fi in
         counted(req, .release)
