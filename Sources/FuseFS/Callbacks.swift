@@ -442,6 +442,12 @@ func makeOperations() -> fuse_lowlevel_ops {
     }
     ops.getxattr = { req, ino, cname, size in
         counted(req, .getxattr)
+        // Before each write the kernel asks for security.capability: a file the mount made
+        // answers from the node table (no allocation, no system call).
+        if let cname, strcmp(cname, "security.capability") == 0, filesystem(req).hasNoCapability(ino) {
+            fuse_reply_err(req, ENODATA)
+            return
+        }
         reply(req) { () throws(Errno) in
             guard let n = name(cname) else { throw Errno(ENODATA) }
             let fs = filesystem(req)

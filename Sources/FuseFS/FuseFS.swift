@@ -137,7 +137,7 @@ public struct MountOptions: Sendable {
 /// - stop() while files under the mount are open (or processes have their cwd in it) unmounts
 ///   lazily; serve() returns once the kernel releases the connection.
 public final class OverlayServer: @unchecked Sendable {
-    private let fs: OverlayFS
+    let fs: OverlayFS
     private let mountpoint: String
     /// The callbacks' userdata (retained here for the life of the session) and the one lazy
     /// detach of the mount.
