@@ -25,9 +25,20 @@ entries=$(find "$work/extracted" -mindepth 1 | wc -l)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 n=0
-ours() { n=$((n + 1)); cold; seconds cp -a "$work/b/rootfs" "$work/out$n"; rm -rf "$work/out$n"; }
+# The mount server's CPU time (user + system, clock ticks) so far.
+server_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$1/umoci-mount.pid")/stat"; }
+# copy_out BUNDLE: seconds of a cold cp -a of its rootfs; its server's CPU seconds go to BUNDLE.cpu.
+copy_out() {
+    local c0 t
+    cold; c0=$(server_ticks "$1")
+    t=$(seconds cp -a "$1/rootfs" "$work/out")
+    echo "($(server_ticks "$1") - $c0) / $(getconf CLK_TCK)" | bc -l >> "$1.cpu"
+    rm -rf "$work/out"
+    echo "$t"
+}
+ours() { copy_out "$work/b"; }
 theirs() { n=$((n + 1)); cold; seconds /usr/bin/umoci raw unpack --image "$work/L:mixed" "$work/out$n"; rm -rf "$work/out$n"; }
-base() { n=$((n + 1)); cold; seconds cp -a "$work/b0/rootfs" "$work/out$n"; rm -rf "$work/out$n"; }
+base() { copy_out "$work/b0"; }
 plain() { n=$((n + 1)); cold; seconds cp -a "$work/extracted" "$work/out$n"; rm -rf "$work/out$n"; }
 declare -a ta=() tb=() tc=() t0=()
 for _ in $(seq "$runs"); do
@@ -44,9 +55,11 @@ printf '%-52s %9s %8s   %s\n' "" "seconds" "ours /" "runs"
 printf '%-52s %8.3fs %8s   %s\n' "cp -a out of this tool's mount" "$a" "" "${ta[*]}"
 printf '%-52s %8.3fs %7.2fx   %s\n' "Debian umoci raw unpack of the image" "$b" "$(echo "$a / $b" | bc -l)" "${tb[*]}"
 printf '%-52s %8.3fs %7.2fx   %s\n' "cp -a of the extracted tree" "$c" "$(echo "$a / $c" | bc -l)" "${tc[*]}"
+printf '%-52s %8.3fs %8s   %s\n' "  its server's CPU time per copy" "$(median < "$work/b.cpu")" "" "$(tr '\n' ' ' < "$work/b.cpu")"
 if [ -n "${BASELINE_BIN:-}" ]; then
     z=$(printf '%s\n' "${t0[@]}" | median)
     printf '%-52s %8.3fs %7.2fx   %s\n' "cp -a out of the mount of BASELINE_BIN" "$z" "$(echo "$a / $z" | bc -l)" "${t0[*]}"
+    printf '%-52s %8.3fs %8s   %s\n' "  its server's CPU time per copy" "$(median < "$work/b0.cpu")" "" "$(tr '\n' ' ' < "$work/b0.cpu")"
     "$BASELINE_BIN/umoci" umount "$work/b0" >/dev/null
 fi
 "$bin/umoci" umount "$work/b" >/dev/null
