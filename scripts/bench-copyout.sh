@@ -32,7 +32,7 @@ copy_out() {
     local c0 t
     cold; c0=$(server_ticks "$1")
     t=$(seconds cp -a "$1/rootfs" "$work/out")
-    echo "($(server_ticks "$1") - $c0) / $(getconf CLK_TCK)" | bc -l >> "$1.cpu"
+    printf '%.2f\n' "$(echo "($(server_ticks "$1") - $c0) / $(getconf CLK_TCK)" | bc -l)" >> "$1.cpu"
     rm -rf "$work/out"
     echo "$t"
 }
