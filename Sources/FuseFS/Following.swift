@@ -118,11 +118,13 @@ final class MountDetacher: Sendable {
     }
 }
 
-/// What a callback finds through fuse_req_userdata: the file system and the detacher. Owned by
-/// the OverlayServer for the life of the session; both members are immutable references.
+/// What a callback finds through fuse_req_userdata: the file system, the detacher and the
+/// request counters. Owned by the OverlayServer for the life of the session; all members are
+/// immutable references.
 final class ServerContext: Sendable {
     let fs: OverlayFS
     let detacher: MountDetacher
+    let counts = RequestCounts()
 
     init(fs: OverlayFS, detacher: MountDetacher) {
         self.fs = fs

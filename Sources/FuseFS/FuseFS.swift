@@ -137,7 +137,7 @@ public struct MountOptions: Sendable {
 /// - stop() while files under the mount are open (or processes have their cwd in it) unmounts
 ///   lazily; serve() returns once the kernel releases the connection.
 public final class OverlayServer: @unchecked Sendable {
-    private let fs: OverlayFS
+    let fs: OverlayFS
     private let mountpoint: String
     /// The callbacks' userdata (retained here for the life of the session) and the one lazy
     /// detach of the mount.
@@ -211,6 +211,7 @@ public final class OverlayServer: @unchecked Sendable {
         }
         let wasStopped = lifecycle.withLock { $0.stopped }
         teardown()
+        writeRequestSummary()
         // A connection the kernel aborted after the mount detached itself is the normal end.
         let detached = context.detacher.isDetached
         if result != 0 && !wasStopped && result != -ENODEV && !(detached && result == -ECONNABORTED) {
@@ -227,6 +228,25 @@ public final class OverlayServer: @unchecked Sendable {
             fuse_session_exit(se)
             context.detacher.detach("stopped", notify: false)
         }
+    }
+
+    /// How many requests of kind `r` the kernel sent so far (see Request); from any thread.
+    public func requestCount(_ r: Request) -> UInt64 { context.counts.value(r) }
+
+    /// The nonzero request counts as `kind=N` words (for the server's debug log).
+    public var requestSummary: String {
+        Request.allCases.compactMap { r in requestCount(r) == 0 ? nil : "\(r.name)=\(requestCount(r))" }.joined(separator: " ")
+    }
+
+    /// With UMOCI_FUSE_COUNTS=FILE in the server's environment, appends the mount point and
+    /// requestSummary to FILE once serving ends (how the benchmark scripts count round trips).
+    private func writeRequestSummary() {
+        guard let path = getenv("UMOCI_FUSE_COUNTS").map({ String(cString: $0) }), !path.isEmpty else { return }
+        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var line = "\(mountpoint) \(requestSummary)\n"
+        line.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
     }
 
     /// Detaches the mount lazily (once) and goes on serving what is still open under it;

@@ -41,6 +41,17 @@ extension OverlayFS {
         }
     }
 
+    /// Node.createdPlain.
+    func setCreatedPlain(_ id: UInt64, _ value: Bool) {
+        state.withLock { s in s.nodes[id]?.createdPlain = value }
+    }
+
+    /// Whether node id is a file this mount created that cannot carry security.capability
+    /// (Node.createdPlain): one lookup in the table, no system call.
+    func hasNoCapability(_ id: UInt64) -> Bool {
+        state.withLock { s in s.nodes[id]?.createdPlain == true }
+    }
+
     func update(_ id: UInt64, upper: Bool, lower: Int32) {
         state.withLock { s in
             s.nodes[id]?.upper = upper

@@ -208,6 +208,7 @@ extension OverlayFS {
             defer { to.close() }
             if UpperWhiteout.remove(to.fd, newName) != 0 { throw Errno.current }
             if linkat(from.fd, n.name.c, to.fd, newName.c, 0) != 0 { throw Errno.current }
+            setCreatedPlain(id, false)
             var st = stat()
             if fstatat(to.fd, newName.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
             let newId = install(parent: newParentId, name: newName, upper: true, lower: -1)
@@ -464,6 +465,7 @@ extension OverlayFS {
     enum XattrTarget { case fd(Int32), path(ByteString) }
 
     private func xattrTarget(_ id: UInt64, _ body: (XattrTarget) -> Int) throws(Errno) -> Int {
+        upperXattrCalls.add(1, ordering: .relaxed)
         let r: Int
         if id == OverlayFS.rootId {
             r = body(.fd(upperRoot))
@@ -537,6 +539,7 @@ extension OverlayFS {
     func setxattr(_ id: UInt64, _ key: ByteString, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
         if hidesXattr(key) { throw Errno(EPERM) }
         try exclusive { () throws(Errno) in
+            setCreatedPlain(id, false)
             try ensureUpperOrOrphan(id)
             _ = try xattrTarget(id) { t in
                 switch t {

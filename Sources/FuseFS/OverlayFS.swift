@@ -62,6 +62,8 @@ final class OverlayFS: @unchecked Sendable {
     /// Regular files copied up so far: a handle reading a lower file looks for its copy when
     /// this has moved (see followCopyUp).
     let copyUps = Atomic<UInt64>(0)
+    /// Extended-attribute calls made on upper objects (xattrTarget), for tests.
+    let upperXattrCalls = Atomic<UInt64>(0)
     /// Node ids whose kernel caches (attributes, pages) went stale through a change made under
     /// another name of the same file; the callbacks send them (takeInvalidations) before they
     /// answer the request that made them.
@@ -88,6 +90,12 @@ final class OverlayFS: @unchecked Sendable {
         /// An O_PATH descriptor of the upper file this node named when it was unlinked while
         /// the kernel still knew it (an open file): fstat, fchmod and friends go on working.
         var orphan: Int32 = -1
+        /// A regular file this mount created under this node, with one name, on which nothing
+        /// has set an extended attribute since: it has no security.capability, which the
+        /// kernel asks for before every write (a FUSE mount never marks inodes S_NOSEC), so
+        /// that question is answered here instead of in the upper directory. Cleared by
+        /// setxattr through the node, by link (another name could set one), and by rebase.
+        var createdPlain = false
     }
 
     struct UpperKey: Hashable { var dev: UInt64; var ino: UInt64 }
@@ -478,6 +486,7 @@ final class OverlayFS: @unchecked Sendable {
                 throw Errno.current
             }
             let id = install(parent: parentId, name: name, upper: true, lower: -1)
+            if case .file = kind { setCreatedPlain(id, true) }
             return Created(id: id, attr: presentUpper(reportingOwner(st, .at(dir.fd, name)), mergedDir: false), fd: fd)
         }
     }

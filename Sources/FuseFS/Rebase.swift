@@ -72,6 +72,7 @@ extension OverlayFS {
             view = newView
             lowerInos = inos
             generation.add(1, ordering: .relaxed)
+            state.withLock { s in for id in s.nodes.keys { s.nodes[id]!.createdPlain = false } }
             forgetMovedUpperInos(carried: inos)
             resolveNodesAgain()
             report.pauseSeconds = OverlayFS.now() - started

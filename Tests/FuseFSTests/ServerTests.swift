@@ -38,6 +38,20 @@ struct ServerTests {
         #expect(!Mounted.isMounted(m2.mnt))
     }
 
+    /// close() costs no round trip: the server answers the kernel's first FLUSH with ENOSYS, and
+    /// the kernel closes files without asking from then on. Reads and writes are unchanged.
+    @Test func closeSendsNoFlush() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        for _ in 0..<5 {
+            #expect(readText(m.path("etc/hostname")) == "test\n")
+            #expect(writeFile(m.path("new-file"), "written\n", flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW) == 0)
+        }
+        #expect(readText(m.path("new-file")) == "written\n")
+        #expect(m.server.requestCount(.open) + m.server.requestCount(.create) >= 10)
+        #expect(m.server.requestCount(.flush) <= 1)
+    }
+
     @Test func concurrentOperations() throws {
         let m = try Mounted(tag: "whiteouts")
         defer { m.close() }
