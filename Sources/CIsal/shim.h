@@ -1,7 +1,8 @@
 // Debian's ISA-L (libisal-dev) for LayerStore: inflate about twice and deflate (level 3) about
 // ten times as fast as zlib's, and its CRC-32.
 // The helpers give Swift what it cannot spell itself: the layout of struct inflate_state (an
-// access point keeps a copy of it, see GzipInflation.swift) and which shared object is loaded.
+// access point keeps a copy of it, see GzipInflation.swift), which shared object is loaded,
+// and the size of a deflate level buffer.
 #ifndef UMOCI_CISAL_SHIM_H
 #define UMOCI_CISAL_SHIM_H
 #ifndef _GNU_SOURCE
@@ -16,9 +17,10 @@ static inline size_t umoci_isal_history_offset(void) {
     return offsetof(struct inflate_state, tmp_out_buffer);
 }
 
-/// The size of the output history buffer at the end of struct inflate_state.
-static inline size_t umoci_isal_history_capacity(void) {
-    return sizeof(((struct inflate_state *)0)->tmp_out_buffer);
+/// A deflate level buffer large enough for every level (ISAL_DEF_LVL3_DEFAULT, the largest of
+/// the defaults; Swift does not import the macro).
+static inline size_t umoci_isal_level_buffer_size(void) {
+    return ISAL_DEF_LVL3_DEFAULT;
 }
 
 /// The ISA-L version the headers describe (ISAL_VERSION).

@@ -16,6 +16,11 @@ public enum Request: Int, CaseIterable, Sendable {
 final class RequestCounts: Sendable {
     private let counters = InlineArray<30, Atomic<UInt64>> { _ in Atomic(0) }
 
+    init() {
+        // One counter per kind: a kind added to Request needs a counter here.
+        precondition(Request.allCases.count == counters.count, "RequestCounts: \(Request.allCases.count) kinds, \(counters.count) counters")
+    }
+
     @inline(__always) func count(_ r: Request) {
         counters[r.rawValue].wrappingAdd(1, ordering: .relaxed)
     }

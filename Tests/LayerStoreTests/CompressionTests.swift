@@ -134,15 +134,17 @@ enum CompressionFixture {
         try gzip(input, engine: .zlib(level: level))
     }
 
-    static func gzip(_ input: [UInt8], engine: DeflateEngine) throws -> [UInt8] {
-        let encoder = try ParallelGzipEncoder(engine: engine)
+    /// Compresses `input` with ParallelGzipEncoder, fed in `piece`-sized writes.
+    static func gzip(_ input: [UInt8], engine: DeflateEngine, chunk: Int = ParallelGzipEncoder.defaultChunkSize,
+                     piece: Int = 3 << 20, workers: Int? = nil, slots: Int? = nil) throws -> [UInt8] {
+        let encoder = try ParallelGzipEncoder(engine: engine, chunkSize: chunk, workers: workers, slots: slots)
         var out: [UInt8] = []
         try input.withUnsafeBytes { all in
             var at = 0
             while at < all.count {
-                let piece = UnsafeRawBufferPointer(rebasing: all[at..<min(all.count, at + 3 << 20)])
-                try encoder.encode(piece) { out.append(contentsOf: $0) }
-                at += piece.count
+                let part = UnsafeRawBufferPointer(rebasing: all[at..<min(all.count, at + piece)])
+                try encoder.encode(part) { out.append(contentsOf: $0) }
+                at += part.count
             }
         }
         try encoder.finish { out.append(contentsOf: $0) }

@@ -13,18 +13,7 @@ struct ParallelGzipTests {
     /// Encodes `input` fed in `piece`-sized writes.
     static func encode(_ input: [UInt8], engine: DeflateEngine, chunk: Int = chunk, piece: Int = 7777,
                        workers: Int? = 2, slots: Int? = nil) throws -> [UInt8] {
-        let encoder = try ParallelGzipEncoder(engine: engine, chunkSize: chunk, workers: workers, slots: slots)
-        var out: [UInt8] = []
-        try input.withUnsafeBytes { all in
-            var at = 0
-            while at < all.count {
-                let part = UnsafeRawBufferPointer(rebasing: all[at..<min(all.count, at + piece)])
-                try encoder.encode(part) { out.append(contentsOf: $0) }
-                at += part.count
-            }
-        }
-        try encoder.finish { out.append(contentsOf: $0) }
-        return out
+        try F.gzip(input, engine: engine, chunk: chunk, piece: piece, workers: workers, slots: slots)
     }
 
     /// CRC-32 (IEEE, reflected), bit by bit: independent of zlib and ISA-L.

@@ -82,9 +82,9 @@ public final class GzipDecoder {
                 }
                 next += slice
                 remaining -= slice
-                if let spacing, inflation.consumed % Self.sliceSize == 0,
+                if let spacing, let compressor, inflation.consumed % Self.sliceSize == 0,
                    inflation.produced - lastPoint >= spacing, inflation.canSnapshot {
-                    compressor!.submit(inflation.snapshot())
+                    compressor.submit(inflation.snapshot())
                     points.append(GzipAccessPoint(uncompressedOffset: inflation.produced,
                                                   compressedOffset: inflation.consumed, state: []))
                     lastPoint = inflation.produced

@@ -41,9 +41,8 @@ final class GzipInflation {
     /// Blob offset at which the current member began.
     private var memberStart: Int64
 
-    /// Bytes of the state before the history buffer, and the buffer's size.
+    /// Bytes of the state before the history buffer.
     static let historyOffset = umoci_isal_history_offset()
-    static let historyCapacity = umoci_isal_history_capacity()
     static var stateSize: Int { MemoryLayout<inflate_state>.size }
 
     /// The ISA-L build a snapshot belongs to: the headers' version, the loaded library's real

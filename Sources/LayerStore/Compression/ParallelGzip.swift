@@ -364,9 +364,8 @@ final class ChunkDeflater {
     private let zstream: UnsafeMutablePointer<z_stream>?
     private let istream: UnsafeMutablePointer<isal_zstream>?
     private let levelBuffer: UnsafeMutablePointer<UInt8>?
-    /// isa-l.h's ISAL_DEF_LVL3_DEFAULT (ISAL_DEF_LVL3_LARGE), spelled out because Swift does not
-    /// import that macro: 4 Ki + 4 * 4 Ki + 2 * IGZIP_LVL3_HASH_SIZE (32 Ki) + 4 * 64 Ki bytes.
-    static let isalLevelBufferSize = 4 * 1024 + 4 * 4 * 1024 + 2 * 32 * 1024 + 4 * 64 * 1024
+    /// isa-l.h's ISAL_DEF_LVL3_DEFAULT, through the shim: enough for every level.
+    static let isalLevelBufferSize = umoci_isal_level_buffer_size()
 
     init(_ engine: DeflateEngine) throws(StoreError) {
         self.engine = engine
