@@ -18,7 +18,8 @@ public enum DeflateEngine: Sendable, Equatable {
 }
 
 /// Writes ONE standard gzip member (RFC 1952; the header as Go's `gzip.Writer` writes it by
-/// default: no name, mtime 0, OS 255, so output is deterministic) whose deflate stream is made of chunks compressed in parallel, as pigz does.
+/// default: no name, mtime 0, OS 255, so output is deterministic) whose deflate stream is made
+/// of chunks compressed in parallel, as pigz does.
 ///
 /// The input is cut into chunks of `chunkSize` bytes by position alone. Each chunk is deflated
 /// (raw deflate) on one of the worker threads with the last 32 KiB of the previous chunk as
