@@ -113,8 +113,9 @@ public enum Mounting {
     }
 
     /// Starts the server for `bundle` (logging at `logLevel`) and returns once its rootfs is
-    /// mounted.
-    public static func start(_ paths: BundlePaths, logLevel: String) throws {
+    /// mounted. The server is `executable __serve` (this binary, unless the caller is not
+    /// the command line: a test process names the umoci it built).
+    public static func start(_ paths: BundlePaths, logLevel: String, executable: String = selfExecutable()) throws {
         try checkFuse()
         // After a refresh while mounted, the upper directory must describe changes against
         // the new base before it is served on it.
@@ -149,7 +150,6 @@ public enum Mounting {
         let spawnSetsid: Int16 = 0x80
         posix_spawnattr_setflags(&attributes, spawnSetsid)
 
-        let executable = selfExecutable()
         // An absolute bundle path, so that `umount` can find the server by its command line.
         let arguments = [executable, "__serve", canonical(paths.bundle), "--ready-fd", "3", "--log", logLevel]
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
@@ -194,7 +194,7 @@ public enum Mounting {
         case .notMounted:
             // A bundle being deleted: its server detached the mount itself (BundleWatch).
             if !Files.exists(paths.metadata) || !Files.isDirectory(paths.upper) { break }
-            throw StoreError("\(paths.rootfs) is not mounted")
+            throw BundleError(.notMounted, RuntimeBundle(paths.bundle).notMountedAdvice(.notMounted))
         case .dead:
             detach(paths.rootfs)
         case .live where geteuid() != 0:

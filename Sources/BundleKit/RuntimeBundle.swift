@@ -33,19 +33,60 @@ public struct RuntimeBundle: Sendable {
     /// Whether a live mount serves the rootfs now.
     public var isMounted: Bool { Mounting.state(of: paths.rootfs) == .live }
 
+    /// How the bundle's rootfs stands: what every command on the bundle decides by.
+    public enum RootfsState: Sendable, Equatable {
+        /// A plain directory (unpack --extract, or made by umoci).
+        case extracted
+        /// Served by a live mount server.
+        case mounted
+        /// A mounted-mode bundle with nothing mounted on rootfs/: after a reboot, or umount.
+        /// Its changes are all in upper/; the rootfs is an empty directory.
+        case notMounted
+        /// A mounted-mode bundle whose mount's server died ("Transport endpoint is not
+        /// connected"); its changes are all in upper/.
+        case serverGone
+    }
+
+    /// The state of the rootfs of a bundle whose umoci.json says `metadata`.
+    public func rootfsState(_ metadata: BundleMetadata) -> RootfsState {
+        guard metadata.mode == .mount else { return .extracted }
+        switch Mounting.state(of: paths.rootfs) {
+        case .live: return .mounted
+        case .notMounted: return .notMounted
+        case .dead: return .serverGone
+        }
+    }
+
+    /// What tells the user of a mounted-mode bundle whose mount is not served how to bring it
+    /// back (after a reboot its rootfs is an empty directory, and runc fails on it with
+    /// `exec: "sh": executable file not found`).
+    public func notMountedAdvice(_ state: RootfsState) -> String {
+        let why = state == .serverGone ? "its mount server is gone" : "its mount server is not running (after a reboot, or umoci umount)"
+        return "\(paths.rootfs) is not mounted: \(why); umoci mount \(paths.bundle) mounts it again"
+    }
+
+    /// The stray-rootfs check, for a mounted-mode bundle that is not mounted: the mount
+    /// detaches itself when its root is emptied through it (the bundle is being deleted, or
+    /// its content moved out), and files put into the plain directory afterwards are not in
+    /// upper/: a layer made from upper/ would silently leave them out.
+    public func checkNoStrayEntries() throws(BundleError) {
+        guard let entries = try? Files.list(paths.rootfs), !entries.isEmpty else { return }
+        throw BundleError(.strayEntries, "\(paths.rootfs) is not mounted but holds \(entries.count) entries that repack cannot see (the mount detaches itself once its root is emptied): move them out, run umoci mount \(paths.bundle), and put them back")
+    }
+
     /// `umoci mount`: serves the bundle's upper directory again, on its base image. Refuses an
     /// extracted bundle, a live mount, and (after a moment's wait) a server of the bundle that
     /// still serves files open under a mount that detached itself.
-    public func mount(logLevel: String) throws {
+    public func mount(logLevel: String, serverExecutable: String = Mounting.selfExecutable()) throws {
         let metadata = try metadata
         guard metadata.mode == .mount else {
-            throw StoreError("\(paths.bundle) is an extracted bundle (unpack --extract, or made by umoci): its rootfs is a plain directory, there is nothing to mount")
+            throw BundleError(.notMountable, "\(paths.bundle) is an extracted bundle (unpack --extract, or made by umoci): its rootfs is a plain directory, there is nothing to mount")
         }
         guard metadata.mount != nil else {
-            throw StoreError("\(paths.metadata) has no mount information: the bundle was not made by this umoci's unpack")
+            throw BundleError(.notMountable, "\(paths.metadata) has no mount information: the bundle was not made by this umoci's unpack")
         }
         switch Mounting.state(of: paths.rootfs) {
-        case .live: throw StoreError("\(paths.rootfs) is already mounted")
+        case .live: throw BundleError(.alreadyMounted, "\(paths.rootfs) is already mounted")
         case .dead: Mounting.cleanUpDeadMount(paths.rootfs)
         case .notMounted:
             // A server whose mount detached itself serves what is still open under it; two
@@ -62,7 +103,7 @@ public struct RuntimeBundle: Sendable {
         }
         try Files.makeDirectory(paths.upper)
         try Files.makeDirectory(paths.rootfs)
-        try Mounting.start(paths, logLevel: logLevel)
+        try Mounting.start(paths, logLevel: logLevel, executable: serverExecutable)
     }
 
     /// `umoci umount`: unmounts and stops the server. false for an extracted bundle (nothing

@@ -2,10 +2,6 @@ import ArgumentParser
 import BundleKit
 import LayerStore
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 extension Umoci {
     struct Repack: LoggingCommand {
         static let configuration = CommandConfiguration(
@@ -35,80 +31,16 @@ extension Umoci {
             try expectArguments(arguments, 1, "<bundle>")
             guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             try history.check()
-            let requested = try compression.choice()
-            let paths = BundlePaths(arguments[0])
-            // One repack of a bundle at a time, from reading its baseline to the server's
-            // rebase: a second one reading the baseline while the first's rebase moves entries
-            // out would take them for deleted.
-            let bundleLock: DirectoryLock
-            do {
-                bundleLock = try DirectoryLock(paths.bundle, .exclusive, what: "bundle")
-            } catch {
-                _ = try BundleMetadata.read(bundle: paths.bundle)  // says what is missing, if it is
-                throw error
+            var repack = BundleRepack(layout: ref.layout, tag: ref.tag, bundle: RuntimeBundle(arguments[0]), log: Log.bundleLog)
+            repack.compression = try compression.choice()
+            repack.maskPaths = maskPaths
+            repack.maskVolumes = !noMaskVolumes
+            repack.refreshBundle = refreshBundle
+            repack.mtimeClamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
+            repack.history = { author, emptyLayer in
+                try history.entry(createdBy: "umoci repack", author: author, emptyLayer: emptyLayer)
             }
-            defer { bundleLock.release() }
-            var metadata = try BundleMetadata.read(bundle: paths.bundle)
-            let extracted = metadata.mode == .extract
-            let mounted = !extracted && Mounting.state(of: paths.rootfs) == .live
-            // The mount detaches itself when its root is emptied through it (the bundle is being
-            // deleted, or its content moved out); files put into the plain directory afterwards
-            // are not in upper/ and would be silently left out of the layer.
-            if !extracted, !mounted, let entries = try? Files.list(paths.rootfs), !entries.isEmpty {
-                throw StoreError("\(paths.rootfs) is not mounted but holds \(entries.count) entries that repack cannot see (the mount detaches itself once its root is emptied): move them out, run umoci mount, and put them back")
-            }
-            // Every write that returned before now is in the upper directory already (the
-            // server writes through); pages dirtied through mmap are pushed out by a syncfs of
-            // the mount alone (sync(2) would flush every file system on the machine).
-            if mounted { try Mounting.flush(paths) }
-
-            try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
-                let from = try metadata.fromDescriptorPath()
-                var base: Image
-                do {
-                    base = try layout.loadImage(from)
-                } catch {
-                    throw StoreError("repack: the bundle's base image \(from.manifest.digest) cannot be read from \(ref.layout) (a different layout, or garbage-collected?): \(error)")
-                }
-                let masks = maskPaths + (noMaskVolumes ? [] : base.config.runConfig["Volumes"]?.object?.keys ?? [])
-                let layerCompression = requested ?? LayerCompression.auto(for: base.manifest.layers)
-                let baseline = extracted ? nil : try UpperBaseline.read(paths.baseline)
-                let clamp = try Timestamp.sourceDateEpoch(environment: Environment.variables)
-                var changes: ExtractedBundle.Changes?
-                // The image the upper directory changes, to leave out directories it holds
-                // unchanged (the cache has the view: unpack built it).
-                let baseView = metadata.mount.flatMap { m in
-                    try? MergedView.open(layout: layout, image: base, cache: IndexCache(directory: m.cacheDirectory),
-                                         options: MergedView.Options(keepDirlinks: m.keepDirlinks, regionCacheBytes: 0))
-                }
-                let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks,
-                                                           baseline: baseline, restarted: LayerWriting.logRestart) { diff throws(DirectoryDiff.Failure) in
-                    diff.mtimeClamp = clamp
-                    if !extracted { diff.base = baseView }
-                    if extracted {
-                        let mapOptions = metadata.mapOptions
-                        if !mapOptions.isIdentity { diff.ownership = RootlessOwnership(options: mapOptions, warn: { Log.warn($0) }) }
-                        changes = try ExtractedBundle.addChanges(paths, base: from.manifest.digest, masks: masks, to: &diff)
-                    } else {
-                        // An unprivileged user's mount keeps owners as a rootless rootfs does
-                        // (user.rootlesscontainers; see MountOwnership), whatever the maps.
-                        if !metadata.mapOptions.isIdentity {
-                            diff.ownership = RootlessOwnership(options: MapOptions(rootless: true), warn: { Log.warn($0) })
-                        }
-                        try diff.addContents(ofDirectory: paths.upper)
-                    }
-                }
-                base.add(layer, history: try history.entry(createdBy: "umoci repack", author: base.config.author, emptyLayer: layer == nil))
-                let newPath = try layout.commit(base, tag: ref.tag)
-                Log.info("new image manifest created: \(newPath.manifest.digest)")
-                if refreshBundle, let changes {
-                    try ExtractedBundle.refresh(paths, metadata: &metadata, onto: newPath, walk: changes.walk)
-                } else if refreshBundle {
-                    try Refresh.rebase(paths, metadata: &metadata, onto: newPath, in: ref.layout, mounted: mounted, packed: seen)
-                }
-            }
-            // The server opens the new base with the layout's shared lock: after ours is gone.
-            if refreshBundle && mounted { Refresh.rebaseMount(paths, log: Log.bundleLog) }
+            try repack.run()
         }
     }
 }

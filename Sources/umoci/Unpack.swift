@@ -46,14 +46,16 @@ extension Umoci {
         @Option(name: .customLong("gid-map"), help: "a gid mapping container:host[:size] (repeatable)") var gidMap: [String] = []
         @Argument(help: "the bundle directory to create") var arguments: [String] = []
 
-        /// The bundle mode asked for, and whether it was asked for explicitly (no fallback).
-        func requestedMode() throws -> (BundleMetadata.Mode, explicit: Bool) {
-            if extract { return (.extract, true) }
-            guard let value = Environment.variables["UMOCI_UNPACK_MODE"], !value.isEmpty else { return (.mount, false) }
-            guard let mode = BundleMetadata.Mode(rawValue: value) else {
-                throw UsageError("invalid UMOCI_UNPACK_MODE \(quoted: value): must be extract or mount")
+        /// The bundle mode asked for: --extract, else UMOCI_UNPACK_MODE, else mount with a
+        /// fallback to extract.
+        func requestedMode() throws -> BundleUnpack.ModeRequest {
+            if extract { return .extract }
+            guard let value = Environment.variables["UMOCI_UNPACK_MODE"], !value.isEmpty else { return .auto }
+            switch BundleMetadata.Mode(rawValue: value) {
+            case .mount: return .mount
+            case .extract: return .extract
+            case nil: throw UsageError("invalid UMOCI_UNPACK_MODE \(quoted: value): must be extract or mount")
             }
-            return (mode, true)
         }
 
         /// umoci's map options: --rootless defaults each missing map to the user's own id as
@@ -76,90 +78,17 @@ extension Umoci {
             try expectArguments(arguments, 1, "<bundle>")
             guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             let mapOptions = try mapOptions()
-            let paths = BundlePaths(arguments[0])
-            for existing in [paths.config, paths.rootfs, paths.metadata] where Files.exists(existing) {
-                throw StoreError("create runtime bundle: \(existing) already exists")
-            }
-            var (mode, explicit) = try requestedMode()
-            // Root's server serves the image's own owners; an unprivileged user's serves them
-            // through its maps (MountOwnership). Root with maps, or a user without any, extracts.
-            let rootlessMount = geteuid() != 0 && !mapOptions.isIdentity
-            if mode == .mount && !rootlessMount && (!mapOptions.isIdentity || geteuid() != 0) {
-                if explicit {
-                    Log.warn("mount mode needs root without --rootless/--uid-map/--gid-map, or a user other than root with them: extracting the rootfs instead (umoci's bundle format)")
-                }
-                (mode, explicit) = (.extract, true)
-            }
-            let cache = layers.cache()
-            if mode == .mount {
-                do {
-                    do { try Mounting.checkFuse() } catch { throw MountUnavailable(reason: "\(error)") }
-                    try unpackMounted(ref, paths, cache, mapOptions)
-                    return
-                } catch let error as MountUnavailable where !explicit {
-                    Log.warn("\(error.reason); extracting the rootfs instead (umoci's bundle format)")
-                }
-            }
-            try ImageLayout.withLocked(ref.layout, .shared) { layout in
-                let loaded = try layout.loadImage(tag: ref.tag)
-                let view = try MergedView.open(layout: layout, image: loaded, cache: cache, options: layers.viewOptions())
-                let created = try BundleCreation(paths, extracting: loaded.path.manifest.digest)
-                do {
-                    Log.info("unpacking rootfs ...")
-                    try ExtractedBundle.create(view, paths, from: loaded.path, mapOptions: mapOptions, warn: { Log.warn($0) })
-                    try writeRuntimeConfig(loaded, paths, mapOptions)
-                } catch {
-                    created.undo()
-                    throw error
-                }
-            }
-            Log.info("unpacked image bundle: \(paths.bundle)")
+            let mode = try requestedMode()
+            var unpack = BundleUnpack(layout: ref.layout, tag: ref.tag, bundle: RuntimeBundle(arguments[0]),
+                                      cache: layers.cache(), log: Log.bundleLog)
+            unpack.mode = mode
+            unpack.mapOptions = mapOptions
+            unpack.keepDirlinks = layers.keepDirlinks
+            unpack.serverLogLevel = Log.level.rawValue
+            unpack.indexProgress = (start: { IndexProgress.start($0) }, finish: { IndexProgress.finish() })
+            try unpack.run()
+            Log.info("unpacked image bundle: \(arguments[0])")
         }
-
-        func unpackMounted(_ ref: ImageReference, _ paths: BundlePaths, _ cache: IndexCache, _ mapOptions: MapOptions) throws {
-            let layoutPath = Mounting.canonical(ref.layout)
-            let (loaded, created) = try ImageLayout.withLocked(ref.layout, .shared) { layout in
-                let loaded = try layout.loadImage(tag: ref.tag)
-                // Index the layers now, with progress, so that the server opens a warm view;
-                // with a warm cache the server's own open (which verifies) is enough.
-                if !cache.isWarm(image: loaded, keepDirlinks: layers.keepDirlinks) {
-                    _ = try MergedView.open(layout: layout, image: loaded, cache: cache, options: layers.viewOptions(),
-                                            progress: IndexProgress.start(loaded))
-                    IndexProgress.finish()
-                }
-                return (loaded, try BundleCreation(paths))
-            }
-            do {
-                let metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
-                    layout: layoutPath, cacheDirectory: Mounting.canonical(cache.directory), keepDirlinks: layers.keepDirlinks),
-                    mapOptions: mapOptions)
-                try metadata.write(bundle: paths.bundle)
-                do {
-                    try Mounting.start(paths, logLevel: Log.level.rawValue)
-                } catch {
-                    throw MountUnavailable(reason: "\(error)")
-                }
-                try writeRuntimeConfig(loaded, paths, mapOptions)
-            } catch {
-                if Mounting.state(of: paths.rootfs) != .notMounted { try? Mounting.stop(paths) }
-                created.undo()
-                throw error
-            }
-            Log.info("unpacked image bundle: \(paths.bundle)")
-        }
-
-        func writeRuntimeConfig(_ loaded: Image, _ paths: BundlePaths, _ mapOptions: MapOptions = MapOptions()) throws {
-            var spec = try RuntimeSpec.generate(config: loaded.config, rootfs: paths.rootfs, rootPath: "rootfs",
-                                                warn: { Log.warn($0) })
-            try RuntimeSpec.apply(mapOptions, to: &spec, warn: { Log.warn($0) })
-            try Files.writeAtomically(paths.config, JSON.object(spec).serialized(indent: "\t") + [0x0A])
-        }
-    }
-
-    /// FUSE cannot serve the bundle here; unpack extracts instead unless a mount was asked for.
-    struct MountUnavailable: Error, CustomStringConvertible {
-        var reason: String
-        var description: String { reason }
     }
 
     struct Mount: LoggingCommand {

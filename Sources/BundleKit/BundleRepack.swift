@@ -1,0 +1,135 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LayerStore
+
+/// `umoci repack`: a bundle's changes become a new layer on the image the bundle was unpacked
+/// from, committed under a tag (umoci's `Repack` in repack.go, which its command line calls).
+/// - A mounted bundle's layer holds exactly its upper directory, whiteouts included; the mount
+///   is flushed first. A mounted-mode bundle that is not mounted (after a reboot) is repacked
+///   from upper/ alone, with a warning naming `umoci mount`; files put into its plain rootfs/
+///   are refused (the stray-rootfs check).
+/// - An extracted bundle's layer holds what differs between rootfs/ and its mtree manifest,
+///   owners mapped back through the bundle's maps, as umoci finds it.
+/// - With `refreshBundle` the new image becomes the bundle's base (see Refresh).
+public struct BundleRepack {
+    public var layout: String
+    public var tag: String
+    public var bundle: RuntimeBundle
+    /// nil: the latest compressed layer's compression, else gzip.
+    public var compression: LayerCompression?
+    /// Paths in the rootfs to leave out of the layer, with everything below them.
+    public var maskPaths: [String] = []
+    /// Leave the image's volumes (config Volumes) out too, as umoci does by default.
+    public var maskVolumes = true
+    public var refreshBundle = false
+    /// SOURCE_DATE_EPOCH: no mtime in the layer is later.
+    public var mtimeClamp: Int64?
+    /// The new history entry, made once the layer is known: given the base image's author
+    /// (the default author) and whether nothing changed (an empty layer); nil for none.
+    public var history: (_ baseAuthor: String?, _ emptyLayer: Bool) throws -> History? = { _, _ in nil }
+    public var log: RuntimeBundle.Log
+
+    public init(layout: String, tag: String, bundle: RuntimeBundle, log: RuntimeBundle.Log) {
+        self.layout = layout
+        self.tag = tag
+        self.bundle = bundle
+        self.log = log
+    }
+
+    public struct Result {
+        /// The new image (its manifest is the commit's).
+        public var image: DescriptorPath
+        /// How the rootfs stood when repack read it.
+        public var state: RuntimeBundle.RootfsState
+        /// nil when nothing changed (the history entry alone was added).
+        public var layer: Descriptor?
+    }
+
+    @discardableResult
+    public func run() throws -> Result {
+        let paths = bundle.paths
+        // One repack of a bundle at a time, from reading its baseline to the server's rebase:
+        // a second one reading the baseline while the first's rebase moves entries out would
+        // take them for deleted.
+        let bundleLock: DirectoryLock
+        do {
+            bundleLock = try DirectoryLock(paths.bundle, .exclusive, what: "bundle")
+        } catch {
+            _ = try bundle.metadata  // says what is missing, if it is
+            throw error
+        }
+        defer { bundleLock.release() }
+        var metadata = try bundle.metadata
+        let state = bundle.rootfsState(metadata)
+        switch state {
+        case .extracted, .mounted: break
+        case .notMounted:
+            try bundle.checkNoStrayEntries()
+            log.warn("\(bundle.notMountedAdvice(state)); repacking its upper directory, which holds every change")
+        case .serverGone:
+            log.warn("\(bundle.notMountedAdvice(state)); repacking its upper directory, which holds every change")
+        }
+        // Every write that returned before now is in the upper directory already (the
+        // server writes through); pages dirtied through mmap are pushed out by a syncfs of
+        // the mount alone (sync(2) would flush every file system on the machine).
+        if state == .mounted { try Mounting.flush(paths) }
+
+        let result = try ImageLayout.withLocked(layout, .exclusive) { layout in
+            try write(layout, &metadata, state)
+        }
+        // The server opens the new base with the layout's shared lock: after ours is gone.
+        if refreshBundle && state == .mounted { Refresh.rebaseMount(paths, log: log) }
+        return result
+    }
+
+    private func write(_ layout: ImageLayout, _ metadata: inout BundleMetadata, _ state: RuntimeBundle.RootfsState) throws -> Result {
+        let paths = bundle.paths
+        let extracted = state == .extracted
+        let from = try metadata.fromDescriptorPath()
+        var base: Image
+        do {
+            base = try layout.loadImage(from)
+        } catch {
+            throw BundleError(.baseImageUnreadable, "repack: the bundle's base image \(from.manifest.digest) cannot be read from \(self.layout) (a different layout, or garbage-collected?): \(error)")
+        }
+        let masks = maskPaths + (maskVolumes ? base.config.runConfig["Volumes"]?.object?.keys ?? [] : [])
+        let layerCompression = compression ?? LayerCompression.auto(for: base.manifest.layers)
+        let baseline = extracted ? nil : try UpperBaseline.read(paths.baseline)
+        var changes: ExtractedBundle.Changes?
+        // The image the upper directory changes, to leave out directories it holds unchanged
+        // (the cache has the view: unpack built it).
+        let baseView = extracted ? nil : metadata.mount.flatMap { m in
+            try? MergedView.open(layout: layout, image: base, cache: IndexCache(directory: m.cacheDirectory),
+                                 options: MergedView.Options(keepDirlinks: m.keepDirlinks, regionCacheBytes: 0))
+        }
+        let mapOptions = metadata.mapOptions
+        let log = self.log
+        let clamp = mtimeClamp
+        let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks, baseline: baseline,
+                                                   restarted: { log.info("\($0); starting the layer over") }) { diff throws(DirectoryDiff.Failure) in
+            diff.mtimeClamp = clamp
+            if extracted {
+                if !mapOptions.isIdentity { diff.ownership = RootlessOwnership(options: mapOptions, warn: { log.warn($0) }) }
+                changes = try ExtractedBundle.addChanges(paths, base: from.manifest.digest, masks: masks, to: &diff)
+            } else {
+                diff.base = baseView
+                // An unprivileged user's mount keeps owners as a rootless rootfs does
+                // (user.rootlesscontainers; see MountOwnership), whatever the maps.
+                if !mapOptions.isIdentity {
+                    diff.ownership = RootlessOwnership(options: MapOptions(rootless: true), warn: { log.warn($0) })
+                }
+                try diff.addContents(ofDirectory: paths.upper)
+            }
+        }
+        base.add(layer, history: try history(base.config.author, layer == nil))
+        let newPath = try layout.commit(base, tag: tag)
+        log.info("new image manifest created: \(newPath.manifest.digest)")
+        if refreshBundle, let changes {
+            try ExtractedBundle.refresh(paths, metadata: &metadata, onto: newPath, walk: changes.walk)
+        } else if refreshBundle {
+            try Refresh.rebase(paths, metadata: &metadata, onto: newPath, in: self.layout, mounted: state == .mounted, packed: seen)
+        }
+        return Result(image: newPath, state: state, layer: layer?.descriptor)
+    }
+}
