@@ -87,9 +87,20 @@ let package = Package(
             name: "FuseFSTests",
             dependencies: ["FuseFS", "LayerStore", "CLinux"]
         ),
+        // What the test targets share: subprocesses, temporary directories, files and
+        // xattrs, the fixture images, mounts cleaned up whatever a test did.
+        .target(
+            name: "TestSupport",
+            dependencies: ["LayerStore", "CLinux"],
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "umociTests",
-            dependencies: ["LayerStore", "CLinux"]
+            dependencies: ["LayerStore", "CLinux", "TestSupport"]
+        ),
+        .testTarget(
+            name: "BundleKitTests",
+            dependencies: ["BundleKit", "LayerStore", "CLinux", "TestSupport"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,7 @@
 import Foundation
 import LayerStore
 import Testing
+import TestSupport
 
 /// Positional-argument checks as strict as umoci's, with its messages: each case is run through
 /// Debian's umoci and this tool, and both must fail with the same one line, leaving the layout

@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// The index cache where fresh accounts and daemons put it, and layout paths with a trailing

@@ -1,6 +1,7 @@
 import Foundation
 import LayerStore
 import Testing
+import TestSupport
 
 /// The image commands on real layouts in temporary directories, with Debian's umoci 0.4.7 as
 /// the oracle where both tools must produce the same bytes.

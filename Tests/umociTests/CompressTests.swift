@@ -1,6 +1,7 @@
 import Foundation
 import LayerStore
 import Testing
+import TestSupport
 
 /// `--compress` of insert and raw add-layer (repack: RepackTests.compressionChoices): auto is
 /// the default and follows the most recent compressed layer (umoci 0.6 uxCompress +

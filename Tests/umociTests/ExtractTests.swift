@@ -5,6 +5,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// Extracted bundles (`unpack --extract`, UMOCI_UNPACK_MODE, the fallback without FUSE):
@@ -194,10 +195,6 @@ import Glibc
     }
 
     // MARK: Repack
-
-    func write(_ path: String, _ text: String) throws {
-        try text.write(toFile: path, atomically: false, encoding: .utf8)
-    }
 
     func setTime(_ path: String, _ seconds: Int = 1_700_000_000) {
         var times = [timespec(tv_sec: seconds, tv_nsec: 0), timespec(tv_sec: seconds, tv_nsec: 0)]

@@ -1,6 +1,7 @@
 import Foundation
 import LayerStore
 import Testing
+import TestSupport
 
 /// image-spec 1.1 content in a layout: artifactType, subject, embedded data, media types this
 /// tool does not know. umoci resolves a tag to every "target" below index.json (a manifest or

@@ -1,6 +1,7 @@
 import Foundation
 import LayerStore
 import Testing
+import TestSupport
 
 /// Layouts written by this tool are read by Debian's umoci and skopeo, and layouts they write
 /// are read, edited and garbage-collected by this tool without losing anything.

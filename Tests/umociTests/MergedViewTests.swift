@@ -88,3 +88,4 @@ import Testing
 }
 
 import Synchronization
+import TestSupport

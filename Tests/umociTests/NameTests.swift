@@ -5,6 +5,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// Names are bytes everywhere: in layers, the view, the mount, the upper directory, the

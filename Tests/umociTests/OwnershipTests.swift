@@ -4,6 +4,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// Files a command creates in a layout get the owner of the layout directory, as umoci gives

@@ -1,20 +1,10 @@
 import Foundation
 import LayerStore
 import Testing
+import TestSupport
 
 /// Test images written by scripts/fixtures/make_image.py (Python's tarfile, independent of this
 /// project's tar code), shared by the tests of a run.
-let fixtureLayout: String = {
-    let dir = NSTemporaryDirectory() + "umoci-fixtures-" + UUID().uuidString
-    let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("scripts/fixtures/make_image.py").path
-    for c in ["basic", "whiteouts", "formats", "big", "many", "dirlinks", "dirlink-loop", "names", "broken-hardlink", "busybox"] {
-        let out = try! run("/usr/bin/env", ["python3", script, dir + "/L", c])
-        precondition(out.status == 0, "make_image.py \(c): \(out)")
-    }
-    return dir + "/L"
-}()
-
 /// A fresh index cache per test, so that tests see cold and warm paths deliberately.
 func cacheDirectory(_ dir: TemporaryDirectory) -> String { dir("cache") }
 

@@ -2,6 +2,7 @@ import CLinux
 import Foundation
 import LayerStore
 import Testing
+import TestSupport
 
 /// Layers written from a directory in OCI diff form (repack of an upper directory, insert,
 /// raw add-layer), checked by unpacking the result with Debian's umoci.
@@ -19,24 +20,13 @@ import Testing
         return (L, paths)
     }
 
-    func write(_ path: String, _ text: String, mode: Int = 0o644) throws {
-        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try text.write(toFile: path, atomically: false, encoding: .utf8)
-        chmod(path, mode_t(mode))
-    }
-
-    func mkdir(_ path: String, mode: Int = 0o755) throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        chmod(path, mode_t(mode))
-    }
-
     /// Applies the same changes to an extracted tree (what the mount shows) and to an upper
     /// directory (how the mount records them).
     func change(tree: String, upper: String) throws {
         // New files, a new directory with a hardlink pair, a fifo and a device.
         for root in [tree, upper] {
             try write(root + "/new-file", "new\n")
-            try mkdir(root + "/newdir/sub")
+            try makeDirectory(root + "/newdir/sub")
             try write(root + "/newdir/sub/f", "deep\n", mode: 0o600)
             link(root + "/newdir/sub/f", root + "/newdir/hardlink")
             mkfifo(root + "/newdir/fifo", 0o640)
@@ -46,17 +36,17 @@ import Testing
         }
         // An edit of a lower file (the upper holds the whole new file).
         try write(tree + "/a/y", "edited\n")
-        try mkdir(upper + "/a")
+        try makeDirectory(upper + "/a")
         try write(upper + "/a/y", "edited\n")
         // chmod/chown/xattr-only changes: full copies with the new metadata.
         chmod(tree + "/a/sub/z", 0o4750)
         chown(tree + "/a/sub/z", 1234, 5678)
-        try mkdir(upper + "/a/sub")
+        try makeDirectory(upper + "/a/sub")
         try write(upper + "/a/sub/z", "z1", mode: 0o4750)
         chown(upper + "/a/sub/z", 1234, 5678)
         chmod(upper + "/a/sub/z", 0o4750)
         for root in [tree, upper] { setxattr(root + "/multi/f001", "user.note", "v", 1, 0) }
-        try mkdir(upper + "/multi")
+        try makeDirectory(upper + "/multi")
         ok(try run("/bin/cp", ["-a", tree + "/multi/f001", upper + "/multi/f001"]))
         // Deletions: a lower file and a whole lower directory.
         try FileManager.default.removeItem(atPath: tree + "/dup")

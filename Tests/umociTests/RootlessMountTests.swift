@@ -5,6 +5,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// Whether an unprivileged user can mount FUSE here at all: Debian's setuid fusermount3.
@@ -148,11 +149,7 @@ struct RootlessMountTests {
             "\(me) -rw------- dev/loop0",
         ])
         // The upper directory holds the owners as umoci's rootless tooling reads them.
-        func xattr(_ path: String) -> [UInt8]? {
-            var buffer = [UInt8](repeating: 0, count: 64)
-            let n = lgetxattr(b.paths.upper + "/" + path, "user.rootlesscontainers", &buffer, buffer.count)
-            return n < 0 ? nil : Array(buffer[0..<n])
-        }
+        func xattr(_ path: String) -> [UInt8]? { TestSupport.xattr(b.paths.upper + "/" + path, "user.rootlesscontainers") }
         #expect(xattr("bigid") == [0x08, 0xC0, 0x8D, 0xB7, 0x01, 0x10, 0xC1, 0x8D, 0xB7, 0x01])
         #expect(xattr("home/user/notes") == [0x08, 0xE8, 0x07, 0x10, 0xE8, 0x07])
         #expect(xattr("home/user") == [0x08, 0xE8, 0x07, 0x10, 0xE8, 0x07])

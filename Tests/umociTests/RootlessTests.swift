@@ -5,6 +5,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// A real unprivileged user made for one test (useradd), with a home and a work directory it
@@ -20,7 +21,7 @@ final class UnprivilegedUser {
         let name = "umoci-rl-" + String(UUID().uuidString.prefix(8)).lowercased()
         let dir = TemporaryDirectory()
         chmod(dir.path, 0o755)
-        let added = try umociTests.run("/usr/sbin/useradd", ["-M", "-U", "-s", "/bin/sh", "-d", dir("home"), name])
+        let added = try TestSupport.run("/usr/sbin/useradd", ["-M", "-U", "-s", "/bin/sh", "-d", dir("home"), name])
         guard added.status == 0 else { throw StoreError("useradd \(name): \(added)") }
         guard let pw = getpwnam(name) else { throw StoreError("useradd \(name): no passwd entry afterwards") }
         (self.name, self.dir, uid, gid) = (name, dir, pw.pointee.pw_uid, pw.pointee.pw_gid)
@@ -29,7 +30,7 @@ final class UnprivilegedUser {
     }
 
     deinit {
-        _ = try? umociTests.run("/usr/sbin/userdel", ["-f", name])
+        _ = try? TestSupport.run("/usr/sbin/userdel", ["-f", name])
     }
 
     /// A directory in the work directory, owned by the user.
@@ -43,15 +44,15 @@ final class UnprivilegedUser {
     /// A copy of the test images the user owns.
     func layout() throws -> String {
         let copy = dir("L")
-        ok(try umociTests.run("/bin/cp", ["-a", fixtureLayout, copy]))
-        ok(try umociTests.run("/bin/chown", ["-R", "\(uid):\(gid)", copy]))
+        ok(try TestSupport.run("/bin/cp", ["-a", fixtureLayout, copy]))
+        ok(try TestSupport.run("/bin/chown", ["-R", "\(uid):\(gid)", copy]))
         return copy
     }
 
     /// Runs `program` as the user (runuser), with HOME set to its home and no XDG_* leaking in.
     @discardableResult
     func run(_ program: String, _ arguments: [String], directory: String? = nil) throws -> Output {
-        try umociTests.run("/usr/sbin/runuser", ["-u", name, "--", "/usr/bin/env", "-u", "XDG_RUNTIME_DIR", "-u", "XDG_CACHE_HOME",
+        try TestSupport.run("/usr/sbin/runuser", ["-u", name, "--", "/usr/bin/env", "-u", "XDG_RUNTIME_DIR", "-u", "XDG_CACHE_HOME",
                                                  "-u", "UMOCI_CACHE_DIR", "HOME=" + home, program] + arguments, directory: directory)
     }
 }
@@ -77,12 +78,6 @@ func lastLayerListing(_ layout: String, _ tag: String) throws -> [String] {
         var st = stat()
         guard Glibc.lstat(path, &st) == 0 else { throw StoreError.system("stat", path) }
         return st
-    }
-
-    func xattr(_ path: String, _ name: String) -> [UInt8]? {
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let n = lgetxattr(path, name, &buffer, buffer.count)
-        return n < 0 ? nil : Array(buffer[0..<n])
     }
 
     /// The same tree as Debian's umoci --rootless as the same user: every file the user's,

@@ -1,6 +1,7 @@
 import Foundation
 import LayerStore
 import Testing
+import TestSupport
 
 /// `umoci stat`'s human output against umoci 0.6's, byte for byte. The expected texts follow
 /// umoci 0.6's source, utils.go (SPDX header, "Copyright (C) 2016-2025"):

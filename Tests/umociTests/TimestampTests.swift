@@ -1,6 +1,7 @@
 import Foundation
 import LayerStore
 import Testing
+import TestSupport
 
 /// Times this tool writes, as umoci 0.6 writes them: config and history `created` through Go's
 /// time.MarshalJSON (RFC 3339 with nanoseconds, trailing zeros trimmed, "Z" for a zero

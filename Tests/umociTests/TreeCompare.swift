@@ -5,6 +5,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// What a path in an extracted tree is, for comparing two trees: type, mode, owner, size,

@@ -6,9 +6,8 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
-
-let fuseAvailable = access("/dev/fuse", R_OK | W_OK) == 0
 
 /// Every path under `root` (and "" for it) with its st_ino, not following symlinks.
 func inodeNumbers(_ root: String) throws -> [String: UInt64] {
@@ -35,21 +34,6 @@ func expectDebianUmociExtracts(_ layout: String, _ tag: String, into: String, as
                                sourceLocation: SourceLocation = #_sourceLocation) throws {
     ok(try run(debianUmoci, ["raw", "unpack", "--image", layout + ":" + tag, into]), sourceLocation: sourceLocation)
     try expectSameTree(root, into, compareDirectoryMtime: { _ in false }, wholeSecondMtimes: true, sourceLocation: sourceLocation)
-}
-
-/// A bundle unpacked by this tool, unmounted when the value goes away, whatever the test did.
-final class MountedBundle {
-    let paths: BundlePaths
-
-    init(_ path: String) { paths = BundlePaths(path) }
-
-    deinit {
-        _ = try? run(ourUmoci, ["umount", paths.bundle])
-        // Last resort, so that a failed test never leaves a mount for the next run.
-        if (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(paths.rootfs) == true {
-            umount2(paths.rootfs, Int32(MNT_DETACH))
-        }
-    }
 }
 
 /// `umoci unpack` mounts the image copy-on-write; runc runs on it; repack reads its changes.
