@@ -62,14 +62,7 @@ public struct BundleRepack {
         defer { bundleLock.release() }
         var metadata = try bundle.metadata
         let state = bundle.rootfsState(metadata)
-        switch state {
-        case .extracted, .mounted: break
-        case .notMounted:
-            try bundle.checkNoStrayEntries()
-            log.warn("\(bundle.notMountedAdvice(state)); repacking its upper directory, which holds every change")
-        case .serverGone:
-            log.warn("\(bundle.notMountedAdvice(state)); repacking its upper directory, which holds every change")
-        }
+        if state == .notMounted { try bundle.checkNoStrayEntries() }
         // Every write that returned before now is in the upper directory already (the
         // server writes through); pages dirtied through mmap are pushed out by a syncfs of
         // the mount alone (sync(2) would flush every file system on the machine).
@@ -92,6 +85,11 @@ public struct BundleRepack {
             base = try layout.loadImage(from)
         } catch {
             throw BundleError(.baseImageUnreadable, "repack: the bundle's base image \(from.manifest.digest) cannot be read from \(self.layout) (a different layout, or garbage-collected?): \(error)")
+        }
+        // Repack goes on (upper/ holds every change), but the user of a bundle whose mount is
+        // gone should hear how to bring it back, once nothing else stands in the way.
+        if state == .notMounted || state == .serverGone {
+            log.warn("\(bundle.notMountedAdvice(state)); repacking its upper directory, which holds every change")
         }
         let masks = maskPaths + (maskVolumes ? base.config.runConfig["Volumes"]?.object?.keys ?? [] : [])
         let layerCompression = compression ?? LayerCompression.auto(for: base.manifest.layers)
