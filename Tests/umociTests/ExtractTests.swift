@@ -87,6 +87,7 @@ import TestSupport
             _ = try MtreeManifest.parse(Array("# .\n. type=dir\n    a\\000b type=file\n".utf8), path: "nul.mtree")
             Issue.record("a name with a NUL byte was accepted")
         } catch {
+            // TODO(merge): match code (and the error's path), not the text.
             #expect(error.message.contains("nul.mtree: line 3: a name with a NUL byte"), "\(error.message)")
         }
     }
@@ -96,6 +97,7 @@ import TestSupport
         let file = dir("bad.mtree")
         try "# comment\n.  type=dir\n    f size\n".write(toFile: file, atomically: false, encoding: .utf8)
         #expect(throws: StoreError.self) { try MtreeManifest.read(file) }
+        // TODO(merge): match code (and the error's path), not the text.
         do { _ = try MtreeManifest.read(file) } catch { #expect(error.message.contains("line 3")) }
     }
 
@@ -139,13 +141,13 @@ import TestSupport
         #expect(setxattr(dir("E/rootfs/xattr-file"), "user.comment", "changed", 7, 0) == 0)
         ok(try umoci("repack", "--image", L + ":changed", dir("E")))
         #expect(try lastLayerEntries(L, "changed") == ["xattr-file"])
-        fails(try umoci("mount", dir("E")), containing: "is an extracted bundle")
-        fails(try umoci("mount", dir("D")), containing: "is an extracted bundle")
+        fails(try umoci("mount", dir("E")), containing: dir("E"))
+        fails(try umoci("mount", dir("D")), containing: dir("D"))
         ok(try umoci("umount", dir("D")))
         ok(try umoci("umount", dir("E")))
         #expect(FileManager.default.fileExists(atPath: dir("E/rootfs/etc/hostname")))
         // An existing rootfs is refused, as umoci does.
-        fails(try umoci("unpack", "--extract", "--image", fixtureLayout + ":basic-gzip", dir("E")), containing: "already exists")
+        fails(try umoci("unpack", "--extract", "--image", fixtureLayout + ":basic-gzip", dir("E")), containing: dir("E/config.json"))
     }
 
     @Test func environmentChoosesTheMode() throws {

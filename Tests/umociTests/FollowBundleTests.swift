@@ -151,7 +151,7 @@ struct FollowBundleTests {
             close(fd)
         }
         put()
-        fails(try umoci("repack", "--image", L + ":next", path), containing: "is not mounted but holds 1 entries")
+        fails(try umoci("repack", "--image", L + ":next", path), containing: "umoci mount \(path)")
         ok(try run("/bin/rm", [path + "/rootfs/new-file"]))
         ok(try umoci("mount", path))
         #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/rootfs") == [])

@@ -85,7 +85,7 @@ func cacheDirectory(_ dir: TemporaryDirectory) -> String { dir("cache") }
     @Test func refusesANonEmptyTarget() throws {
         let dir = TemporaryDirectory()
         try FileManager.default.createDirectory(atPath: dir("r/x"), withIntermediateDirectories: true)
-        fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", fixtureLayout + ":basic", dir("r")), containing: "not an empty directory")
+        fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", fixtureLayout + ":basic", dir("r")), containing: dir("r"))
         fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", fixtureLayout + ":broken-hardlink", dir("s")),
               containing: "hardlink target")
         #expect(!FileManager.default.fileExists(atPath: dir("s")))
@@ -137,6 +137,8 @@ func cacheDirectory(_ dir: TemporaryDirectory) -> String { dir("cache") }
         return L
     }
 
+    // TODO(merge): these tell the corruptions apart by text (all exit 1); match the
+    // layer error's code once LayerStore's errors have one.
     func expectCleanFailure(_ L: String, _ dir: TemporaryDirectory, containing text: String) throws {
         fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", L + ":broken", dir("rootfs")), containing: text)
         #expect(!FileManager.default.fileExists(atPath: dir("rootfs")))
@@ -184,7 +186,7 @@ func cacheDirectory(_ dir: TemporaryDirectory) -> String { dir("cache") }
         var blob = try Data(contentsOf: URL(fileURLWithPath: layout.blobPath(layer.digest)))
         blob[blob.count / 3] ^= 0x01
         try blob.write(to: URL(fileURLWithPath: layout.blobPath(layer.digest)))
-        fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", dir("second")), containing: "digest mismatch")
+        fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", dir("second")), containing: "digest mismatch")  // TODO(merge): match code
         #expect(!FileManager.default.fileExists(atPath: dir("second")))
     }
 }

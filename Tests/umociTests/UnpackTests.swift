@@ -62,7 +62,7 @@ struct UnpackTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: b.paths.upper).isEmpty)
         // Like umoci, a second unpack into the same bundle is refused and changes nothing.
         let before = try FileManager.default.contentsOfDirectory(atPath: b.paths.bundle).sorted()
-        fails(try umoci("unpack", "--cache-dir", dir("cache"), "--image", fixtureLayout + ":basic", b.paths.bundle), containing: "already exists")
+        fails(try umoci("unpack", "--cache-dir", dir("cache"), "--image", fixtureLayout + ":basic", b.paths.bundle), containing: b.paths.config)
         #expect(try FileManager.default.contentsOfDirectory(atPath: b.paths.bundle).sorted() == before)
     }
 
@@ -73,9 +73,9 @@ struct UnpackTests {
         let layout = try ImageLayout(opening: L)
         let layer = try layout.loadImage(tag: "basic").manifest.layers[0]
         try FileManager.default.removeItem(atPath: layout.blobPath(layer.digest))
-        fails(try umoci("unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", dir("bundle")), containing: "missing")
+        fails(try umoci("unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", dir("bundle")), containing: "blob \(layer.digest)")
         #expect(!FileManager.default.fileExists(atPath: dir("bundle")))
-        fails(try umoci("unpack", "--image", L + ":nope", dir("bundle")), containing: "not found")
+        fails(try umoci("unpack", "--image", L + ":nope", dir("bundle")), containing: #""nope""#)
         #expect(!FileManager.default.fileExists(atPath: dir("bundle")))
         #expect(!((try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? "").contains(dir("bundle")))
     }
@@ -150,7 +150,7 @@ struct UnpackTests {
         fails(try umoci("mount", b.paths.bundle + "-nope"), containing: "umoci.json is missing")
         ok(try umoci("mount", b.paths.bundle))
         #expect(try String(contentsOfFile: file, encoding: .utf8) == "durable\n")
-        fails(try umoci("mount", b.paths.bundle), containing: "already mounted")
+        fails(try umoci("mount", b.paths.bundle), containing: b.paths.rootfs)
         ok(try umoci("umount", b.paths.bundle))
         fails(try umoci("umount", b.paths.bundle), containing: "umoci mount \(b.paths.bundle)")
         ok(try umoci("mount", b.paths.bundle))
