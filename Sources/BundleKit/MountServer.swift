@@ -1,9 +1,90 @@
+import Dispatch
 import FuseFS
 import LayerStore
 
-/// What the mount server (`umoci __serve`) does with its bundle, beside serving it: open the
-/// base image, rebase onto a new one.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The mount server (`umoci __serve`, started by Mounting.start): serves the bundle's base
+/// image under its upper directory on rootfs/, follows the bundle when it is deleted
+/// (BundleWatch), answers `rebase` on the control socket (MountControl), and exits once
+/// unmounted; SIGTERM and SIGINT unmount first.
 extension RuntimeBundle {
+    /// Inflated gzip regions kept by the server: enough for the working set of a few
+    /// readers, within the server's memory target (see docs/benchmarks.md).
+    public static let serverRegionCacheBytes = 32 << 20
+
+    /// Serves until unmounted. `ready` hears "ok" once the mount is in place, or the one-line
+    /// error that stopped it before.
+    public func serve(log: Log, ready: (String) -> Void) throws {
+        OverlayServer.tuneProcessForServing()
+        let paths = self.paths
+        let regionCacheBytes = RuntimeBundle.serverRegionCacheBytes
+        let server: OverlayServer
+        let watch: BundleWatch
+        do {
+            // The mount follows its bundle: deleting the bundle detaches it (see BundleWatch).
+            watch = try BundleWatch(paths)
+            var options = MountOptions()
+            if geteuid() != 0 {
+                // An unprivileged user's server (a rootless or mapped unpack): fusermount3
+                // mounts, allow_other only where /etc/fuse.conf lets users ask for it.
+                let maps = try metadata.mapOptions
+                options.ownership = MountOwnership(uidMappings: maps.uidMappings, gidMappings: maps.gidMappings)
+                options.allowOther = RuntimeBundle.userAllowOther()
+            }
+            options.following = Following(ownerGone: { open in
+                watch.bundleGone || open.rootIsEmpty && watch.isBundleOpen(in: open.opener)
+            }, detached: { reason in
+                watch.followed.store(true, ordering: .sequentiallyConsistent)
+                log.info("detaching the mount: \(reason); exiting once it is released")
+            })
+            server = try OverlayServer(view: RuntimeBundle.openBase(paths, regionCacheBytes: regionCacheBytes, log: log),
+                                       upperDirectory: paths.upper, mountpoint: paths.rootfs, options: options)
+            // Optional: the synchronous checks cover every deleter that goes through the
+            // mount; inotify instances are limited (fs.inotify.max_user_instances).
+            do { try watch.watch { server.detach(reason: $0) } } catch { log.warn("not watching the bundle: \(error)") }
+            try MountControl.serve(paths) { request in
+                guard request == "rebase" else { return "error unknown request \(quoted: ByteString(request))" }
+                guard !watch.bundleGone else { return "error the bundle is being deleted" }
+                do {
+                    let report = try RuntimeBundle.rebase(server, paths, regionCacheBytes: regionCacheBytes, log: log)
+                    return "ok moved=\(report.moved) kept=\(report.kept) pause_ms=\(Int((report.pauseSeconds * 1000).rounded()))"
+                } catch {
+                    log.error("rebase: \(error)")
+                    return "error \(error)"
+                }
+            }
+            try Files.writeAtomically(paths.pid, Array("\(getpid())\n".utf8))
+        } catch {
+            ready("\(error)")
+            throw error
+        }
+        // SIGTERM and SIGINT end serving cleanly (unmount first).
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let signals = [SIGTERM, SIGINT].map { sig in
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { server.stop() }
+            source.resume()
+            return source
+        }
+        log.info("serving \(paths.rootfs)")
+        ready("ok")
+        defer {
+            // Once the mount followed its bundle, whoever is deleting the bundle removes
+            // these (find -delete fails on a file that vanished under it).
+            if !watch.followed.load(ordering: .sequentiallyConsistent) {
+                watch.unlink(paths.pid)
+                watch.unlink(paths.control)
+            }
+            _ = signals
+        }
+        try server.serve()
+        log.info("unmounted \(paths.rootfs)")
+    }
+
     /// Whether /etc/fuse.conf has `user_allow_other` (fusermount3 refuses allow_other to a
     /// user otherwise).
     public static func userAllowOther() -> Bool {

@@ -18,12 +18,17 @@ public struct RuntimeBundle: Sendable {
     public struct Log: Sendable {
         public var info: @Sendable (String) -> Void
         public var warn: @Sendable (String) -> Void
-        public init(info: @escaping @Sendable (String) -> Void, warn: @escaping @Sendable (String) -> Void) {
+        /// A failure that does not end the step (the server's failed rebase); a warning unless given.
+        public var error: @Sendable (String) -> Void
+        public init(info: @escaping @Sendable (String) -> Void, warn: @escaping @Sendable (String) -> Void,
+                    error: (@Sendable (String) -> Void)? = nil) {
             self.info = info
             self.warn = warn
+            self.error = error ?? warn
         }
         public func info(_ message: String) { info(message) }
         public func warn(_ message: String) { warn(message) }
+        public func error(_ message: String) { error(message) }
     }
 
     public var metadata: BundleMetadata {

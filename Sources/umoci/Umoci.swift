@@ -147,7 +147,7 @@ struct GlobalOptions: ParsableArguments {
 /// for errors, which are always printed.
 extension Log {
     /// The library's messages (BundleKit) into this log.
-    static let bundleLog = RuntimeBundle.Log(info: { Log.info($0) }, warn: { Log.warn($0) })
+    static let bundleLog = RuntimeBundle.Log(info: { Log.info($0) }, warn: { Log.warn($0) }, error: { Log.error($0) })
 }
 
 enum Log {
