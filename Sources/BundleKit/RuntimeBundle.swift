@@ -4,11 +4,13 @@ import Glibc
 import LayerStore
 
 /// A runtime bundle as the commands see it, in one place: its files (BundlePaths), its
-/// `umoci.json` and mode (BundleMetadata: mounted or extracted), the mount server's lifecycle
-/// (Mounting: start, find, stop, flush), its control socket (MountControl), the server's own
-/// work (MountServer: open the base, rebase), --refresh-bundle (Refresh) and how a server
-/// follows its bundle when the bundle is deleted (BundleWatch). `unpack`, `mount`, `umount`,
-/// `repack` and `__serve` are thin over it.
+/// `umoci.json` and mode (BundleMetadata: mounted or extracted) and how its rootfs stands
+/// (RootfsState), the steps that make and pack it (BundleUnpack, BundleRepack), the mount
+/// server's lifecycle (Mounting: start, find, stop, flush), its control socket
+/// (MountControl), the server itself (MountServer: serve, open the base, rebase),
+/// --refresh-bundle (Refresh) and how a server follows its bundle when the bundle is deleted
+/// (BundleWatch). `unpack`, `mount`, `umount`, `repack` and `__serve` are glue over it: they
+/// parse flags, call one of these and print.
 public struct RuntimeBundle: Sendable {
     public let paths: BundlePaths
 
