@@ -14,6 +14,10 @@ extension Umoci {
                 (unpack --extract, or one made by umoci) it holds what differs between rootfs/ \
                 and the bundle's mtree manifest, as umoci finds it. Like umoci, repack always \
                 builds on the image the bundle was unpacked from.
+
+                A mounted bundle whose mount is gone (after a reboot) is repacked from its \
+                upper directory, which holds every change, with a warning: `umoci mount \
+                <bundle>` mounts it again.
                 """)
 
         @OptionGroup var global: GlobalOptions

@@ -111,7 +111,7 @@ extension Umoci {
     struct Umount: LoggingCommand {
         static let configuration = CommandConfiguration(
             commandName: "umount", abstract: "unmounts the rootfs of a bundle and stops its server",
-            discussion: "usage: umoci umount <bundle>\n\nFor an extracted bundle (unpack --extract, or made by umoci) there is nothing to unmount: umount does nothing and succeeds.")
+            discussion: "usage: umoci umount <bundle>\n\nFor an extracted bundle (unpack --extract, or made by umoci) there is nothing to unmount: umount does nothing and succeeds. A bundle whose mount is gone already (after a reboot) is refused with how to mount it again, `umoci mount <bundle>`; one whose server died is cleaned up.")
 
         @OptionGroup var global: GlobalOptions
         @Argument(help: "the bundle") var arguments: [String] = []
