@@ -105,7 +105,7 @@ public struct BundleRepack {
         let log = self.log
         let clamp = mtimeClamp
         let (layer, seen) = try LayerWriting.write(compression: layerCompression, layout: layout, masks: masks, baseline: baseline,
-                                                   restarted: { log.info("\($0); starting the layer over") }) { diff throws(DirectoryDiff.Failure) in
+                                                   restarted: { log.info($0.restartNotice) }) { diff throws(DirectoryDiff.Failure) in
             diff.mtimeClamp = clamp
             if extracted {
                 if !mapOptions.isIdentity { diff.ownership = RootlessOwnership(options: mapOptions, warn: { log.warn($0) }) }

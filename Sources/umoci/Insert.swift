@@ -100,5 +100,5 @@ extension Umoci {
 
 extension LayerWriting {
     /// What the commands say when a layer is started over.
-    static func logRestart(_ change: DirectoryDiff.FileChanged) { Log.info("\(change); starting the layer over") }
+    static func logRestart(_ change: DirectoryDiff.FileChanged) { Log.info(change.restartNotice) }
 }

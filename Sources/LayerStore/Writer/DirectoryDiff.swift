@@ -22,6 +22,8 @@ public struct DirectoryDiff {
     public struct FileChanged: Error, CustomStringConvertible {
         public var path: String
         public var description: String { "\(path) changed while it was being read" }
+        /// The one line every writer logs when this change makes it start the layer over.
+        public var restartNotice: String { "\(self); starting the layer over" }
     }
 
     public enum Failure: Error, CustomStringConvertible {
