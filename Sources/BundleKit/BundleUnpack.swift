@@ -56,7 +56,7 @@ public struct BundleUnpack {
             }
             throw BundleError(.bundleExists, message)
         }
-        var (mode, explicit) = decideMode()
+        let (mode, explicit) = decideMode()
         if mode == .mount {
             do {
                 do { try Mounting.checkFuse() } catch { throw MountUnavailable(reason: "\(error)") }
@@ -66,7 +66,6 @@ public struct BundleUnpack {
                 guard !explicit else { throw StoreError(error.reason) }
                 log.warn("\(error.reason); extracting the rootfs instead (umoci's bundle format)")
             }
-            (mode, explicit) = (.extract, true)
         }
         try unpackExtracted()
         return .extract
