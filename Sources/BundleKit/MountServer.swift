@@ -1,5 +1,9 @@
 import FuseFS
-import LayerStore
+import Basics
+import OCI
+import LayerView
+import UpperFormat
+import BundleFormat
 
 /// What the mount server (`umoci __serve`) does with its bundle, beside serving it: open the
 /// base image, rebase onto a new one.

@@ -2,7 +2,9 @@
 import Glibc
 #endif
 import CLinux
-import LayerStore
+import Basics
+import OCI
+import UpperFormat
 
 /// Copy-up: making an upper object of what the lower view shows, before its first change. The
 /// caller holds the exclusive tree lock.

@@ -2,7 +2,9 @@
 import Glibc
 #endif
 import CLinux
-import LayerStore
+import Basics
+import LayerView
+import UpperFormat
 import Synchronization
 
 /// An open file or directory, retained in `fuse_file_info.fh` from open to release.

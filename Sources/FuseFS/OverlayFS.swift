@@ -2,7 +2,10 @@
 import Glibc
 #endif
 import CLinux
-import LayerStore
+import Basics
+import Archive
+import LayerView
+import UpperFormat
 import Synchronization
 
 /// The filesystem logic behind OverlayServer (see FuseFS.swift for the semantics). Every method

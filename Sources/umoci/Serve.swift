@@ -3,7 +3,8 @@ import Dispatch
 import FuseFS
 import BundleKit
 import Synchronization
-import LayerStore
+import Basics
+import BundleFormat
 
 #if canImport(Glibc)
 import Glibc

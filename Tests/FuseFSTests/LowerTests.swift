@@ -3,7 +3,7 @@ import Glibc
 #endif
 import CLinux
 import FuseFS
-import LayerStore
+import LayerView
 import Testing
 
 @Suite("FuseFS lower view", .serialized, .enabled(if: Images.fuseAvailable, "needs root and /dev/fuse"))

@@ -3,7 +3,6 @@ import Glibc
 #endif
 import CLinux
 import FuseFS
-import LayerStore
 import Testing
 
 /// Whiteout markers are empty regular files, mode 0, owned by root.

@@ -1,7 +1,10 @@
 import CIsal
 import Foundation
 import Testing
-@testable import LayerStore
+@testable import Basics
+@testable import OCI
+@testable import Archive
+@testable import LayerView
 
 /// Test material shared by the compression tests: a deterministic, partly compressible input of
 /// about 40 MiB (runs of word text mixed with runs of random bytes) and helpers around the CLIs.

@@ -1,6 +1,9 @@
 import Foundation
 import Testing
-@testable import LayerStore
+@testable import Basics
+@testable import OCI
+@testable import Archive
+@testable import LayerView
 
 /// ParallelGzipEncoder: one standard gzip member, read back by this project's decoder, by
 /// zlib (Python's zlib module) and by GNU gzip, the same bytes whatever the threads do.

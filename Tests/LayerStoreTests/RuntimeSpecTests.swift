@@ -2,7 +2,8 @@ import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
-@testable import LayerStore
+@testable import Basics
+@testable import OCI
 
 @Suite("RuntimeSpec")
 struct RuntimeSpecTests {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import LayerStore
+@testable import Basics
+@testable import Archive
 
 // MARK: - Helpers
 

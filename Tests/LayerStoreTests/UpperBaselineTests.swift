@@ -1,6 +1,10 @@
 import Foundation
 import Testing
-@testable import LayerStore
+@testable import Basics
+@testable import OCI
+@testable import Archive
+@testable import UpperFormat
+@testable import LayerWriter
 
 /// A scratch directory removed when the value goes away.
 private final class Scratch {

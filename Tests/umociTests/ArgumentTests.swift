@@ -1,5 +1,5 @@
 import Foundation
-import LayerStore
+import OCI
 import Testing
 
 /// Positional-argument checks as strict as umoci's, with its messages: each case is run through

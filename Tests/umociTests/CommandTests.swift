@@ -1,5 +1,5 @@
 import Foundation
-import LayerStore
+import OCI
 import Testing
 
 /// The image commands on real layouts in temporary directories, with Debian's umoci 0.4.7 as

@@ -1,5 +1,5 @@
 import Foundation
-import LayerStore
+import OCI
 import Testing
 
 /// `--compress` of insert and raw add-layer (repack: RepackTests.compressionChoices): auto is

@@ -1,5 +1,5 @@
 import Foundation
-import LayerStore
+import OCI
 import Testing
 
 /// image-spec 1.1 content in a layout: artifactType, subject, embedded data, media types this

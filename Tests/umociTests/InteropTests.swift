@@ -1,5 +1,5 @@
 import Foundation
-import LayerStore
+import OCI
 import Testing
 
 /// Layouts written by this tool are read by Debian's umoci and skopeo, and layouts they write

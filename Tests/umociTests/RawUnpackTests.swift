@@ -1,5 +1,6 @@
 import Foundation
-import LayerStore
+import OCI
+import LayerView
 import Testing
 
 /// Test images written by scripts/fixtures/make_image.py (Python's tarfile, independent of this

@@ -1,6 +1,7 @@
 import CLinux
 import Foundation
-import LayerStore
+import OCI
+import BundleFormat
 import Testing
 
 /// Layers written from a directory in OCI diff form (repack of an upper directory, insert,

@@ -1,5 +1,5 @@
 import Foundation
-import LayerStore
+import OCI
 import Testing
 
 /// `umoci stat`'s human output against umoci 0.6's, byte for byte. The expected texts follow

@@ -1,5 +1,5 @@
 import Foundation
-import LayerStore
+import OCI
 import Testing
 
 /// What a command printed and how it exited.

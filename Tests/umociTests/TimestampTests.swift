@@ -1,5 +1,7 @@
 import Foundation
-import LayerStore
+import Basics
+import OCI
+import BundleFormat
 import Testing
 
 /// Times this tool writes, as umoci 0.6 writes them: config and history `created` through Go's
