@@ -26,8 +26,7 @@ public enum Files {
     }
 
     public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0) throws(StoreError) -> Int32 {
-        let fd = retrying { Glibc.open(path, flags | O_CLOEXEC, mode) }
-        if fd < 0 { throw .system("open", path) }
+        let fd = try check(retrying { Glibc.open(path, flags | O_CLOEXEC, mode) }, "open", path)
         return fd
     }
 
@@ -36,13 +35,12 @@ public enum Files {
         let fd = try open(path, O_RDONLY)
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .system("stat", path) }
+        try check(fstat(fd, &st), "stat", path)
         var out: [UInt8] = []
         out.reserveCapacity(Int(st.st_size) + 1)
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let n = chunk.withUnsafeMutableBytes { buf in retrying { Glibc.read(fd, buf.baseAddress, buf.count) } }
-            if n < 0 { throw .system("read", path) }
+            let n = try check(chunk.withUnsafeMutableBytes { buf in retrying { Glibc.read(fd, buf.baseAddress, buf.count) } }, "read", path)
             if n == 0 { break }
             out.append(contentsOf: chunk[0..<n])
         }
@@ -56,8 +54,7 @@ public enum Files {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         while true {
-            let n = retrying { Glibc.read(fd, buffer.baseAddress, buffer.count) }
-            if n < 0 { throw .system("read", path) }
+            let n = try check(retrying { Glibc.read(fd, buffer.baseAddress, buffer.count) }, "read", path)
             if n == 0 { return }
             try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
@@ -66,8 +63,7 @@ public enum Files {
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(StoreError) {
         var offset = 0
         while offset < bytes.count {
-            let n = retrying { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
-            if n < 0 { throw .system("write", path) }
+            let n = try check(retrying { Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }, "write", path)
             offset += n
         }
     }
@@ -75,14 +71,13 @@ public enum Files {
     public static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(StoreError) {
         var offset = 0
         while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { buf in retrying { Glibc.write(fd, buf.baseAddress! + offset, buf.count - offset) } }
-            if n < 0 { throw .system("write", path) }
+            let n = try check(bytes.withUnsafeBytes { buf in retrying { Glibc.write(fd, buf.baseAddress! + offset, buf.count - offset) } }, "write", path)
             offset += n
         }
     }
 
     public static func fsync(_ fd: Int32, path: String) throws(StoreError) {
-        if retrying({ Glibc.fsync(fd) }) != 0 { throw .system("fsync", path) }
+        try check(retrying({ Glibc.fsync(fd) }), "fsync", path)
     }
 
     public static func fsyncDirectory(_ path: String) throws(StoreError) {
@@ -105,7 +100,7 @@ public enum Files {
     }
 
     public static func rename(_ from: String, _ to: String) throws(StoreError) {
-        if Glibc.rename(from, to) != 0 { throw .system("rename", "\(from) to \(to)") }
+        try check(Glibc.rename(from, to), "rename", "\(from) to \(to)")
     }
 
     public static func unlink(_ path: String) throws(StoreError) {
@@ -249,8 +244,7 @@ public enum Files {
             if fstatat(directory, name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
             if (st.st_mode & S_IFMT) == S_IFDIR {
                 _ = makeRemovable(directory, name.c, st)
-                let fd = retrying { openat(directory, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-                if fd < 0 { throw .system("open", sub) }
+                let fd = try check(retrying { openat(directory, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }, "open", sub)
                 defer { close(fd) }
                 try removeContents(of: fd, path: sub)
                 if unlinkat(directory, name.c, AT_REMOVEDIR) != 0 && errno != ENOENT { throw .system("remove", sub) }
@@ -271,16 +265,16 @@ public struct FileOwner: Sendable, Equatable {
     /// files away (it is root); nil when new files already get the right owner or cannot.
     public static func inherited(from directory: String) throws(StoreError) -> FileOwner? {
         var st = stat()
-        guard stat(directory, &st) == 0 else { throw .system("stat", directory) }
+        try check(stat(directory, &st), "stat", directory)
         guard geteuid() == 0, st.st_uid != geteuid() || st.st_gid != getegid() else { return nil }
         return FileOwner(uid: st.st_uid, gid: st.st_gid)
     }
 
     public func adopt(fd: Int32, path: String) throws(StoreError) {
-        if fchown(fd, uid, gid) != 0 { throw .system("chown", path) }
+        try check(fchown(fd, uid, gid), "chown", path)
     }
 
     public func adopt(path: String) throws(StoreError) {
-        if lchown(path, uid, gid) != 0 { throw .system("chown", path) }
+        try check(lchown(path, uid, gid), "chown", path)
     }
 }

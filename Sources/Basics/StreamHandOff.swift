@@ -44,7 +44,7 @@ package final class StreamHandOff: @unchecked Sendable {
             Unmanaged<StreamHandOff>.fromOpaque(raw!).takeUnretainedValue().run()
             return nil
         }, Unmanaged.passUnretained(self).toOpaque())
-        guard ret == 0 else { throw StoreError("cannot start a thread: \(String(cString: strerror(ret)))") }
+        guard ret == 0 else { throw StoreError(.systemCall, "cannot start a thread", errno: ret) }
         thread = t
     }
 

@@ -19,7 +19,7 @@ public enum Timestamp {
     public static func sourceDateEpoch(environment: [String: String]) throws(StoreError) -> Int64? {
         guard let epoch = environment["SOURCE_DATE_EPOCH"], !epoch.isEmpty else { return nil }
         guard let seconds = Int64(epoch) else {
-            throw StoreError("invalid SOURCE_DATE_EPOCH \(quoted: epoch): must be an integer number of seconds")
+            throw StoreError(.invalidInput, "invalid SOURCE_DATE_EPOCH \(quoted: epoch): must be an integer number of seconds")
         }
         return seconds
     }

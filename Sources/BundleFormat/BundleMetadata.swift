@@ -12,12 +12,12 @@ public struct BundleMetadata: Sendable {
     public static let umociVersion = "2"
 
     public init(json value: JSON, path: String) throws(StoreError) {
-        guard let object = value.object else { throw StoreError("\(path) is not a JSON object") }
+        guard let object = value.object else { throw StoreError(.corrupt, "\(path) is not a JSON object") }
         guard object["umoci_version"]?.string == BundleMetadata.umociVersion else {
-            throw StoreError("\(path): unsupported umoci_version \(object["umoci_version"]?.text ?? "(none)")")
+            throw StoreError(.unsupported, "\(path): unsupported umoci_version \(object["umoci_version"]?.text ?? "(none)")")
         }
         if let mode = object["unpack_mode"], mode.string.flatMap(Mode.init(rawValue:)) == nil {
-            throw StoreError("\(path): unknown unpack_mode \(mode.text): must be \"mount\" or \"extract\"")
+            throw StoreError(.corrupt, "\(path): unknown unpack_mode \(mode.text): must be \"mount\" or \"extract\"")
         }
         json = object
         _ = try fromDescriptorPath(path: path)
@@ -51,10 +51,10 @@ public struct BundleMetadata: Sendable {
 
     public static func read(bundle: String) throws(StoreError) -> BundleMetadata {
         let file = bundle + "/" + fileName
-        guard Files.exists(file) else { throw StoreError("\(bundle) is not a bundle made by umoci unpack: \(fileName) is missing") }
+        guard Files.exists(file) else { throw StoreError(.notFound, "\(bundle) is not a bundle made by umoci unpack: \(fileName) is missing") }
         let bytes = try Files.read(file)
         let json: JSON
-        do { json = try JSON.parse(bytes) } catch { throw StoreError("\(file): \(error)") }
+        do { json = try JSON.parse(bytes) } catch { throw StoreError(.corrupt, "\(file): \(error)") }
         return try BundleMetadata(json: json, path: file)
     }
 
@@ -64,7 +64,7 @@ public struct BundleMetadata: Sendable {
 
     public func fromDescriptorPath(path: String = fileName) throws(StoreError) -> DescriptorPath {
         guard let walk = json["from_descriptor_path"]?.object?["descriptor_walk"]?.array, !walk.isEmpty else {
-            throw StoreError("\(path): from_descriptor_path.descriptor_walk is missing or empty")
+            throw StoreError(.corrupt, "\(path): from_descriptor_path.descriptor_walk is missing or empty")
         }
         var descriptors: [Descriptor] = []
         for (i, d) in walk.enumerated() {

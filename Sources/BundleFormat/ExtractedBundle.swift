@@ -62,7 +62,7 @@ public enum ExtractedBundle {
     public static func changes(_ paths: BundlePaths, base manifest: Digest, masks: [String]) throws(StoreError) -> Changes {
         let file = manifestPath(paths, manifest)
         guard Files.exists(file) else {
-            throw StoreError("\(file) is missing: the bundle's rootfs cannot be compared with its image \(manifest)")
+            throw StoreError(.notFound, "\(file) is missing: the bundle's rootfs cannot be compared with its image \(manifest)")
         }
         let mtree = try MtreeManifest.read(file)
         let walk = try RootfsWalk.walk(rootfs: paths.rootfs, known: try UpperBaseline.read(stampsPath(paths, manifest)), manifest: mtree)
@@ -121,7 +121,7 @@ public enum ExtractedBundle {
         defer { close(root) }
         for delta in changes.deltas {
             if MtreeManifest.baseName(delta.path).hasPrefix(".wh.") {
-                throw .store(StoreError("\(paths.rootfs)/\(delta.path): a name starting with .wh. cannot go into a layer (it would be a whiteout)"))
+                throw .store(StoreError(.invalidInput, "\(paths.rootfs)/\(delta.path): a name starting with .wh. cannot go into a layer (it would be a whiteout)"))
             }
             switch delta.kind {
             case .missing: try diff.addWhiteout(for: delta.path)

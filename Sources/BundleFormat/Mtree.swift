@@ -155,7 +155,7 @@ public struct MtreeManifest: Sendable {
                 continue
             }
             func bad(_ why: String) -> StoreError {
-                StoreError("\(file): line \(lineNumber): \(why): \(text(line).debugDescription)")
+                StoreError(.corrupt, "\(file): line \(lineNumber): \(why): \(text(line).debugDescription)")
             }
             var keywords: [String: String] = [:]
             var xattrKeys: [String] = []
@@ -208,7 +208,7 @@ public struct MtreeManifest: Sendable {
                 if resolved["type"] == "dir" { directory = entryPath }
             }
         }
-        guard started else { throw StoreError("\(file): no root entry \".\": not an mtree manifest") }
+        guard started else { throw StoreError(.corrupt, "\(file): no root entry \".\": not an mtree manifest") }
         return MtreeManifest(entries: entries, usedKeywords: used)
     }
 
@@ -340,7 +340,7 @@ public struct MtreeManifest: Sendable {
         func shown() -> String { String(decoding: input, as: UTF8.self).debugDescription }
         var i = 0
         func next() throws(StoreError) -> UInt8 {
-            guard i < input.count else { throw StoreError("incomplete escape in \(shown())") }
+            guard i < input.count else { throw StoreError(.corrupt, "incomplete escape in \(shown())") }
             defer { i += 1 }
             return input[i]
         }
@@ -358,7 +358,7 @@ public struct MtreeManifest: Sendable {
                     i += 1
                     digits += 1
                 }
-                guard value < 256 else { throw StoreError("invalid octal escape in \(shown())") }
+                guard value < 256 else { throw StoreError(.corrupt, "invalid octal escape in \(shown())") }
                 bytes.append(UInt8(value))
             case UInt8(ascii: "\\"): bytes.append(c)
             case UInt8(ascii: "s"): bytes.append(0x20)
@@ -378,7 +378,7 @@ public struct MtreeManifest: Sendable {
                     let x = try next()
                     bytes.append((x == UInt8(ascii: "?") ? 0x7F : x & 0x1F) | 0x80)
                 } else {
-                    throw StoreError("invalid \\M escape in \(shown())")
+                    throw StoreError(.corrupt, "invalid \\M escape in \(shown())")
                 }
             case UInt8(ascii: "^"):
                 let x = try next()

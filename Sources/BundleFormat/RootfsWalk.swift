@@ -38,7 +38,7 @@ public struct RootfsWalk: Sendable {
         let fd = try Files.open(rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .system("stat", rootfs) }
+        try check(fstat(fd, &st), "stat", rootfs)
         try walker.directory(fd: fd, st: st, path: ".")
         return walker.result
     }
@@ -99,11 +99,10 @@ struct Walker {
             }
             let grant = ReadGrant(parent: parent, name: name.c, st: st)  // a rootless 0000 file
             defer { grant.restore() }
-            let fd = Files.retrying { openat(parent, name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
-            guard fd >= 0 else { throw .system("open", display) }
+            let fd = try check(Files.retrying { openat(parent, name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }, "open", display)
             defer { close(fd) }
             var before = stat()
-            guard fstat(fd, &before) == 0 else { throw .system("stat", display) }
+            try check(fstat(fd, &before), "stat", display)
             before.st_mode = grant.original(before.st_mode)
             let digest = try hash(fd: fd, path: display)
             var after = stat()
@@ -113,8 +112,7 @@ struct Walker {
             result.entries.append(entry(path, before, xattrs: try Xattrs.list(fd: fd, path: display), link: nil, digest: digest))
         case S_IFLNK:
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-            let n = readlinkat(parent, name.c, &target, target.count)
-            guard n >= 0 else { throw .system("readlink", display) }
+            let n = try check(readlinkat(parent, name.c, &target, target.count), "readlink", display)
             result.entries.append(entry(path, st, xattrs: [], link: target[0..<n], digest: nil))
         default:
             // go-mtree records xattrs of regular files and directories only.
@@ -126,8 +124,7 @@ struct Walker {
         let hasher = try DigestHasher()
         var offset: off_t = 0
         while true {
-            let n = Files.retrying { pread(fd, buffer.baseAddress, buffer.count, offset) }
-            if n < 0 { throw .system("read", path) }
+            let n = try check(Files.retrying { pread(fd, buffer.baseAddress, buffer.count, offset) }, "read", path)
             if n == 0 { break }
             hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             offset += off_t(n)

@@ -32,10 +32,10 @@ public enum RootfsExtractor {
         var created = false
         if Files.exists(rootfs) {
             guard Files.isDirectory(rootfs), (try Files.list(rootfs)).isEmpty else {
-                throw StoreError("rootfs \(rootfs) already exists and is not an empty directory")
+                throw StoreError(.alreadyExists, "rootfs \(rootfs) already exists and is not an empty directory")
             }
         } else {
-            if mkdir(rootfs, 0o700) != 0 { throw StoreError.system("create rootfs", rootfs) }
+            try check(mkdir(rootfs, 0o700), "create rootfs", rootfs)
             created = true
         }
         let rootFd = try Files.open(rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
@@ -80,33 +80,30 @@ public enum RootfsExtractor {
                 let name = view.name(of: child)
                 if inode.type != .directory, inode.linkCount > 1 {
                     if let first = firstPath[number] {
-                        if linkat(rootFd, first.c, fd, name.c, 0) != 0 { throw StoreError.system("link \(first) to", path) }
+                        try check(linkat(rootFd, first.c, fd, name.c, 0), "link \(first) to", path)
                         continue
                     }
                     firstPath[number] = bytePath
                 }
                 switch inode.type {
                 case .directory:
-                    if mkdirat(fd, name.c, 0o700) != 0 { throw StoreError.system("mkdir", path) }
-                    let dfd = Files.retrying { openat(fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-                    if dfd < 0 { throw StoreError.system("open", path) }
+                    try check(mkdirat(fd, name.c, 0o700), "mkdir", path)
+                    let dfd = try check(Files.retrying { openat(fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }, "open", path)
                     defer { close(dfd) }
                     try fill(directory: child, fd: dfd)
                     try applyMetadata(inode: inode, fd: dfd, path: path)
                 case .regular:
-                    let ffd = Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
-                    if ffd < 0 { throw StoreError.system("create", path) }
+                    let ffd = try check(Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }, "create", path)
                     defer { close(ffd) }
                     try copyData(inode: number, size: inode.size, to: ffd, path: path)
                     try applyMetadata(inode: inode, fd: ffd, path: path)
                 case .symlink:
-                    if symlinkat(inode.linkName.c, fd, name.c) != 0 { throw StoreError.system("symlink", path) }
+                    try check(symlinkat(inode.linkName.c, fd, name.c), "symlink", path)
                     try applyMetadata(inode: inode, parent: fd, name: name, path: path)
                 case .characterDevice where ownership.options.partialRootless, .blockDevice where ownership.options.partialRootless:
                     // mknod(2) is not allowed: an empty file in place of the device, as umoci does.
                     ownership.warn("rootless{\(path)} creating empty file in place of device \(inode.devMajor):\(inode.devMinor)")
-                    let ffd = Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
-                    if ffd < 0 { throw StoreError.system("create", path) }
+                    let ffd = try check(Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }, "create", path)
                     defer { close(ffd) }
                     try applyMetadata(inode: inode, fd: ffd, path: path)
                 case .characterDevice, .blockDevice, .fifo:
@@ -117,7 +114,7 @@ public enum RootfsExtractor {
                     }
                     try applyMetadata(inode: inode, parent: fd, name: name, path: path)
                 case .hardlink:
-                    throw StoreError("\(path): unresolved hardlink in the merged view")
+                    throw StoreError(.corrupt, "\(path): unresolved hardlink in the merged view")
                 }
             }
         }
@@ -126,7 +123,7 @@ public enum RootfsExtractor {
             var offset: Int64 = 0
             while offset < size {
                 let n = try view.read(inode: inode, at: offset, into: buffer)
-                guard n > 0 else { throw StoreError("\(path): layer data ends at \(offset) of \(size) bytes") }
+                guard n > 0 else { throw StoreError(.corrupt, "\(path): layer data ends at \(offset) of \(size) bytes") }
                 try Files.writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), path: path)
                 offset += Int64(n)
             }
@@ -142,14 +139,14 @@ public enum RootfsExtractor {
             // refuses user.rootlesscontainers and loses its owner with a warning, as in umoci.
             // (Setting it first would keep the owner, but umoci 0.4.7 cannot read such an xattr
             // back and then fails to repack the bundle.)
-            if fchmod(fd, mode_t(inode.mode)) != 0 { throw StoreError.system("chmod", path) }
+            try check(fchmod(fd, mode_t(inode.mode)), "chmod", path)
             for x in xattrs {
                 let r = x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) }
                 if r != 0 { try ownership.xattrFailed(x.name, path: path) }
             }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
                          timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]
-            if futimens(fd, &times) != 0 { throw StoreError.system("set times of", path) }
+            try check(futimens(fd, &times), "set times of", path)
         }
 
         /// The same for what cannot be opened (symlinks, devices, FIFOs): by name in its
@@ -172,7 +169,7 @@ public enum RootfsExtractor {
             }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
                          timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]
-            if utimensat(parent, name.c, &times, AT_SYMLINK_NOFOLLOW) != 0 { throw StoreError.system("set times of", path) }
+            try check(utimensat(parent, name.c, &times, AT_SYMLINK_NOFOLLOW), "set times of", path)
         }
     }
 }

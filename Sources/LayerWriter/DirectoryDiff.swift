@@ -158,7 +158,7 @@ public struct DirectoryDiff {
 
     package mutating func addWhiteout(for path: ByteString) throws(Failure) {
         var components = cleanComponents(path)
-        guard let base = components.popLast() else { throw .store(StoreError("cannot white out the root")) }
+        guard let base = components.popLast() else { throw .store(StoreError(.invalidInput, "cannot white out the root")) }
         try emit(TarEntry(name: (components + [".wh." + base]).joined(separator: "/"), type: .regular, mode: 0))
     }
 
@@ -215,7 +215,7 @@ public struct DirectoryDiff {
         } catch let e as StoreError {
             throw .store(e)
         } catch {
-            throw .store(StoreError("\(entry.name): \(error)"))
+            throw .store(StoreError(.invalidInput, "\(entry.name): \(error)"))
         }
         entryCount += 1
     }

@@ -144,10 +144,10 @@ public enum TarCopy {
         defer { close(fd) }
         var scanner = TarScanner()
         try Files.forEachChunk(of: fd, path: path) { (chunk) throws(StoreError) in
-            do { try scanner.consume(chunk) } catch { throw StoreError("\(path) is not a valid tar archive: \(error)") }
+            do { try scanner.consume(chunk) } catch { throw StoreError(.invalidInput, "\(path) is not a valid tar archive: \(error)") }
             _ = scanner.takeEntries()
             try writer.write(chunk)
         }
-        do { try scanner.finish() } catch { throw StoreError("\(path) is not a valid tar archive: \(error)") }
+        do { try scanner.finish() } catch { throw StoreError(.invalidInput, "\(path) is not a valid tar archive: \(error)") }
     }
 }

@@ -41,7 +41,7 @@ public enum LayerWriting {
             }
             return (try writer.finish(), diff.seen)
         }
-        throw StoreError("\(lastChange) kept changing while it was being read (\(attempts) attempts); stop writing to it and try again")
+        throw StoreError(.busy, "\(lastChange) kept changing while it was being read (\(attempts) attempts); stop writing to it and try again")
     }
 }
 

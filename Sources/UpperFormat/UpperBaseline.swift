@@ -74,7 +74,7 @@ public struct UpperBaseline: Sendable, Equatable {
         let separator: UInt8 = bytes.contains(0) ? 0 : 0x0A
         var baseline = UpperBaseline()
         for record in bytes.split(separator: separator) {
-            func malformed() -> StoreError { StoreError("\(path): malformed record \(quoted: ByteString(bytes: record))") }
+            func malformed() -> StoreError { StoreError(.corrupt, "\(path): malformed record \(quoted: ByteString(bytes: record))") }
             if record.starts(with: "#started ".utf8) {
                 let parts = record.dropFirst(9).split(separator: UInt8(ascii: "."))
                 guard parts.count == 2, let s = Int(String(decoding: parts[0], as: UTF8.self)),
@@ -129,7 +129,7 @@ extension UpperBaseline {
             var st = stat()
             if fstatat(parent, base.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { continue }
             missing.insert(path)
-            if UpperWhiteout.make(parent, base, root: root) != 0 { throw StoreError.system("create whiteout for", upper + "/" + path.description) }
+            try check(UpperWhiteout.make(parent, base, root: root), "create whiteout for", upper + "/" + path.description)
         }
     }
 }

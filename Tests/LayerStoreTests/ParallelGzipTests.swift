@@ -124,16 +124,12 @@ struct ParallelGzipTests {
     }
 
     @Test func failuresAreReportedAndStick() throws {
-        #expect(throws: StoreError("gzip: chunk size 1000 is not between 32 KiB and 64 MiB")) {
-            try ParallelGzipEncoder(chunkSize: 1000)
-        }
-        #expect(throws: StoreError("gzip: ISA-L has no compression level 4 (0...3)")) {
-            try ParallelGzipEncoder(engine: .isal(level: 4))
-        }
+        expectError(.invalidInput) { try ParallelGzipEncoder(chunkSize: 1000) }
+        expectError(.invalidInput) { try ParallelGzipEncoder(engine: .isal(level: 4)) }
         // A failing output (a full disk) fails the call and every later one.
         let encoder = try ParallelGzipEncoder(chunkSize: ParallelGzipTests.chunk, workers: 2, slots: 2)
         let input = ParallelGzipTests.sample(20 * ParallelGzipTests.chunk)
-        let full = StoreError("write: No space left on device")
+        let full = StoreError.system("write", "layer.tar", errno: ENOSPC)
         #expect(throws: full) {
             try input.withUnsafeBytes { bytes in
                 try encoder.encode(bytes) { (_) throws(StoreError) in throw full }

@@ -153,7 +153,7 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
         do {
             _ = try read(failing: EIO)
         } catch let error as StoreError {
-            #expect(error.message.contains("user.b") && error.message.contains("/some/file"))
+            #expect(error.code == .systemCall && error.errno == EIO && error.subject == "/some/file")
         }
     }
 

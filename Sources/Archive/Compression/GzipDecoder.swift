@@ -49,7 +49,7 @@ public final class GzipDecoder {
         compressor = accessPointSpacing == nil ? nil : SnapshotCompressor()
         if let compressor, !compressor.ready {
             outputBuffer.deallocate()
-            throw StoreError("gzip: cannot initialize deflate for access point states")
+            throw StoreError(.systemCall, "gzip: cannot initialize deflate for access point states")
         }
     }
 
@@ -78,7 +78,7 @@ public final class GzipDecoder {
                     } else if used == slice {
                         break
                     } else if took == 0 && made == 0 {
-                        throw StoreError("gzip: inflate made no progress at offset \(inflation.consumed)")
+                        throw StoreError(.corrupt, "gzip: inflate made no progress at offset \(inflation.consumed)")
                     }
                 }
                 next += slice
@@ -103,7 +103,7 @@ public final class GzipDecoder {
     public func finish() throws(StoreError) {
         if let failure { throw failure }
         if inflation.phase == .member {
-            let error = StoreError("truncated gzip stream")
+            let error = StoreError(.corrupt, "truncated gzip stream")
             failure = error
             throw error
         }

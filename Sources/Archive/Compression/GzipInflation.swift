@@ -80,7 +80,7 @@ package final class GzipInflation {
         guard snapshot.count >= Self.historyOffset, snapshot.count <= Self.stateSize,
               let base = snapshot.baseAddress else {
             // (deinit frees the state: every stored property is set)
-            throw StoreError("gzip: invalid access point state (\(snapshot.count) bytes)")
+            throw StoreError(.corrupt, "gzip: invalid access point state (\(snapshot.count) bytes)")
         }
         UnsafeMutableRawPointer(state).copyMemory(from: base, byteCount: snapshot.count)
         let p = state.pointee
@@ -92,7 +92,7 @@ package final class GzipInflation {
             && p.block_state != ISAL_BLOCK_FINISH && p.crc_flag == UInt32(ISAL_GZIP)
             && p.write_overflow_len == 0 && p.copy_overflow_length == 0
         guard valid else {
-            throw StoreError("gzip: invalid access point state (fields out of range)")
+            throw StoreError(.corrupt, "gzip: invalid access point state (fields out of range)")
         }
     }
 
@@ -162,7 +162,7 @@ package final class GzipInflation {
                     // (seen after ISA-L's own level-1 output).
                     let held = Int(state.pointee.read_in_length) / 8
                     guard held <= took else {
-                        throw StoreError("gzip: inflate kept \(held) bytes past the member ending at \(consumed - Int64(held))")
+                        throw StoreError(.corrupt, "gzip: inflate kept \(held) bytes past the member ending at \(consumed - Int64(held))")
                     }
                     used -= held
                     consumed -= Int64(held)
@@ -181,7 +181,7 @@ package final class GzipInflation {
             case .padding:
                 let rest = UnsafeBufferPointer(start: input! + used, count: inputCount - used)
                 if let i = rest.firstIndex(where: { $0 != 0 }) {
-                    throw StoreError("invalid gzip header (non-zero byte at offset \(consumed + Int64(i)) after trailing zero padding)")
+                    throw StoreError(.corrupt, "invalid gzip header (non-zero byte at offset \(consumed + Int64(i)) after trailing zero padding)")
                 }
                 consumed += Int64(rest.count)
                 return (inputCount, made)
@@ -192,19 +192,19 @@ package final class GzipInflation {
     private func error(_ code: Int32) -> StoreError {
         switch code {
         case ISAL_INVALID_WRAPPER, ISAL_UNSUPPORTED_METHOD:
-            return StoreError("invalid gzip header (at offset \(memberStart))")
+            return StoreError(.corrupt, "invalid gzip header (at offset \(memberStart))")
         case ISAL_INCORRECT_CHECKSUM:
-            return StoreError("corrupt gzip stream: incorrect data check (member at offset \(memberStart))")
+            return StoreError(.corrupt, "corrupt gzip stream: incorrect data check (member at offset \(memberStart))")
         case ISAL_NEED_DICT:
-            return StoreError("corrupt gzip stream: deflate data requires a preset dictionary")
+            return StoreError(.corrupt, "corrupt gzip stream: deflate data requires a preset dictionary")
         case ISAL_INVALID_BLOCK:
-            return StoreError("corrupt gzip stream: invalid deflate block (near offset \(consumed))")
+            return StoreError(.corrupt, "corrupt gzip stream: invalid deflate block (near offset \(consumed))")
         case ISAL_INVALID_SYMBOL:
-            return StoreError("corrupt gzip stream: invalid code (near offset \(consumed))")
+            return StoreError(.corrupt, "corrupt gzip stream: invalid code (near offset \(consumed))")
         case ISAL_INVALID_LOOKBACK:
-            return StoreError("corrupt gzip stream: invalid distance too far back (near offset \(consumed))")
+            return StoreError(.corrupt, "corrupt gzip stream: invalid distance too far back (near offset \(consumed))")
         default:
-            return StoreError("corrupt gzip stream: ISA-L inflate error \(code) (near offset \(consumed))")
+            return StoreError(.corrupt, "corrupt gzip stream: ISA-L inflate error \(code) (near offset \(consumed))")
         }
     }
 }
@@ -256,7 +256,7 @@ final class SnapshotCompressor: @unchecked Sendable {
         let n = compressed.withUnsafeBytes { raw in
             ZSTD_decompress(body.baseAddress, body.count, raw.baseAddress, raw.count)
         }
-        guard ZSTD_isError(n) == 0 else { throw StoreError("gzip: corrupt access point state: \(Zstd.errorName(n))") }
+        guard ZSTD_isError(n) == 0 else { throw StoreError(.corrupt, "gzip: corrupt access point state: \(Zstd.errorName(n))") }
         return n
     }
 }

@@ -29,7 +29,7 @@ public final class GzipRandomAccess: @unchecked Sendable {
     /// Fills `buffer` with uncompressed bytes starting at `offset`; returns the count, short only
     /// at the end of the stream (0 at or past it).
     public func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) -> Int {
-        guard offset >= 0 else { throw StoreError("gzip: negative read offset \(offset)") }
+        guard offset >= 0 else { throw StoreError(.invalidInput, "gzip: negative read offset \(offset)") }
         guard buffer.count > 0 else { return 0 }
         return try cursor(at: offset).read(into: buffer)
     }
@@ -38,7 +38,7 @@ public final class GzipRandomAccess: @unchecked Sendable {
     /// would re-inflate from the nearest access point for every piece. Each cursor has its own
     /// inflate state; use one cursor from one thread at a time.
     public func cursor(at offset: Int64) throws(StoreError) -> GzipReadCursor {
-        guard offset >= 0 else { throw StoreError("gzip: negative read offset \(offset)") }
+        guard offset >= 0 else { throw StoreError(.invalidInput, "gzip: negative read offset \(offset)") }
         let cursor = try GzipReadCursor(fd: fd, blobSize: blobSize, start: point(before: offset))
         try cursor.skip(to: offset)
         return cursor
@@ -80,7 +80,7 @@ public final class GzipReadCursor {
         self.blobSize = blobSize
         if let point {
             guard point.compressedOffset >= 0, point.compressedOffset <= blobSize else {
-                throw StoreError("gzip: invalid access point (offset \(point.compressedOffset) in a blob of \(blobSize) bytes)")
+                throw StoreError(.corrupt, "gzip: invalid access point (offset \(point.compressedOffset) in a blob of \(blobSize) bytes)")
             }
             let body = UnsafeMutableRawBufferPointer.allocate(byteCount: GzipInflation.stateSize, alignment: 16)
             defer { body.deallocate() }
@@ -129,10 +129,10 @@ public final class GzipReadCursor {
             done += made
             if took == 0 && made == 0 {
                 guard inputNext == inputCount, filePosition == blobSize else {
-                    throw StoreError("gzip: inflate made no progress at offset \(inflation.consumed)")
+                    throw StoreError(.corrupt, "gzip: inflate made no progress at offset \(inflation.consumed)")
                 }
                 // The blob's end: after a member (or in padding) the stream ends there.
-                if inflation.phase == .member { throw StoreError("truncated gzip stream") }
+                if inflation.phase == .member { throw StoreError(.corrupt, "truncated gzip stream") }
                 ended = true
             }
         }
@@ -145,9 +145,8 @@ public final class GzipReadCursor {
         inputCount = 0
         let want = Int(min(Int64(Self.inputSize), blobSize - filePosition))
         guard want > 0 else { return }
-        let n = Files.retrying { pread(fd, input, want, off_t(filePosition)) }
-        if n < 0 { throw StoreError.system("read", "gzip blob (fd \(fd))") }
-        if n == 0 { throw StoreError("truncated gzip blob (fd \(fd)): ends at \(filePosition), expected \(blobSize) bytes") }
+        let n = try check(Files.retrying { pread(fd, input, want, off_t(filePosition)) }, "read", "gzip blob (fd \(fd))")
+        if n == 0 { throw StoreError(.corrupt, "truncated gzip blob (fd \(fd)): ends at \(filePosition), expected \(blobSize) bytes") }
         inputCount = n
         filePosition += Int64(n)
     }

@@ -56,7 +56,7 @@ public final class ParallelGzipEncoder {
     public init(engine: DeflateEngine = .layer, chunkSize: Int = ParallelGzipEncoder.defaultChunkSize,
                 workers: Int? = nil, slots: Int? = nil) throws(StoreError) {
         guard chunkSize >= Zlib.windowSize, chunkSize <= 64 << 20 else {
-            throw StoreError("gzip: chunk size \(chunkSize) is not between 32 KiB and 64 MiB")
+            throw StoreError(.invalidInput, "gzip: chunk size \(chunkSize) is not between 32 KiB and 64 MiB")
         }
         let workers = max(1, workers ?? min(16, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         self.chunkSize = chunkSize
@@ -72,7 +72,7 @@ public final class ParallelGzipEncoder {
     public func encode(_ input: UnsafeRawBufferPointer,
                        output: (UnsafeRawBufferPointer) throws(StoreError) -> Void) throws(StoreError) {
         if let failure { throw failure }
-        guard !finished else { throw StoreError("gzip: encode after finish") }
+        guard !finished else { throw StoreError(.invalidInput, "gzip: encode after finish") }
         guard var next = input.baseAddress, input.count > 0 else { return }
         var remaining = input.count
         while remaining > 0 {
@@ -148,7 +148,7 @@ public final class ParallelGzipEncoder {
     }
 
     private func emit(_ result: DeflatePool.Result, _ output: (UnsafeRawBufferPointer) throws(StoreError) -> Void) throws(StoreError) {
-        if let message = result.failure { throw StoreError("gzip: \(message)") }
+        if let message = result.failure { throw StoreError(.systemCall, "gzip: \(message)") }
         if pool.delivered == 0 {
             var header = ParallelGzipEncoder.header
             try withUnsafeBytes(of: &header) { (bytes) throws(StoreError) in try output(bytes) }
@@ -226,7 +226,7 @@ final class DeflatePool: @unchecked Sendable {
                 Unmanaged<DeflatePool>.fromOpaque(context).release()
                 let code = errno
                 stop()
-                throw StoreError("gzip: cannot start a compression thread: \(String(cString: strerror(code)))")
+                throw StoreError(.systemCall, "gzip: cannot start a compression thread", errno: code)
             }
             threads.append(thread)
         }
@@ -379,13 +379,13 @@ final class ChunkDeflater {
                 let message = Zlib.message(stream, ret)
                 stream.deinitialize(count: 1)
                 stream.deallocate()
-                throw StoreError("gzip: cannot initialize deflate (level \(level)): \(message)")
+                throw StoreError(.systemCall, "gzip: cannot initialize deflate (level \(level)): \(message)")
             }
             zstream = stream
             istream = nil
             levelBuffer = nil
         case .isal(let level):
-            guard level <= 3 else { throw StoreError("gzip: ISA-L has no compression level \(level) (0...3)") }
+            guard level <= 3 else { throw StoreError(.invalidInput, "gzip: ISA-L has no compression level \(level) (0...3)") }
             let stream = UnsafeMutablePointer<isal_zstream>.allocate(capacity: 1)
             stream.initialize(to: isal_zstream())
             isal_deflate_init(stream)

@@ -20,11 +20,11 @@ public final class ZstdDecoder {
     private var failure: StoreError?
 
     public init() throws(StoreError) {
-        guard let context = ZSTD_createDCtx() else { throw StoreError("zstd: cannot create a decompression context") }
+        guard let context = ZSTD_createDCtx() else { throw StoreError(.systemCall, "zstd: cannot create a decompression context") }
         self.context = context
         outputBuffer = UnsafeMutablePointer<UInt8>.allocate(capacity: Zstd.outputBufferSize)
         let ret = ZSTD_DCtx_setParameter(context, ZSTD_d_windowLogMax, 29)
-        if ZSTD_isError(ret) != 0 { throw StoreError("zstd: window size limit: \(Zstd.errorName(ret))") }
+        if ZSTD_isError(ret) != 0 { throw StoreError(.systemCall, "zstd: window size limit: \(Zstd.errorName(ret))") }
     }
 
     deinit {
@@ -45,7 +45,7 @@ public final class ZstdDecoder {
             while true {
                 let ret = ZSTD_decompressStream(context, &outBuffer, &inBuffer)
                 if ZSTD_isError(ret) != 0 {
-                    throw StoreError("corrupt zstd stream: \(Zstd.errorName(ret))")
+                    throw StoreError(.corrupt, "corrupt zstd stream: \(Zstd.errorName(ret))")
                 }
                 pendingHint = ret
                 if outBuffer.pos == outBuffer.size {
@@ -69,7 +69,7 @@ public final class ZstdDecoder {
     public func finish() throws(StoreError) {
         if let failure { throw failure }
         if pendingHint != 0 {
-            let error = StoreError("truncated zstd stream")
+            let error = StoreError(.corrupt, "truncated zstd stream")
             failure = error
             throw error
         }
@@ -84,13 +84,13 @@ public final class ZstdEncoder {
     private var finished = false
 
     public init(level: Int32 = 3) throws(StoreError) {
-        guard let context = ZSTD_createCCtx() else { throw StoreError("zstd: cannot create a compression context") }
+        guard let context = ZSTD_createCCtx() else { throw StoreError(.systemCall, "zstd: cannot create a compression context") }
         self.context = context
         outputBuffer = UnsafeMutablePointer<UInt8>.allocate(capacity: Zstd.outputBufferSize)
         var ret = ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
-        if ZSTD_isError(ret) != 0 { throw StoreError("zstd: compression level \(level): \(Zstd.errorName(ret))") }
+        if ZSTD_isError(ret) != 0 { throw StoreError(.invalidInput, "zstd: compression level \(level): \(Zstd.errorName(ret))") }
         ret = ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
-        if ZSTD_isError(ret) != 0 { throw StoreError("zstd: checksum flag: \(Zstd.errorName(ret))") }
+        if ZSTD_isError(ret) != 0 { throw StoreError(.systemCall, "zstd: checksum flag: \(Zstd.errorName(ret))") }
     }
 
     deinit {
@@ -101,7 +101,7 @@ public final class ZstdEncoder {
     /// Compresses `input`, calling `output` with each chunk of compressed bytes produced.
     public func encode(_ input: UnsafeRawBufferPointer,
                        output: (UnsafeRawBufferPointer) throws(StoreError) -> Void) throws(StoreError) {
-        guard !finished else { throw StoreError("zstd: encode after finish") }
+        guard !finished else { throw StoreError(.invalidInput, "zstd: encode after finish") }
         guard let base = input.baseAddress, input.count > 0 else { return }
         var inBuffer = ZSTD_inBuffer(src: base, size: input.count, pos: 0)
         while inBuffer.pos < inBuffer.size {
@@ -123,7 +123,7 @@ public final class ZstdEncoder {
                       _ output: (UnsafeRawBufferPointer) throws(StoreError) -> Void) throws(StoreError) -> Int {
         var outBuffer = ZSTD_outBuffer(dst: outputBuffer, size: Zstd.outputBufferSize, pos: 0)
         let ret = ZSTD_compressStream2(context, &outBuffer, &inBuffer, directive)
-        if ZSTD_isError(ret) != 0 { throw StoreError("zstd: compress: \(Zstd.errorName(ret))") }
+        if ZSTD_isError(ret) != 0 { throw StoreError(.systemCall, "zstd: compress: \(Zstd.errorName(ret))") }
         if outBuffer.pos > 0 { try output(UnsafeRawBufferPointer(start: outputBuffer, count: outBuffer.pos)) }
         return ret
     }

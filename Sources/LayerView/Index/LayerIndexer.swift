@@ -20,10 +20,18 @@ public enum LayerIndexer {
         progress: ((Int64) -> Void)? = nil
     ) throws(StoreError) -> LayerIndex {
         let digest = layer.digest
-        func fail(_ what: String) -> StoreError { StoreError("layer \(digest): \(what)") }
+        // Errors name the layer; its digest is their subject, so that an error from the consumer
+        // (already naming it) is passed through and any other is wrapped once.
+        let subject = "\(digest)"
+        func fail(_ code: StoreError.Code, _ what: String) -> StoreError {
+            StoreError(code, "layer \(digest): \(what)", subject: subject)
+        }
+        func fail(_ error: StoreError) -> StoreError {
+            error.subject == subject ? error : error.wrapped("layer \(digest)", subject: subject)
+        }
         let compression = try LayerCompression(mediaType: layer.mediaType)
         guard Files.exists(blobPath) else {
-            throw StoreError("blob \(digest) is missing from the image layout (\(blobPath))")
+            throw StoreError(.notFound, "blob \(digest) is missing from the image layout (\(blobPath))")
         }
         let fd = try Files.open(blobPath, O_RDONLY)
         defer { close(fd) }
@@ -47,7 +55,7 @@ public enum LayerIndexer {
             do {
                 try scanner.consume(chunk)
             } catch {
-                throw fail("malformed tar: \(error)")
+                throw fail(.corrupt, "malformed tar: \(error)")
             }
             for s in scanner.takeEntries() {
                 entries.append(LayerIndex.Entry(entry: s.entry, dataOffset: s.dataOffset))
@@ -63,7 +71,7 @@ public enum LayerIndexer {
             blobHasher.update(chunk)
             compressed += Int64(chunk.count)
             guard compressed <= layer.size else {
-                throw fail("verified reader size mismatch: descriptor says \(layer.size) bytes, blob is larger")
+                throw fail(.corrupt, "verified reader size mismatch: descriptor says \(layer.size) bytes, blob is larger")
             }
             do throws(StoreError) {
                 if let gzip {
@@ -74,37 +82,37 @@ public enum LayerIndexer {
                     try handOff.write(chunk)
                 }
             } catch {
-                throw error.message.hasPrefix("layer ") ? error : fail(error.message)
+                throw fail(error)
             }
             progress?(compressed)
         }
         // What the consumer found comes first, as when it ran inline with the reading.
         try handOff.finish()
         guard compressed == layer.size else {
-            throw fail("verified reader size mismatch: descriptor says \(layer.size) bytes, blob has \(compressed)")
+            throw fail(.corrupt, "verified reader size mismatch: descriptor says \(layer.size) bytes, blob has \(compressed)")
         }
         do {
             try gzip?.finish()
             try zstd?.finish()
         } catch {
-            throw fail(error.message)
+            throw fail(error)
         }
         do {
             try scanner.finish()
         } catch {
-            throw fail("malformed tar: \(error)")
+            throw fail(.corrupt, "malformed tar: \(error)")
         }
         for s in scanner.takeEntries() {
             entries.append(LayerIndex.Entry(entry: s.entry, dataOffset: s.dataOffset))
         }
         if digest.isVerifiable {
             let actual = blobHasher.finalize()
-            guard actual == digest else { throw fail("verified reader digest mismatch: blob content hashes to \(actual)") }
+            guard actual == digest else { throw fail(.corrupt, "verified reader digest mismatch: blob content hashes to \(actual)") }
         }
         if diffID.isVerifiable {
             let actual = diffHasher.finalize()
             guard actual == diffID else {
-                throw fail("diff_id mismatch: the config says \(diffID), the uncompressed layer hashes to \(actual)")
+                throw fail(.corrupt, "diff_id mismatch: the config says \(diffID), the uncompressed layer hashes to \(actual)")
             }
         }
         return LayerIndex(layer: digest, diffID: diffID, compression: compression, compressedSize: compressed,

@@ -121,14 +121,14 @@ public struct IndexCache: Sendable {
         let layers = image.manifest.layers
         let diffIDs = image.config.diffIDs
         guard layers.count == diffIDs.count else {
-            throw StoreError("image \(image.path.manifest.digest): manifest has \(layers.count) layers but config has \(diffIDs.count) diff_ids")
+            throw StoreError(.corrupt, "image \(image.path.manifest.digest): manifest has \(layers.count) layers but config has \(diffIDs.count) diff_ids")
         }
         var expected: [Digest] = []
         for (i, text) in diffIDs.enumerated() {
             do {
                 expected.append(try Digest(parsing: text))
             } catch {
-                throw StoreError("config \(image.manifest.config.digest): diff_id \(i): \(error.message)")
+                throw error.wrapped("config \(image.manifest.config.digest): diff_id \(i)", subject: "\(image.manifest.config.digest)")
             }
         }
         let results = Mutex<[Result<LayerIndex, StoreError>?]>(Array(repeating: nil, count: layers.count))
@@ -258,7 +258,7 @@ public struct IndexCache: Sendable {
     /// unchanged, or else one whose content hashes to the digest now.
     private func verifyBlob(_ blob: String, _ layer: Descriptor) throws(StoreError) {
         guard let s = stamp(blob, layer.digest) else {
-            throw StoreError("blob \(layer.digest) is missing from the image layout (\(blob))")
+            throw StoreError(.notFound, "blob \(layer.digest) is missing from the image layout (\(blob))")
         }
         if let recorded = try? Files.read(directory + "/verified/" + s.key), recorded == s.value { return }
         let fd = try Files.open(blob, O_RDONLY)
@@ -270,12 +270,12 @@ public struct IndexCache: Sendable {
             total += Int64(chunk.count)
         }
         guard total == layer.size else {
-            throw StoreError("layer \(layer.digest): verified reader size mismatch: descriptor says \(layer.size) bytes, blob has \(total)")
+            throw StoreError(.corrupt, "layer \(layer.digest): verified reader size mismatch: descriptor says \(layer.size) bytes, blob has \(total)")
         }
         if layer.digest.isVerifiable {
             let actual = hasher.finalize()
             guard actual == layer.digest else {
-                throw StoreError("layer \(layer.digest): verified reader digest mismatch: blob content hashes to \(actual)")
+                throw StoreError(.corrupt, "layer \(layer.digest): verified reader digest mismatch: blob content hashes to \(actual)")
             }
         }
         try recordVerified(blob, layer.digest)

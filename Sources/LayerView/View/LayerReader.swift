@@ -52,9 +52,8 @@ final class LayerReader: Sendable {
         guard gzip != nil else {
             var done = 0
             while done < wanted {
-                let n = Files.retrying { pread(fd, buffer.baseAddress! + done, wanted - done, off_t(offset) + off_t(done)) }
-                if n < 0 { throw StoreError.system("read layer", "\(digest)") }
-                if n == 0 { throw StoreError("layer \(digest): blob is shorter than its index says") }
+                let n = try check(Files.retrying { pread(fd, buffer.baseAddress! + done, wanted - done, off_t(offset) + off_t(done)) }, "read layer", "\(digest)")
+                if n == 0 { throw StoreError(.corrupt, "layer \(digest): blob is shorter than its index says") }
                 done += n
             }
             return done
@@ -65,7 +64,7 @@ final class LayerReader: Sendable {
             let r = region(containing: position)
             let bytes = try regionBytes(r)
             let within = Int(position - regionStarts[r])
-            guard within < bytes.count else { throw StoreError("layer \(digest): stream ends before offset \(position)") }
+            guard within < bytes.count else { throw StoreError(.corrupt, "layer \(digest): stream ends before offset \(position)") }
             let n = min(wanted - done, bytes.count - within)
             bytes.withUnsafeBytes { src in
                 (buffer.baseAddress! + done).copyMemory(from: src.baseAddress! + within, byteCount: n)
@@ -132,7 +131,7 @@ final class LayerReader: Sendable {
         }
         if let failure { throw failure }
         guard n == size else {
-            throw StoreError("layer \(digest): gzip stream ends at \(start + Int64(n)), its index says \(end)")
+            throw StoreError(.corrupt, "layer \(digest): gzip stream ends at \(start + Int64(n)), its index says \(end)")
         }
         cache.put(key, bytes)
         return bytes

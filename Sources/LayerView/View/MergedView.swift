@@ -227,7 +227,7 @@ public final class MergedView: Sendable {
                     do {
                         try builder.apply(e, layer: Int32(number))
                     } catch {
-                        throw StoreError("layer \(index.layer): entry \(quoted: e.entry.name): \(error.message)")
+                        throw error.wrapped("layer \(index.layer): entry \(quoted: e.entry.name)", subject: "\(index.layer)")
                     }
                 }
             }

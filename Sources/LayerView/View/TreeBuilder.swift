@@ -61,14 +61,14 @@ struct TreeBuilder {
             }
             if type(next) == .symlink && (!isLast || followLast) {
                 links += 1
-                guard links <= TreeBuilder.maxSymlinks else { throw StoreError("too many levels of symbolic links") }
+                guard links <= TreeBuilder.maxSymlinks else { throw StoreError(.limit, "too many levels of symbolic links") }
                 let target = inodes[Int(nodes[Int(next)].inode)].entry?.linkName ?? ByteString()
                 if target.first == UInt8(ascii: "/") { current = 0 }
                 pending.append(contentsOf: target.split().reversed())
                 continue
             }
             if !isLast && type(next) != .directory {
-                throw StoreError("\(quoted: name) is not a directory")
+                throw StoreError(.invalidInput, "\(quoted: name) is not a directory")
             }
             current = next
         }
@@ -129,12 +129,12 @@ struct TreeBuilder {
 
     static func checkLimits(_ entry: TarEntry) throws(StoreError) {
         if entry.type == .symlink && entry.linkName.count > maxLinkTarget {
-            throw StoreError("symlink target of \(entry.linkName.count) bytes (Linux allows \(maxLinkTarget))")
+            throw StoreError(.limit, "symlink target of \(entry.linkName.count) bytes (Linux allows \(maxLinkTarget))")
         }
         for x in entry.xattrs {
-            if x.name.utf8.count > maxXattrName { throw StoreError("xattr name of \(x.name.utf8.count) bytes (Linux allows \(maxXattrName))") }
+            if x.name.utf8.count > maxXattrName { throw StoreError(.limit, "xattr name of \(x.name.utf8.count) bytes (Linux allows \(maxXattrName))") }
             if x.value.count > maxXattrValue {
-                throw StoreError("xattr \(x.name) of \(x.value.count) bytes (Linux allows \(maxXattrValue))")
+                throw StoreError(.limit, "xattr \(x.name) of \(x.value.count) bytes (Linux allows \(maxXattrValue))")
             }
         }
     }
@@ -164,7 +164,7 @@ struct TreeBuilder {
             return
         }
         guard let parent = try resolve(components, followLast: true, create: true, layer: layer) else { return }
-        guard type(parent) == .directory else { throw StoreError("parent is not a directory") }
+        guard type(parent) == .directory else { throw StoreError(.invalidInput, "parent is not a directory") }
 
         if let existing = nodes[Int(parent)].children[base] {
             if entry.type == .directory {
@@ -194,9 +194,9 @@ struct TreeBuilder {
         let inode: Int32
         if entry.type == .hardlink {
             guard let target = try hardlinkTarget(entry) else {
-                throw StoreError("hardlink target \(quoted: entry.linkName) does not exist")
+                throw StoreError(.invalidInput, "hardlink target \(quoted: entry.linkName) does not exist")
             }
-            guard type(target) != .directory else { throw StoreError("hardlink target \(quoted: entry.linkName) is a directory") }
+            guard type(target) != .directory else { throw StoreError(.invalidInput, "hardlink target \(quoted: entry.linkName) is a directory") }
             inode = nodes[Int(target)].inode
         } else {
             inode = Int32(inodes.count)

@@ -28,7 +28,7 @@ extension ImageLayout {
             } else if try d.embeddedData() != nil {
                 _ = try readBlob(d)  // verified; it needs no blob file
             } else if !hasBlob(d.digest) {
-                throw StoreError("blob \(d.digest) is missing from the image layout (\(blobPath(d.digest)))")
+                throw StoreError(.notFound, "blob \(d.digest) is missing from the image layout (\(blobPath(d.digest)))")
             }
         }
         return marked

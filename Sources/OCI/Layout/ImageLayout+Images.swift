@@ -59,7 +59,7 @@ extension ImageLayout {
         let last = prefix[prefix.count - 1]
         if MediaType.isIndex(last.mediaType) {
             guard prefix.count < ImageLayout.maximumIndexDepth else {
-                throw StoreError("image index \(last.digest) nests deeper than \(ImageLayout.maximumIndexDepth) levels")
+                throw StoreError(.limit, "image index \(last.digest) nests deeper than \(ImageLayout.maximumIndexDepth) levels")
             }
             let index = try ImageIndex(json: readJSONBlob(last), what: "image index \(last.digest)")
             for child in index.manifests { try walk(prefix + [child], into: &paths) }
@@ -71,9 +71,9 @@ extension ImageLayout {
     /// The one target tagged `tag`: an error when there is none or more than one.
     public func resolveTarget(tag: String) throws(StoreError) -> DescriptorPath {
         let paths = try resolve(tag: tag)
-        guard let first = paths.first else { throw StoreError("image tag \(quoted: tag) not found in \(path)") }
+        guard let first = paths.first else { throw StoreError(.notFound, "image tag \(quoted: tag) not found in \(path)") }
         guard paths.count == 1 else {
-            throw StoreError("image tag \(quoted: tag) is ambiguous in \(path): it names \(paths.count) manifests")
+            throw StoreError(.invalidInput, "image tag \(quoted: tag) is ambiguous in \(path): it names \(paths.count) manifests")
         }
         return first
     }
@@ -82,7 +82,7 @@ extension ImageLayout {
     public func resolveImage(tag: String) throws(StoreError) -> DescriptorPath {
         let target = try resolveTarget(tag: tag)
         guard MediaType.isManifest(target.manifest.mediaType) else {
-            throw StoreError("image tag \(quoted: tag) does not name an image manifest: descriptor does not point to ispec.MediaTypeImageManifest: not implemented: \(target.manifest.mediaType)")
+            throw StoreError(.unsupported, "image tag \(quoted: tag) does not name an image manifest: descriptor does not point to ispec.MediaTypeImageManifest: not implemented: \(target.manifest.mediaType)")
         }
         return target
     }
@@ -92,7 +92,7 @@ extension ImageLayout {
         let manifest = try Manifest(json: readJSONBlob(manifestDescriptor), digest: manifestDescriptor.digest)
         // An artifact (image-spec 1.1) is no image to edit or unpack; umoci refuses it too.
         guard MediaType.isImageConfig(manifest.config.mediaType) else {
-            throw StoreError("manifest \(manifestDescriptor.digest) is not an image: unknown config blob type: \(manifest.config.mediaType)")
+            throw StoreError(.unsupported, "manifest \(manifestDescriptor.digest) is not an image: unknown config blob type: \(manifest.config.mediaType)")
         }
         let config = try ImageConfig(json: readJSONBlob(manifest.config), digest: manifest.config.digest)
         return Image(path: descriptorPath, manifest: manifest, config: config)

@@ -28,23 +28,23 @@ public final class ImageLayout: Sendable {
     public init(opening path: String) throws(StoreError) {
         self.path = path
         guard Files.isDirectory(path) else {
-            throw StoreError("open image layout \(path): not a directory or does not exist")
+            throw StoreError(.notFound, "open image layout \(path): not a directory or does not exist")
         }
         let markerFile = path + "/" + ImageLayout.layoutFile
         guard Files.exists(markerFile) else {
-            throw StoreError("open image layout \(path): no oci-layout file: not an OCI image layout")
+            throw StoreError(.notFound, "open image layout \(path): no oci-layout file: not an OCI image layout")
         }
         let marker: JSON
         do {
             marker = try JSON.parse(try Files.read(markerFile))
         } catch {
-            throw StoreError("open image layout \(path): oci-layout: \(error)")
+            throw StoreError(.corrupt, "open image layout \(path): oci-layout: \(error)")
         }
         guard let version = marker.object?["imageLayoutVersion"]?.string else {
-            throw StoreError("open image layout \(path): oci-layout has no imageLayoutVersion")
+            throw StoreError(.corrupt, "open image layout \(path): oci-layout has no imageLayoutVersion")
         }
         guard version.hasPrefix("1.") else {
-            throw StoreError("open image layout \(path): unsupported imageLayoutVersion \(quoted: version)")
+            throw StoreError(.unsupported, "open image layout \(path): unsupported imageLayoutVersion \(quoted: version)")
         }
         owner = try FileOwner.inherited(from: path)
     }
@@ -53,7 +53,7 @@ public final class ImageLayout: Sendable {
     public static func create(at path: String) throws(StoreError) -> ImageLayout {
         if Files.exists(path) {
             guard Files.isDirectory(path), (try Files.list(path)).isEmpty else {
-                throw StoreError("create image layout \(path): path already exists")
+                throw StoreError(.alreadyExists, "create image layout \(path): path already exists")
             }
         } else {
             try Files.makeDirectory(path)
@@ -112,7 +112,7 @@ public final class ImageLayout: Sendable {
         } else {
             let file = blobPath(digest)
             guard Files.exists(file) else {
-                throw StoreError("blob \(digest) is missing from the image layout (\(file))")
+                throw StoreError(.notFound, "blob \(digest) is missing from the image layout (\(file))")
             }
             bytes = try Files.read(file)
             what = "blob \(digest)"
@@ -123,13 +123,13 @@ public final class ImageLayout: Sendable {
 
     static func verify(_ bytes: [UInt8], against descriptor: Descriptor, what: String) throws(StoreError) {
         guard Int64(bytes.count) == descriptor.size else {
-            throw StoreError("\(what): verified reader size mismatch: descriptor says \(descriptor.size) bytes, content has \(bytes.count)")
+            throw StoreError(.corrupt, "\(what): verified reader size mismatch: descriptor says \(descriptor.size) bytes, content has \(bytes.count)")
         }
         let digest = descriptor.digest
         if digest.isVerifiable {
             let actual = try DigestHasher.digest(of: bytes, algorithm: digest.algorithm)
             guard actual == digest else {
-                throw StoreError("\(what): verified reader digest mismatch: content hashes to \(actual)")
+                throw StoreError(.corrupt, "\(what): verified reader digest mismatch: content hashes to \(actual)")
             }
         }
     }
@@ -139,7 +139,7 @@ public final class ImageLayout: Sendable {
         do {
             return try JSON.parse(bytes)
         } catch {
-            throw StoreError("blob \(descriptor.digest): \(error)")
+            throw StoreError(.corrupt, "blob \(descriptor.digest): \(error)")
         }
     }
 
@@ -182,7 +182,7 @@ public final class ImageLayout: Sendable {
         do {
             json = try JSON.parse(bytes)
         } catch {
-            throw StoreError("parse \(file): \(error)")
+            throw StoreError(.corrupt, "parse \(file): \(error)")
         }
         return try ImageIndex(json: json, what: file)
     }

@@ -18,8 +18,8 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
             layout = String(text[..<colon])
             tag = String(text[text.index(after: colon)...])
         }
-        guard !layout.isEmpty else { throw StoreError("invalid --image \(quoted: text): path is empty") }
-        guard !tag.isEmpty else { throw StoreError("invalid --image \(quoted: text): tag is empty") }
+        guard !layout.isEmpty else { throw StoreError(.invalidInput, "invalid --image \(quoted: text): path is empty") }
+        guard !tag.isEmpty else { throw StoreError(.invalidInput, "invalid --image \(quoted: text): tag is empty") }
         try ImageReference.validateTag(tag)
         self.layout = layout
         self.tag = tag
@@ -57,12 +57,12 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
     }
 
     public static func validateTag(_ tag: String) throws(StoreError) {
-        guard isValidTag(tag) else { throw StoreError("invalid tag \(quoted: tag): must match the OCI ref-name grammar") }
+        guard isValidTag(tag) else { throw StoreError(.invalidInput, "invalid tag \(quoted: tag): must match the OCI ref-name grammar") }
     }
 }
 
 /// `--layout PATH`: a path that may not contain ':'.
 public func validateLayoutPath(_ path: String) throws(StoreError) {
-    guard !path.isEmpty else { throw StoreError("invalid --layout: path is empty") }
-    guard !path.contains(":") else { throw StoreError("invalid --layout \(quoted: path): path must not contain ':'") }
+    guard !path.isEmpty else { throw StoreError(.invalidInput, "invalid --layout: path is empty") }
+    guard !path.contains(":") else { throw StoreError(.invalidInput, "invalid --layout \(quoted: path): path must not contain ':'") }
 }

@@ -7,14 +7,14 @@ public struct Descriptor: Sendable, Equatable {
 
     public init(json: JSONObject) throws(StoreError) {
         guard let mediaType = json["mediaType"]?.string, !mediaType.isEmpty else {
-            throw StoreError("descriptor without a mediaType: \(JSON.object(json).text)")
+            throw StoreError(.corrupt, "descriptor without a mediaType: \(JSON.object(json).text)")
         }
         guard let digestText = json["digest"]?.string else {
-            throw StoreError("descriptor of \(mediaType) without a digest")
+            throw StoreError(.corrupt, "descriptor of \(mediaType) without a digest")
         }
         digest = try Digest(parsing: digestText)
         guard let size = json["size"]?.int64, size >= 0 else {
-            throw StoreError("descriptor \(digest) has no valid size")
+            throw StoreError(.corrupt, "descriptor \(digest) has no valid size")
         }
         _ = size
         self.json = json
@@ -31,7 +31,7 @@ public struct Descriptor: Sendable, Equatable {
     }
 
     public init(json value: JSON, what: @autoclosure () -> String) throws(StoreError) {
-        guard let object = value.object else { throw StoreError("\(what()) is not a descriptor object") }
+        guard let object = value.object else { throw StoreError(.corrupt, "\(what()) is not a descriptor object") }
         try self.init(json: object)
     }
 
@@ -50,7 +50,7 @@ public struct Descriptor: Sendable, Equatable {
     public func embeddedData() throws(StoreError) -> [UInt8]? {
         guard let value = json["data"], !value.isNull else { return nil }
         guard let text = value.string, let bytes = Base64.decode(text) else {
-            throw StoreError("descriptor \(digest) has invalid embedded data: not base64")
+            throw StoreError(.corrupt, "descriptor \(digest) has invalid embedded data: not base64")
         }
         return bytes
     }

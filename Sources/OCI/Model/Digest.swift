@@ -13,19 +13,19 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     public init(parsing text: String) throws(StoreError) {
         guard let colon = text.firstIndex(of: ":") else {
-            throw StoreError("invalid digest \(quoted: text): missing ':'")
+            throw StoreError(.invalidInput, "invalid digest \(quoted: text): missing ':'")
         }
         let algorithm = String(text[..<colon])
         let encoded = String(text[text.index(after: colon)...])
         guard Digest.isValidAlgorithm(algorithm) else {
-            throw StoreError("invalid digest \(quoted: text): bad algorithm")
+            throw StoreError(.invalidInput, "invalid digest \(quoted: text): bad algorithm")
         }
         guard !encoded.isEmpty, encoded.utf8.allSatisfy(Digest.isEncodedByte) else {
-            throw StoreError("invalid digest \(quoted: text): bad encoded part")
+            throw StoreError(.invalidInput, "invalid digest \(quoted: text): bad encoded part")
         }
         if let length = Digest.hexLength(algorithm) {
             guard encoded.utf8.count == length, encoded.utf8.allSatisfy(Digest.isLowerHex) else {
-                throw StoreError("invalid digest \(quoted: text): \(algorithm) needs \(length) lowercase hex digits")
+                throw StoreError(.invalidInput, "invalid digest \(quoted: text): \(algorithm) needs \(length) lowercase hex digits")
             }
         }
         self.algorithm = algorithm
@@ -88,7 +88,7 @@ public final class DigestHasher {
         switch algorithm {
         case Digest.sha256: md = EVP_sha256()
         case Digest.sha512: md = EVP_sha512()
-        default: throw StoreError("unsupported digest algorithm \(quoted: algorithm)")
+        default: throw StoreError(.unsupported, "unsupported digest algorithm \(quoted: algorithm)")
         }
         guard let ctx = EVP_MD_CTX_new(), EVP_DigestInit_ex(ctx, md, nil) == 1 else {
             fatalError("libcrypto: cannot initialise \(algorithm)")

@@ -5,9 +5,9 @@ public struct ImageConfig: Sendable, Equatable {
     public var json: JSONObject
 
     public init(json value: JSON, digest: Digest) throws(StoreError) {
-        guard let object = value.object else { throw StoreError("config \(digest) is not a JSON object") }
+        guard let object = value.object else { throw StoreError(.corrupt, "config \(digest) is not a JSON object") }
         if let rootfs = object["rootfs"], rootfs.object == nil {
-            throw StoreError("config \(digest) has an invalid rootfs")
+            throw StoreError(.corrupt, "config \(digest) has an invalid rootfs")
         }
         self.json = object
     }

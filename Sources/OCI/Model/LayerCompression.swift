@@ -18,7 +18,7 @@ public enum LayerCompression: Sendable, Equatable {
         case MediaType.layerTarZstd, MediaType.layerNondistributableTarZstd:
             self = .zstd
         default:
-            throw StoreError("unsupported layer media type \(mediaType)")
+            throw StoreError(.unsupported, "unsupported layer media type \(mediaType)")
         }
     }
 

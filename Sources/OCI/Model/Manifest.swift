@@ -8,11 +8,11 @@ public struct Manifest: Sendable, Equatable {
     public let subject: Descriptor?
 
     public init(json value: JSON, digest: Digest) throws(StoreError) {
-        guard let object = value.object else { throw StoreError("manifest \(digest) is not a JSON object") }
+        guard let object = value.object else { throw StoreError(.corrupt, "manifest \(digest) is not a JSON object") }
         guard object["schemaVersion"]?.int64 == 2 else {
-            throw StoreError("manifest \(digest) has unsupported schemaVersion \(object["schemaVersion"]?.text ?? "(none)")")
+            throw StoreError(.unsupported, "manifest \(digest) has unsupported schemaVersion \(object["schemaVersion"]?.text ?? "(none)")")
         }
-        guard let configJSON = object["config"] else { throw StoreError("manifest \(digest) has no config descriptor") }
+        guard let configJSON = object["config"] else { throw StoreError(.corrupt, "manifest \(digest) has no config descriptor") }
         config = try Descriptor(json: configJSON, what: "config of manifest \(digest)")
         var layers: [Descriptor] = []
         for (i, l) in (object["layers"]?.array ?? []).enumerated() {
@@ -64,9 +64,9 @@ public struct ImageIndex: Sendable, Equatable {
     public private(set) var manifests: [Descriptor]
 
     public init(json value: JSON, what: String) throws(StoreError) {
-        guard let object = value.object else { throw StoreError("\(what) is not a JSON object") }
+        guard let object = value.object else { throw StoreError(.corrupt, "\(what) is not a JSON object") }
         guard object["schemaVersion"]?.int64 == 2 else {
-            throw StoreError("\(what) has unsupported schemaVersion \(object["schemaVersion"]?.text ?? "(none)")")
+            throw StoreError(.unsupported, "\(what) has unsupported schemaVersion \(object["schemaVersion"]?.text ?? "(none)")")
         }
         var manifests: [Descriptor] = []
         for (i, m) in (object["manifests"]?.array ?? []).enumerated() {

@@ -21,12 +21,12 @@ public struct IdMapping: Sendable, Equatable {
         let parts = spec.split(separator: ":", omittingEmptySubsequences: false)
         func number(_ part: Substring, _ what: String) throws(StoreError) -> UInt32 {
             guard let value = UInt32(part) else {
-                throw StoreError("failure parsing \(flag) \(spec): invalid \(what) in mapping: \(String(reflecting: String(part))) is not a number from 0 to 4294967295")
+                throw StoreError(.invalidInput, "failure parsing \(flag) \(spec): invalid \(what) in mapping: \(String(reflecting: String(part))) is not a number from 0 to 4294967295")
             }
             return value
         }
         guard parts.count == 2 || parts.count == 3 else {
-            throw StoreError("failure parsing \(flag) \(spec): invalid number of fields in mapping \(String(reflecting: spec)): \(parts.count) (container:host[:size])")
+            throw StoreError(.invalidInput, "failure parsing \(flag) \(spec): invalid number of fields in mapping \(String(reflecting: spec)): \(parts.count) (container:host[:size])")
         }
         containerID = try number(parts[0], "containerID")
         hostID = try number(parts[1], "hostID")
@@ -41,7 +41,7 @@ public struct IdMapping: Sendable, Equatable {
     init(json: JSON, what: String) throws(StoreError) {
         guard let o = json.object, let c = o["containerID"]?.int64, let h = o["hostID"]?.int64, let s = o["size"]?.int64,
               let c32 = UInt32(exactly: c), let h32 = UInt32(exactly: h), let s32 = UInt32(exactly: s) else {
-            throw StoreError("\(what) is not an id mapping {\"containerID\", \"hostID\", \"size\"}: \(json.text)")
+            throw StoreError(.corrupt, "\(what) is not an id mapping {\"containerID\", \"hostID\", \"size\"}: \(json.text)")
         }
         self.init(containerID: c32, hostID: h32, size: s32)
     }
@@ -67,7 +67,7 @@ public struct MapOptions: Sendable, Equatable {
     /// no range holds it.
     public static func toHost(_ id: Int64, _ maps: [IdMapping], kind: String) throws(StoreError) -> Int64 {
         guard let host = host(of: id, maps) else {
-            throw StoreError("map \(kind) to host: container id \(id) cannot be mapped to a host id")
+            throw StoreError(.invalidInput, "map \(kind) to host: container id \(id) cannot be mapped to a host id")
         }
         return host
     }
@@ -75,7 +75,7 @@ public struct MapOptions: Sendable, Equatable {
     /// A host id in the container (idtools.ToContainer).
     public static func toContainer(_ id: Int64, _ maps: [IdMapping], kind: String) throws(StoreError) -> Int64 {
         guard let container = container(of: id, maps) else {
-            throw StoreError("map \(kind) to container: host id \(id) cannot be mapped to a container id")
+            throw StoreError(.invalidInput, "map \(kind) to container: host id \(id) cannot be mapped to a container id")
         }
         return container
     }
@@ -113,7 +113,7 @@ public struct MapOptions: Sendable, Equatable {
     public init(json: JSON?, path: String) throws(StoreError) {
         self.init()
         guard let json, !json.isNull else { return }
-        guard let o = json.object else { throw StoreError("\(path): map_options is not an object") }
+        guard let o = json.object else { throw StoreError(.corrupt, "\(path): map_options is not an object") }
         for (i, m) in (o["uid_mappings"]?.array ?? []).enumerated() {
             uidMappings.append(try IdMapping(json: m, what: "\(path): map_options.uid_mappings[\(i)]"))
         }
@@ -193,7 +193,7 @@ public struct RootlessResource: Sendable, Equatable {
         gid = 0
         var i = 0
         func bad(_ why: String) -> StoreError {
-            StoreError("\(path): invalid \(RootlessResource.xattrName) xattr (\(why)): \(bytes.map { String($0, radix: 16) }.joined(separator: " "))")
+            StoreError(.corrupt, "\(path): invalid \(RootlessResource.xattrName) xattr (\(why)): \(bytes.map { String($0, radix: 16) }.joined(separator: " "))")
         }
         func varint() throws(StoreError) -> UInt64 {
             var value: UInt64 = 0

@@ -115,9 +115,9 @@ enum Passwd {
             result.home = matched.home
         } else if !userArg.isEmpty {
             guard let uidArg else {
-                throw StoreError("unable to find user \(userArg): no matching entries in passwd file")
+                throw StoreError(.notFound, "unable to find user \(userArg): no matching entries in passwd file")
             }
-            guard idRange.contains(uidArg) else { throw StoreError("uids and gids must be in range 0-\(Int32.max)") }
+            guard idRange.contains(uidArg) else { throw StoreError(.invalidInput, "uids and gids must be in range 0-\(Int32.max)") }
             result.uid = uidArg
         }
 
@@ -130,9 +130,9 @@ enum Passwd {
             result.gid = group.gid
         } else {
             guard let gidArg else {
-                throw StoreError("unable to find group \(groupArg): no matching entries in group file")
+                throw StoreError(.notFound, "unable to find group \(groupArg): no matching entries in group file")
             }
-            guard idRange.contains(gidArg) else { throw StoreError("uids and gids must be in range 0-\(Int32.max)") }
+            guard idRange.contains(gidArg) else { throw StoreError(.invalidInput, "uids and gids must be in range 0-\(Int32.max)") }
             result.gid = gidArg
         }
         return result

@@ -68,7 +68,7 @@ extension RuntimeSpec {
     /// the mount flags statvfs reports).
     static func unprivilegedMountFlags(_ path: String) throws(StoreError) -> [String] {
         var st = statvfs()
-        guard statvfs(path, &st) == 0 else { throw StoreError.system("inspecting mount flags of", path) }
+        try check(statvfs(path, &st), "inspecting mount flags of", path)
         let flags = UInt64(truncatingIfNeeded: st.f_flag)
         let known: [(UInt64, String)] = [(UInt64(MS_RDONLY), "ro"), (UInt64(MS_NODEV), "nodev"), (UInt64(MS_NOEXEC), "noexec"),
                                          (UInt64(MS_NOSUID), "nosuid"), (UInt64(MS_NOATIME), "noatime"),

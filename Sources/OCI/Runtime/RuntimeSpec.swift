@@ -22,18 +22,18 @@ public enum RuntimeSpec {
     /// SecureJoin does elsewhere), so a hostile rootfs cannot make it read host files.
     public static func generate(config: ImageConfig, rootfs: String?, rootPath: String, warn: (String) -> Void) throws(StoreError) -> JSONObject {
         let run = config.runConfig
-        guard config.os == "linux" else { throw StoreError("unsupported OS: \(config.os)") }
+        guard config.os == "linux" else { throw StoreError(.unsupported, "unsupported OS: \(config.os)") }
         let rootfs = rootfs.flatMap { $0.isEmpty ? nil : $0 }
 
         // process.env: the defaults, then the image's Env by name (replaced in place, else appended).
         var env = defaultEnv
         for entry in run["Env"]?.strings ?? [] {
             guard let eq = entry.firstIndex(of: "=") else {
-                throw StoreError("parsing image.Config.Env: environment variable must contain '=': \(entry)")
+                throw StoreError(.invalidInput, "parsing image.Config.Env: environment variable must contain '=': \(entry)")
             }
             let name = String(entry[..<eq])
             guard !name.isEmpty else {
-                throw StoreError("parsing image.Config.Env: environment variable must have non-empty name: \(entry)")
+                throw StoreError(.invalidInput, "parsing image.Config.Env: environment variable must have non-empty name: \(entry)")
             }
             setEnv(&env, name, String(entry[entry.index(after: eq)...]), replace: true)
         }
@@ -48,7 +48,7 @@ public enum RuntimeSpec {
         do {
             user = try Passwd.execUser(userSpec, rootfs: rootfs)
         } catch {
-            if rootfs != nil { throw StoreError("cannot parse user spec: '\(userSpec)': \(error.message)") }
+            if rootfs != nil { throw error.wrapped("cannot parse user spec: '\(userSpec)'") }
             warn("could not parse user spec '\(userSpec)' without a rootfs -- defaulting to root:root")
             user = Passwd.ExecUser()
         }

@@ -86,7 +86,7 @@ extension ImageLayout {
             do {
                 json = try JSON.parse(bytes)
             } catch {
-                throw StoreError("blob \(manifest.config.digest): \(error)")
+                throw StoreError(.corrupt, "blob \(manifest.config.digest): \(error)")
             }
             let image = try ImageConfig(json: json, digest: manifest.config.digest)
             stat.config = ImageStat.ConfigStat(descriptor: manifest.config, blob: json, image: image)
