@@ -7,21 +7,16 @@ import Glibc
 public final class DirectoryLock {
     public enum Mode: Sendable { case shared, exclusive }
 
-    private var fd: Int32
+    /// The locked directory, open; nil once released (closing it drops the lock).
+    private var directory: OwnedDescriptor?
 
-    /// Takes the lock, waiting for other holders; `what` names the directory in errors.
+    /// Takes the lock, waiting for other holders; `what` names the directory in errors
+    /// (a lock held without waiting elsewhere is not an error here: this waits).
     public init(_ path: String, _ mode: Mode, what: String) throws(StoreError) {
-        fd = try Files.open(path, O_RDONLY | O_DIRECTORY)
-        if Files.retrying({ flock(fd, mode == .exclusive ? LOCK_EX : LOCK_SH) }) != 0 {
-            let e = StoreError.system("lock \(what)", path)
-            close(fd)
-            throw e
-        }
+        let fd = try OwnedDescriptor(opening: path, O_RDONLY | O_DIRECTORY)
+        try check(Files.retrying { flock(fd.raw, mode == .exclusive ? LOCK_EX : LOCK_SH) }, "lock \(what)", path)
+        directory = consume fd
     }
 
-    public func release() {
-        if fd >= 0 { close(fd); fd = -1 }
-    }
-
-    deinit { release() }
+    public func release() { directory = nil }
 }

@@ -32,15 +32,14 @@ public enum Files {
 
     /// The whole content of a file.
     public static func read(_ path: String) throws(StoreError) -> [UInt8] {
-        let fd = try open(path, O_RDONLY)
-        defer { close(fd) }
+        let fd = try OwnedDescriptor(opening: path, O_RDONLY)
         var st = stat()
-        try check(fstat(fd, &st), "stat", path)
+        try check(fstat(fd.raw, &st), "stat", path)
         var out: [UInt8] = []
         out.reserveCapacity(Int(st.st_size) + 1)
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let n = try check(chunk.withUnsafeMutableBytes { buf in retrying { Glibc.read(fd, buf.baseAddress, buf.count) } }, "read", path)
+            let n = try check(chunk.withUnsafeMutableBytes { buf in retrying { Glibc.read(fd.raw, buf.baseAddress, buf.count) } }, "read", path)
             if n == 0 { break }
             out.append(contentsOf: chunk[0..<n])
         }
@@ -81,9 +80,8 @@ public enum Files {
     }
 
     public static func fsyncDirectory(_ path: String) throws(StoreError) {
-        let fd = try open(path, O_RDONLY | O_DIRECTORY)
-        defer { close(fd) }
-        try fsync(fd, path: path)
+        let fd = try OwnedDescriptor(opening: path, O_RDONLY | O_DIRECTORY)
+        try fsync(fd.raw, path: path)
     }
 
     public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws(StoreError) {
@@ -109,9 +107,8 @@ public enum Files {
 
     /// The names in a directory, without "." and "..".
     public static func list(_ path: String) throws(StoreError) -> [String] {
-        let fd = try open(path, O_RDONLY | O_DIRECTORY)
-        defer { close(fd) }
-        return try list(fd: fd, path: path)
+        let fd = try OwnedDescriptor(opening: path, O_RDONLY | O_DIRECTORY)
+        return try list(fd: fd.raw, path: path)
     }
 
     /// A name for a temporary file that no other process picks: pid plus random bits.
@@ -155,9 +152,8 @@ public enum Files {
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
             _ = makeRemovable(AT_FDCWD, path, st)
-            let fd = try open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-            defer { close(fd) }
-            try removeContents(of: fd, path: path)
+            let fd = try OwnedDescriptor(opening: path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            try removeContents(of: fd.raw, path: path)
             if rmdir(path) != 0 && errno != ENOENT { throw .system("remove", path) }
         } else if Glibc.unlink(path) != 0 && errno != ENOENT {
             throw .system("remove", path)
@@ -244,9 +240,8 @@ public enum Files {
             if fstatat(directory, name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
             if (st.st_mode & S_IFMT) == S_IFDIR {
                 _ = makeRemovable(directory, name.c, st)
-                let fd = try check(retrying { openat(directory, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }, "open", sub)
-                defer { close(fd) }
-                try removeContents(of: fd, path: sub)
+                let fd = try OwnedDescriptor(at: directory, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, path: sub)
+                try removeContents(of: fd.raw, path: sub)
                 if unlinkat(directory, name.c, AT_REMOVEDIR) != 0 && errno != ENOENT { throw .system("remove", sub) }
             } else if unlinkat(directory, name.c, 0) != 0 && errno != ENOENT {
                 throw .system("remove", sub)

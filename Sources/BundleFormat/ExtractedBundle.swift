@@ -116,16 +116,15 @@ public enum ExtractedBundle {
     }
 
     static func add(_ changes: Changes, _ paths: BundlePaths, to diff: inout DirectoryDiff) throws(DirectoryDiff.Failure) {
-        let root: Int32
-        do { root = try Files.open(paths.rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
-        defer { close(root) }
+        let root: OwnedDescriptor
+        do { root = try OwnedDescriptor(opening: paths.rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
         for delta in changes.deltas {
             if MtreeManifest.baseName(delta.path).hasPrefix(".wh.") {
                 throw .store(StoreError(.invalidInput, "\(paths.rootfs)/\(delta.path): a name starting with .wh. cannot go into a layer (it would be a whiteout)"))
             }
             switch delta.kind {
             case .missing: try diff.addWhiteout(for: delta.path)
-            case .modified, .extra: try diff.addEntry(beneath: root, path: delta.path, display: paths.rootfs)
+            case .modified, .extra: try diff.addEntry(beneath: root.raw, path: delta.path, display: paths.rootfs)
             }
         }
     }

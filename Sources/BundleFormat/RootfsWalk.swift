@@ -35,11 +35,10 @@ public struct RootfsWalk: Sendable {
         var walker = Walker(rootfs: rootfs, knownStamps: known, knownDigests: known == nil ? [:] : manifest?.byPath() ?? [:],
                             buffer: buffer)
         walker.result.stamps.started = UpperBaseline.fileSystemNow(besides: rootfs)
-        let fd = try Files.open(rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-        defer { close(fd) }
+        let fd = try OwnedDescriptor(opening: rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
         var st = stat()
-        try check(fstat(fd, &st), "stat", rootfs)
-        try walker.directory(fd: fd, st: st, path: ".")
+        try check(fstat(fd.raw, &st), "stat", rootfs)
+        try walker.directory(fd: fd.raw, st: st, path: ".")
         return walker.result
     }
 }
@@ -99,17 +98,16 @@ struct Walker {
             }
             let grant = ReadGrant(parent: parent, name: name.c, st: st)  // a rootless 0000 file
             defer { grant.restore() }
-            let fd = try check(Files.retrying { openat(parent, name.c, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }, "open", display)
-            defer { close(fd) }
+            let fd = try OwnedDescriptor(at: parent, name.c, O_RDONLY | O_NOFOLLOW, path: display)
             var before = stat()
-            try check(fstat(fd, &before), "stat", display)
+            try check(fstat(fd.raw, &before), "stat", display)
             before.st_mode = grant.original(before.st_mode)
-            let digest = try hash(fd: fd, path: display)
+            let digest = try hash(fd: fd.raw, path: display)
             var after = stat()
-            if fstat(fd, &after) == 0, UpperBaseline.stamp(after) == UpperBaseline.stamp(before) {
+            if fstat(fd.raw, &after) == 0, UpperBaseline.stamp(after) == UpperBaseline.stamp(before) {
                 result.stamps.stamps[path] = UpperBaseline.stamp(before)
             }
-            result.entries.append(entry(path, before, xattrs: try Xattrs.list(fd: fd, path: display), link: nil, digest: digest))
+            result.entries.append(entry(path, before, xattrs: try Xattrs.list(fd: fd.raw, path: display), link: nil, digest: digest))
         case S_IFLNK:
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = try check(readlinkat(parent, name.c, &target, target.count), "readlink", display)

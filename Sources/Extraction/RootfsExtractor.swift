@@ -88,10 +88,9 @@ public enum RootfsExtractor {
                 switch inode.type {
                 case .directory:
                     try check(mkdirat(fd, name.c, 0o700), "mkdir", path)
-                    let dfd = try check(Files.retrying { openat(fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }, "open", path)
-                    defer { close(dfd) }
-                    try fill(directory: child, fd: dfd)
-                    try applyMetadata(inode: inode, fd: dfd, path: path)
+                    let dfd = try OwnedDescriptor(at: fd, name.c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, path: path)
+                    try fill(directory: child, fd: dfd.raw)
+                    try applyMetadata(inode: inode, fd: dfd.raw, path: path)
                 case .regular:
                     let ffd = try check(Files.retrying { openat(fd, name.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }, "create", path)
                     defer { close(ffd) }

@@ -90,12 +90,11 @@ public struct DirectoryDiff {
     /// Adds everything below the directory `root` (not the directory itself), with entry names
     /// `prefix` + relative path.
     public mutating func addContents(ofDirectory root: String, prefix: String = "") throws(Failure) {
-        let fd: Int32
-        do { fd = try Files.open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
-        defer { close(fd) }
+        let fd: OwnedDescriptor
+        do { fd = try OwnedDescriptor(opening: root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
         if seen.started == nil { seen.started = UpperBaseline.fileSystemNow(besides: root) }
-        if base != nil && prefix.isEmpty { try addRootIfChanged(fd, displayPath: root) }
-        try walk(directory: fd, displayPath: root, relative: ByteString(prefix))
+        if base != nil && prefix.isEmpty { try addRootIfChanged(fd.raw, displayPath: root) }
+        try walk(directory: fd.raw, displayPath: root, relative: ByteString(prefix))
     }
 
     /// The root directory as a "." entry, when its metadata differs from the base image's root.
@@ -129,10 +128,9 @@ public struct DirectoryDiff {
     public mutating func add(path: String, as name: String) throws(Failure) {
         let parentPath = Files.directoryName(path)
         let base = ByteString(path).split().last ?? ByteString()
-        let parent: Int32
-        do { parent = try Files.open(parentPath, O_RDONLY | O_DIRECTORY) } catch { throw .store(error) }
-        defer { close(parent) }
-        try addEntry(parent: parent, name: base, displayPath: path, entryName: ByteString(name), recurse: true)
+        let parent: OwnedDescriptor
+        do { parent = try OwnedDescriptor(opening: parentPath, O_RDONLY | O_DIRECTORY) } catch { throw .store(error) }
+        try addEntry(parent: parent.raw, name: base, displayPath: path, entryName: ByteString(name), recurse: true)
     }
 
     /// Adds the one entry at `path` (relative, "." for the root) below the open directory

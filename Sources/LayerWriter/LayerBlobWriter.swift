@@ -140,10 +140,9 @@ public final class LayerBlobWriter {
 /// Copies a tar archive into a layer as it is, checking on the way that it is one.
 public enum TarCopy {
     public static func copy(_ path: String, to writer: LayerBlobWriter) throws(StoreError) {
-        let fd = try Files.open(path, O_RDONLY)
-        defer { close(fd) }
+        let fd = try OwnedDescriptor(opening: path, O_RDONLY)
         var scanner = TarScanner()
-        try Files.forEachChunk(of: fd, path: path) { (chunk) throws(StoreError) in
+        try Files.forEachChunk(of: fd.raw, path: path) { (chunk) throws(StoreError) in
             do { try scanner.consume(chunk) } catch { throw StoreError(.invalidInput, "\(path) is not a valid tar archive: \(error)") }
             _ = scanner.takeEntries()
             try writer.write(chunk)

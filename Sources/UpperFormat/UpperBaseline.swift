@@ -107,9 +107,8 @@ extension UpperBaseline {
     /// old base did not have, so no whiteout was needed then) gets its whiteout now, so the
     /// new base's copy stays hidden. The whiteouts are what the next repack writes anyway.
     public func reconcile(upperDirectory upper: String) throws(StoreError) {
-        let root = try Files.open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-        defer { close(root) }
-        try reconcile(upperRoot: root, path: upper)
+        let root = try OwnedDescriptor(opening: upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        try reconcile(upperRoot: root.raw, path: upper)
     }
 
     /// reconcile, given an fd of the upper directory (`path` names it in errors).

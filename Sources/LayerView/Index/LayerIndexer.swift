@@ -33,9 +33,8 @@ public enum LayerIndexer {
         guard Files.exists(blobPath) else {
             throw StoreError(.notFound, "blob \(digest) is missing from the image layout (\(blobPath))")
         }
-        let fd = try Files.open(blobPath, O_RDONLY)
-        defer { close(fd) }
-        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        let fd = try OwnedDescriptor(opening: blobPath, O_RDONLY)
+        posix_fadvise(fd.raw, 0, 0, POSIX_FADV_SEQUENTIAL)
 
         let blobHasher = try DigestHasher(algorithm: digest.isVerifiable ? digest.algorithm : Digest.sha256)
         let diffHasher = try DigestHasher(algorithm: diffID.isVerifiable ? diffID.algorithm : Digest.sha256)
@@ -67,7 +66,7 @@ public enum LayerIndexer {
         let gzip = compression == .gzip ? try GzipDecoder(accessPointSpacing: accessPointSpacing) : nil
         let zstd = compression == .zstd ? try ZstdDecoder() : nil
         var compressed: Int64 = 0
-        try Files.forEachChunk(of: fd, path: blobPath) { (chunk) throws(StoreError) in
+        try Files.forEachChunk(of: fd.raw, path: blobPath) { (chunk) throws(StoreError) in
             blobHasher.update(chunk)
             compressed += Int64(chunk.count)
             guard compressed <= layer.size else {

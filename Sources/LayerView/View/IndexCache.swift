@@ -261,11 +261,10 @@ public struct IndexCache: Sendable {
             throw StoreError(.notFound, "blob \(layer.digest) is missing from the image layout (\(blob))")
         }
         if let recorded = try? Files.read(directory + "/verified/" + s.key), recorded == s.value { return }
-        let fd = try Files.open(blob, O_RDONLY)
-        defer { close(fd) }
+        let fd = try OwnedDescriptor(opening: blob, O_RDONLY)
         let hasher = try DigestHasher(algorithm: layer.digest.isVerifiable ? layer.digest.algorithm : Digest.sha256)
         var total: Int64 = 0
-        try Files.forEachChunk(of: fd, path: blob) { chunk in
+        try Files.forEachChunk(of: fd.raw, path: blob) { chunk in
             hasher.update(chunk)
             total += Int64(chunk.count)
         }
