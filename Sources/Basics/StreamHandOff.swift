@@ -9,15 +9,15 @@ import Glibc
 ///
 /// Ownership: `consume`, and whatever it captures, is called only on the consumer thread, and
 /// only until ``finish()`` (or ``close()``) returns; the producer must not touch what it
-/// captures before then. The queues, `closed` and `failure` are shared and guarded by `mutex`;
+/// captures before then. The queues, `closed` and `failure` are shared and guarded by `lock`;
 /// `current` and `filled` belong to the producer. One producer thread.
 package final class StreamHandOff: @unchecked Sendable {
     private let bufferSize: Int
     private let buffers: [UnsafeMutableRawPointer]
     private let consume: (UnsafeRawBufferPointer) throws(StoreError) -> Void
 
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let lock = Lock()
+    private let changed = Lock.Condition()
     private var free: [Int]
     /// Filled buffers in stream order: (buffer, byte count).
     private var ready: [(Int, Int)] = []
@@ -36,8 +36,6 @@ package final class StreamHandOff: @unchecked Sendable {
         buffers = (0..<count).map { _ in UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 64) }
         free = Array(0..<count)
         ready.reserveCapacity(count)
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(changed, nil)
         // Unretained: deinit joins the thread before the instance goes away.
         var t = pthread_t()
         let ret = pthread_create(&t, nil, { raw in
@@ -51,10 +49,6 @@ package final class StreamHandOff: @unchecked Sendable {
     deinit {
         close()
         for b in buffers { b.deallocate() }
-        pthread_cond_destroy(changed)
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-        changed.deallocate()
     }
 
     /// Appends bytes to the stream; throws the consumer's error once it has failed.
@@ -85,10 +79,10 @@ package final class StreamHandOff: @unchecked Sendable {
     /// Stops the consumer after what was submitted and waits for it; returns its error.
     @discardableResult
     package func close() -> StoreError? {
-        pthread_mutex_lock(mutex)
-        closed = true
-        pthread_cond_broadcast(changed)
-        pthread_mutex_unlock(mutex)
+        lock.withLock {
+            closed = true
+            changed.broadcast()
+        }
         if let t = thread {
             pthread_join(t, nil)
             thread = nil
@@ -97,19 +91,19 @@ package final class StreamHandOff: @unchecked Sendable {
     }
 
     private func takeFree() throws(StoreError) -> Int {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        while free.isEmpty && failure == nil { pthread_cond_wait(changed, mutex) }
+        lock.lock()
+        defer { lock.unlock() }
+        while free.isEmpty && failure == nil { changed.wait(lock) }
         if let failure { throw failure }
         return free.removeLast()
     }
 
     private func submit() {
         guard let buffer = current else { return }
-        pthread_mutex_lock(mutex)
-        ready.append((buffer, filled))
-        pthread_cond_broadcast(changed)
-        pthread_mutex_unlock(mutex)
+        lock.withLock {
+            ready.append((buffer, filled))
+            changed.broadcast()
+        }
         current = nil
         filled = 0
     }
@@ -117,10 +111,10 @@ package final class StreamHandOff: @unchecked Sendable {
     /// The consumer thread: takes filled buffers in order until the stream is closed and drained.
     private func run() {
         while true {
-            pthread_mutex_lock(mutex)
-            while readyHead == ready.count && !closed { pthread_cond_wait(changed, mutex) }
+            lock.lock()
+            while readyHead == ready.count && !closed { changed.wait(lock) }
             if readyHead == ready.count {
-                pthread_mutex_unlock(mutex)
+                lock.unlock()
                 return
             }
             let (buffer, count) = ready[readyHead]
@@ -130,7 +124,7 @@ package final class StreamHandOff: @unchecked Sendable {
                 readyHead = 0
             }
             let failed = failure != nil
-            pthread_mutex_unlock(mutex)
+            lock.unlock()
             var error: StoreError?
             if !failed {
                 do throws(StoreError) {
@@ -139,11 +133,11 @@ package final class StreamHandOff: @unchecked Sendable {
                     error = e
                 }
             }
-            pthread_mutex_lock(mutex)
-            if let error, failure == nil { failure = error }
-            free.append(buffer)
-            pthread_cond_broadcast(changed)
-            pthread_mutex_unlock(mutex)
+            lock.withLock {
+                if let error, failure == nil { failure = error }
+                free.append(buffer)
+                changed.broadcast()
+            }
         }
     }
 }

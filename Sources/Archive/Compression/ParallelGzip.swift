@@ -191,11 +191,11 @@ final class DeflatePool: @unchecked Sendable {
     let chunkSize: Int
     private let slots: UnsafeMutablePointer<Slot>
     private let deflaters: [ChunkDeflater]
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let workAvailable = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private let progress = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let lock = Lock()
+    private let workAvailable = Lock.Condition()
+    private let progress = Lock.Condition()
     private var threads: [pthread_t] = []
-    // Under the mutex:
+    // Under `lock` (with the slots' `done`, and their other fields while queued):
     private var queued = 0
     private var claimed = 0
     private var stopping = false
@@ -216,9 +216,6 @@ final class DeflatePool: @unchecked Sendable {
             (slots + i).initialize(to: Slot(input: .allocate(capacity: Zlib.windowSize + chunkSize),
                                             output: .allocate(capacity: capacity), outputCapacity: capacity))
         }
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(workAvailable, nil)
-        pthread_cond_init(progress, nil)
         for _ in 0..<workers {
             var thread = pthread_t()
             let context = Unmanaged.passRetained(self).toOpaque()
@@ -239,12 +236,6 @@ final class DeflatePool: @unchecked Sendable {
         }
         slots.deinitialize(count: slotCount)
         slots.deallocate()
-        pthread_cond_destroy(progress)
-        pthread_cond_destroy(workAvailable)
-        pthread_mutex_destroy(mutex)
-        progress.deallocate()
-        workAvailable.deallocate()
-        mutex.deallocate()
     }
 
     /// Where chunk `seq`'s bytes go (its slot must be the encoder's).
@@ -261,31 +252,29 @@ final class DeflatePool: @unchecked Sendable {
 
     /// Hands chunk `seq` (filled with `length` bytes) to the workers.
     func queue(_ seq: Int, length: Int, last: Bool) {
-        pthread_mutex_lock(mutex)
-        let slot = slots + seq % slotCount
-        slot.pointee.length = length
-        slot.pointee.last = last
-        slot.pointee.done = false
-        slot.pointee.failure = nil
-        if seq == 0 { slot.pointee.dictionaryLength = 0 }
-        queued = seq + 1
-        pthread_cond_signal(workAvailable)
-        pthread_mutex_unlock(mutex)
+        lock.withLock {
+            let slot = slots + seq % slotCount
+            slot.pointee.length = length
+            slot.pointee.last = last
+            slot.pointee.done = false
+            slot.pointee.failure = nil
+            if seq == 0 { slot.pointee.dictionaryLength = 0 }
+            queued = seq + 1
+            workAvailable.signal()
+        }
     }
 
     /// Waits until chunk `seq` is compressed.
     func waitDone(_ seq: Int) -> Result {
-        pthread_mutex_lock(mutex)
-        while !slots[seq % slotCount].done { pthread_cond_wait(progress, mutex) }
-        pthread_mutex_unlock(mutex)
+        lock.withLock {
+            while !slots[seq % slotCount].done { progress.wait(lock) }
+        }
         return result(seq)
     }
 
     /// Chunk `seq` when it is compressed and queued, else nil.
     func doneWithoutWaiting(_ seq: Int) -> Result? {
-        pthread_mutex_lock(mutex)
-        let done = seq < queued && slots[seq % slotCount].done
-        pthread_mutex_unlock(mutex)
+        let done = lock.withLock { seq < queued && slots[seq % slotCount].done }
         return done ? result(seq) : nil
     }
 
@@ -300,31 +289,31 @@ final class DeflatePool: @unchecked Sendable {
 
     /// Stops the workers (after the chunk each is compressing) and waits for them.
     func stop() {
-        pthread_mutex_lock(mutex)
-        stopping = true
-        pthread_cond_broadcast(workAvailable)
-        pthread_mutex_unlock(mutex)
+        lock.withLock {
+            stopping = true
+            workAvailable.broadcast()
+        }
         for thread in threads { pthread_join(thread, nil) }
         threads = []
     }
 
     /// A worker thread's loop: take the oldest queued chunk, compress it, mark it done.
     func work() {
-        pthread_mutex_lock(mutex)
+        lock.lock()
         let deflater = deflaters[nextWorker]
         nextWorker += 1
         while true {
-            while !stopping && claimed == queued { pthread_cond_wait(workAvailable, mutex) }
+            while !stopping && claimed == queued { workAvailable.wait(lock) }
             if stopping { break }
             let slot = slots + claimed % slotCount
             claimed += 1
-            pthread_mutex_unlock(mutex)
+            lock.unlock()
             compress(slot, deflater)
-            pthread_mutex_lock(mutex)
+            lock.lock()
             slot.pointee.done = true
-            pthread_cond_broadcast(progress)
+            progress.broadcast()
         }
-        pthread_mutex_unlock(mutex)
+        lock.unlock()
     }
 
     private func compress(_ slot: UnsafeMutablePointer<Slot>, _ deflater: ChunkDeflater) {

@@ -157,46 +157,32 @@ final class RegionCache: Sendable {
     init(capacity: Int) { self.capacity = capacity }
 
     /// A set of keys with a condition to wait on: begin(key) claims a key, or waits until the
-    /// thread holding it calls end(key). Owns its pthread mutex and condition.
+    /// thread holding it calls end(key). `keys` is guarded by `lock`.
     final class Inflight: @unchecked Sendable {
-        private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        private let lock = Lock()
+        private let ended = Lock.Condition()
         private var keys = Set<Key>()
-
-        init() {
-            pthread_mutex_init(mutex, nil)
-            pthread_cond_init(condition, nil)
-        }
-
-        deinit {
-            pthread_cond_destroy(condition)
-            pthread_mutex_destroy(mutex)
-            condition.deallocate()
-            mutex.deallocate()
-        }
 
         /// true: the caller holds `key` and must end(key); false: another thread held it and
         /// has ended it (look for its result again).
         func begin(_ key: Key) -> Bool {
-            pthread_mutex_lock(mutex)
-            defer { pthread_mutex_unlock(mutex) }
+            lock.lock()
+            defer { lock.unlock() }
             if keys.insert(key).inserted { return true }
-            while keys.contains(key) { pthread_cond_wait(condition, mutex) }
+            while keys.contains(key) { ended.wait(lock) }
             return false
         }
 
         /// Claims `key` if nobody holds it; never waits.
         func tryBegin(_ key: Key) -> Bool {
-            pthread_mutex_lock(mutex)
-            defer { pthread_mutex_unlock(mutex) }
-            return keys.insert(key).inserted
+            lock.withLock { keys.insert(key).inserted }
         }
 
         func end(_ key: Key) {
-            pthread_mutex_lock(mutex)
-            keys.remove(key)
-            pthread_cond_broadcast(condition)
-            pthread_mutex_unlock(mutex)
+            lock.withLock {
+                _ = keys.remove(key)
+                ended.broadcast()
+            }
         }
     }
 
