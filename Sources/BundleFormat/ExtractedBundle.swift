@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Basics
 import OCI
+import Archive
 import LayerView
 import UpperFormat
 import Extraction
@@ -119,7 +120,7 @@ public enum ExtractedBundle {
         let root: OwnedDescriptor
         do { root = try OwnedDescriptor(opening: paths.rootfs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) } catch { throw .store(error) }
         for delta in changes.deltas {
-            if MtreeManifest.baseName(delta.path).hasPrefix(".wh.") {
+            if Whiteout.isWhiteout(MtreeManifest.baseName(delta.path)) {
                 throw .store(StoreError(.invalidInput, "\(paths.rootfs)/\(delta.path): a name starting with .wh. cannot go into a layer (it would be a whiteout)"))
             }
             switch delta.kind {

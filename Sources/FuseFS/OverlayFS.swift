@@ -29,7 +29,7 @@ import Synchronization
 ///   directory handles are not used concurrently (the kernel holds the file's position lock).
 final class OverlayFS: @unchecked Sendable {
     static let rootId: UInt64 = 1
-    static let opaqueName = UpperWhiteout.opaqueMarker
+    static let opaqueName = Whiteout.opaqueMarker
     /// How long the kernel may keep entries (also negative ones) and attributes. Every change
     /// goes through this mount, so the kernel's caches only go stale for changes made behind
     /// its back (edits of the upper directory from outside, which are not supported) and for

@@ -157,12 +157,12 @@ public struct DirectoryDiff {
     package mutating func addWhiteout(for path: ByteString) throws(Failure) {
         var components = cleanComponents(path)
         guard let base = components.popLast() else { throw .store(StoreError(.invalidInput, "cannot white out the root")) }
-        try emit(TarEntry(name: (components + [".wh." + base]).joined(separator: "/"), type: .regular, mode: 0))
+        try emit(TarEntry(name: (components + [Whiteout.name(for: base)]).joined(separator: "/"), type: .regular, mode: 0))
     }
 
     /// An opaque marker for the directory `path`.
     public mutating func addOpaqueMarker(for path: String) throws(Failure) {
-        try emit(TarEntry(name: (cleanComponents(ByteString(path)) + [".wh..wh..opq"]).joined(separator: "/"), type: .regular, mode: 0))
+        try emit(TarEntry(name: (cleanComponents(ByteString(path)) + [Whiteout.opaqueMarker]).joined(separator: "/"), type: .regular, mode: 0))
     }
 
     /// Whiteouts for what the baseline had and the walk did not find any more (removed since
@@ -172,10 +172,10 @@ public struct DirectoryDiff {
         guard let baseline else { return }
         for path in baseline.stamps.keys.sorted() where seen.stamps[path] == nil {
             var components = cleanComponents(path)
-            guard let base = components.popLast(), !base.hasPrefix(".wh.") else { continue }
+            guard let base = components.popLast(), !Whiteout.isWhiteout(base) else { continue }
             let parent = components.joined(separator: "/")
             if !parent.isEmpty, seen.stamps[parent].map(UpperBaseline.isDirectoryStamp) != true { continue }
-            if seen.stamps[(components + [".wh." + base]).joined(separator: "/")] != nil { continue }
+            if seen.stamps[(components + [Whiteout.name(for: base)]).joined(separator: "/")] != nil { continue }
             try addWhiteout(for: path)
         }
     }
@@ -224,10 +224,10 @@ public struct DirectoryDiff {
         let names: [ByteString]
         do { names = try Files.names(fd: fd, path: displayPath) } catch { throw .store(error) }
         var useBaseline = useBaseline
-        if useBaseline, let baseline, names.contains(".wh..wh..opq") {
-            let marker = relative.isEmpty ? ".wh..wh..opq" : relative + "/.wh..wh..opq"
+        if useBaseline, let baseline, names.contains(Whiteout.opaqueMarker) {
+            let marker = relative.isEmpty ? Whiteout.opaqueMarker : relative + "/" + Whiteout.opaqueMarker
             var st = stat()
-            if fstatat(fd, ".wh..wh..opq", &st, AT_SYMLINK_NOFOLLOW) == 0, !baseline.unchanged(marker, st) {
+            if fstatat(fd, Whiteout.opaqueMarker.c, &st, AT_SYMLINK_NOFOLLOW) == 0, !baseline.unchanged(marker, st) {
                 useBaseline = false
             }
         }
@@ -252,7 +252,7 @@ public struct DirectoryDiff {
         if kind == S_IFSOCK || UpperWhiteout.isInternal(name) { return }
         seen.stamps[entryName] = UpperBaseline.stamp(st)
         let unchanged = useBaseline && baseline?.unchanged(entryName, st) == true
-        if name.hasPrefix(UpperWhiteout.prefix) {
+        if Whiteout.isWhiteout(name) {
             // An OCI whiteout or opaque marker: its name is all that counts.
             if !unchanged { try emit(TarEntry(name: entryName, type: .regular, mode: 0)) }
             return
@@ -261,7 +261,7 @@ public struct DirectoryDiff {
             // The whiteout of a name too long for a `.wh.` file: the standard entry.
             if !unchanged {
                 var components = cleanComponents(entryName)
-                components[components.count - 1] = UpperWhiteout.prefix + name
+                components[components.count - 1] = Whiteout.name(for: name)
                 try emit(TarEntry(name: components.joined(separator: "/"), type: .regular, mode: 0))
             }
             return

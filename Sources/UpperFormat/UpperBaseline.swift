@@ -4,6 +4,7 @@ import CLinux
 import Glibc
 #endif
 import Basics
+import Archive
 
 /// What of an upper directory is already in the bundle's base image, because it was packed
 /// into it while the upper directory could not simply be emptied (`repack --refresh-bundle` of
@@ -116,7 +117,7 @@ extension UpperBaseline {
         var missing = Set<ByteString>()
         for path in stamps.keys.sorted() {
             var components = cleanComponents(path)
-            guard let base = components.popLast(), !base.hasPrefix(".wh.") else { continue }
+            guard let base = components.popLast(), !Whiteout.isWhiteout(base) else { continue }
             let parentPath = components.joined(separator: "/")
             if missing.contains(parentPath) {
                 missing.insert(path)

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Basics
+import Archive
 
 /// How a bundle's upper directory records that a name of the image is deleted.
 ///
@@ -20,9 +21,6 @@ import Basics
 /// file, temporary files of a copy-up in progress): never shown, never packed, removed when a
 /// bundle is mounted.
 public enum UpperWhiteout {
-    public static let prefix: ByteString = ".wh."
-    public static let opaqueMarker: ByteString = ".wh..wh..opq"
-    public static let internalPrefix: ByteString = ".wh..wh."
     /// The longest name whose `.wh.` file fits in a name.
     public static let longestFileForm = Int(NAME_MAX) - 4
 
@@ -36,18 +34,18 @@ public enum UpperWhiteout {
 
     /// Whether `name` in an upper directory is this tool's own temporary file.
     public static func isInternal(_ name: ByteString) -> Bool {
-        name.hasPrefix(internalPrefix) && name != opaqueMarker
+        name.hasPrefix(Whiteout.reservedPrefix) && name != Whiteout.opaqueMarker
     }
 
     /// Whether dirfd holds a whiteout for `name`.
     public static func exists(_ dirfd: Int32, _ name: ByteString) -> Bool {
         var st = stat()
         if usesDevice(name) { return fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 && isDevice(st, name: name) }
-        return fstatat(dirfd, (prefix + name).c, &st, AT_SYMLINK_NOFOLLOW) == 0
+        return fstatat(dirfd, Whiteout.name(for: name).c, &st, AT_SYMLINK_NOFOLLOW) == 0
     }
 
     /// The empty file every `.wh.` file of an upper directory is a hardlink of, in its root.
-    public static let sharedName: ByteString = ".wh..wh..umoci-whiteout"
+    public static let sharedName: ByteString = Whiteout.reservedPrefix + "umoci-whiteout"
 
     /// Records `name` as deleted in `dirfd`, a directory of the upper directory whose root is
     /// `root` (nothing there must exist when it is a device whiteout). Returns 0, or -1 with
@@ -58,7 +56,7 @@ public enum UpperWhiteout {
             if errno == EEXIST && exists(dirfd, name) { return 0 }
             return -1
         }
-        let whiteout = prefix + name
+        let whiteout = Whiteout.name(for: name)
         for _ in 0..<3 {
             if linkat(root, sharedName.c, dirfd, whiteout.c, 0) == 0 { return 0 }
             switch errno {
@@ -93,7 +91,7 @@ public enum UpperWhiteout {
             }
             errno = saved
         }
-        let temp = ByteString(".wh..wh..umoci-whiteout-" + String(UInt64.random(in: 0...UInt64.max), radix: 16))
+        let temp = sharedName + ByteString("-" + String(UInt64.random(in: 0...UInt64.max), radix: 16))
         let fd = openat(root, temp.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0)
         if fd < 0 { return -1 }
         close(fd)
@@ -109,7 +107,7 @@ public enum UpperWhiteout {
     /// Whether `name` (a base name in the upper directory) is a `.wh.` file: empty and
     /// meaningful by its name alone (not the opaque marker, which marks its directory).
     public static func isWhiteoutFile(_ name: ByteString) -> Bool {
-        name.hasPrefix(prefix) && !name.hasPrefix(internalPrefix)
+        Whiteout.isWhiteout(name) && !name.hasPrefix(Whiteout.reservedPrefix)
     }
 
     /// Removes the whiteout for `name`, if there is one. Returns 0, or -1 with errno set.
@@ -118,6 +116,6 @@ public enum UpperWhiteout {
             guard exists(dirfd, name) else { return 0 }
             return unlinkat(dirfd, name.c, 0) == 0 || errno == ENOENT ? 0 : -1
         }
-        return unlinkat(dirfd, (prefix + name).c, 0) == 0 || errno == ENOENT ? 0 : -1
+        return unlinkat(dirfd, Whiteout.name(for: name).c, 0) == 0 || errno == ENOENT ? 0 : -1
     }
 }

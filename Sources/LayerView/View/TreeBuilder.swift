@@ -29,8 +29,6 @@ struct TreeBuilder {
     var inodes: [BuildInode] = []
 
     static let maxSymlinks = 255
-    static let whiteoutPrefix: ByteString = ".wh."
-    static let opaqueMarker: ByteString = ".wh..wh..opq"
 
     init(keepDirlinks: Bool) {
         self.keepDirlinks = keepDirlinks
@@ -151,14 +149,14 @@ struct TreeBuilder {
         // Below a directory named like a whiteout (".wh.x/file"): such a name cannot be
         // shown (it is the upper directory's and the layer format's marker), so neither can
         // what it holds.
-        if components.contains(where: { $0.hasPrefix(TreeBuilder.whiteoutPrefix) }) { return }
-        if base.hasPrefix(TreeBuilder.whiteoutPrefix) {
+        if components.contains(where: { $0.hasPrefix(Whiteout.prefix) }) { return }
+        if base.hasPrefix(Whiteout.prefix) {
             guard let parent = try resolve(components, followLast: true, create: false, layer: layer),
                   type(parent) == .directory else { return }
-            if base == TreeBuilder.opaqueMarker {
+            if base == Whiteout.opaqueMarker {
                 for child in Array(nodes[Int(parent)].children.values) { prune(child, layer: layer) }
             } else {
-                let hidden = base.dropFirst(TreeBuilder.whiteoutPrefix.count)
+                let hidden = base.dropFirst(Whiteout.prefix.count)
                 if let target = nodes[Int(parent)].children[hidden] { prune(target, layer: layer) }
             }
             return
