@@ -139,7 +139,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LayerStoreTests",
-            dependencies: ["Basics", "OCI", "Archive", "LayerView", "UpperFormat", "LayerWriter", "CIsal"]
+            dependencies: ["Basics", "OCI", "Archive", "LayerView", "UpperFormat", "LayerWriter", "CIsal", "CLinux"]
         ),
         .testTarget(
             name: "FuseFSTests",

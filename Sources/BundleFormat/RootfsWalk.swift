@@ -54,7 +54,7 @@ struct Walker {
 
     mutating func directory(fd: Int32, st: stat, path: ByteString) throws(StoreError) {
         let display = path == "." ? rootfs : rootfs + "/" + path.description
-        result.entries.append(entry(path, st, xattrs: try Xattrs.list(fd: fd, path: display), link: nil, digest: nil))
+        result.entries.append(entry(path, st, xattrs: try Xattr.list(.descriptor(fd), path: display), link: nil, digest: nil))
         var files: [(ByteString, stat)] = []
         var directories: [(ByteString, stat)] = []
         for name in try Files.names(fd: fd, path: display) {
@@ -107,7 +107,7 @@ struct Walker {
             if fstat(fd.raw, &after) == 0, UpperBaseline.stamp(after) == UpperBaseline.stamp(before) {
                 result.stamps.stamps[path] = UpperBaseline.stamp(before)
             }
-            result.entries.append(entry(path, before, xattrs: try Xattrs.list(fd: fd.raw, path: display), link: nil, digest: digest))
+            result.entries.append(entry(path, before, xattrs: try Xattr.list(.descriptor(fd.raw), path: display), link: nil, digest: digest))
         case S_IFLNK:
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = try check(readlinkat(parent, name.c, &target, target.count), "readlink", display)
@@ -131,7 +131,7 @@ struct Walker {
     }
 
     /// The entry of `path` with umoci's keywords, as go-mtree computes them from lstat.
-    func entry(_ path: ByteString, _ st: stat, xattrs: [TarXattr], link: ArraySlice<UInt8>?, digest: String?) -> MtreeManifest.Entry {
+    func entry(_ path: ByteString, _ st: stat, xattrs: [Xattr], link: ArraySlice<UInt8>?, digest: String?) -> MtreeManifest.Entry {
         var k: [String: String] = [:]
         k["size"] = String(st.st_size)
         switch st.st_mode & S_IFMT {
@@ -153,7 +153,7 @@ struct Walker {
         if let digest { k["sha256digest"] = digest }
         var xattrKeys: [String] = []
         for x in xattrs {
-            let key = "xattr." + MtreeManifest.vis(x.name.utf8)
+            let key = "xattr." + MtreeManifest.vis(x.name)
             if k[key] == nil { xattrKeys.append(key) }
             k[key] = Base64.encode(x.value)
         }

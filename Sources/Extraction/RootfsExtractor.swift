@@ -140,7 +140,7 @@ public enum RootfsExtractor {
             // back and then fails to repack the bundle.)
             try check(fchmod(fd, mode_t(inode.mode)), "chmod", path)
             for x in xattrs {
-                let r = x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) }
+                let r = x.value.withUnsafeBytes { Xattr.set(.descriptor(fd), x.name, $0) }
                 if r != 0 { try ownership.xattrFailed(x.name, path: path) }
             }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
@@ -158,13 +158,10 @@ public enum RootfsExtractor {
             if inode.type != .symlink, Files.chmodNoFollow(parent, name.c, mode_t(inode.mode)) != 0 {
                 throw StoreError.system("chmod", path)
             }
-            if !xattrs.isEmpty {
-                // The directory fd pins the parent; the name is a single component.
-                let proc = ByteString("/proc/self/fd/\(parent)/") + name
-                for x in xattrs {
-                    let r = x.value.withUnsafeBytes { lsetxattr(proc.c, x.name, $0.baseAddress, $0.count, 0) }
-                    if r != 0 { try ownership.xattrFailed(x.name, path: path) }
-                }
+            // The directory fd pins the parent; the name is a single component.
+            for x in xattrs {
+                let r = x.value.withUnsafeBytes { Xattr.set(.entry(parent: parent, name: name), x.name, $0) }
+                if r != 0 { try ownership.xattrFailed(x.name, path: path) }
             }
             var times = [timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds)),
                          timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))]

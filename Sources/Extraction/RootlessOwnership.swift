@@ -19,13 +19,16 @@ public struct RootlessOwnership {
     public let options: MapOptions
     public let warn: (String) -> Void
 
+    /// `RootlessResource.xattrName` as the bytes xattr names are.
+    package static let xattrName = ByteString(RootlessResource.xattrName)
+
     public init(options: MapOptions, warn: @escaping (String) -> Void = { _ in }) {
         self.options = options
         self.warn = warn
     }
 
     /// The owner to chown to (nil: leave the user's) and the xattrs to set, for an image inode.
-    func hostOwner(_ inode: MergedView.Inode, path: String) throws(StoreError) -> (owner: (uid: uid_t, gid: gid_t)?, xattrs: [TarXattr]) {
+    func hostOwner(_ inode: MergedView.Inode, path: String) throws(StoreError) -> (owner: (uid: uid_t, gid: gid_t)?, xattrs: [Xattr]) {
         if options.isIdentity {
             return ((uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid)), inode.xattrs)
         }
@@ -35,12 +38,12 @@ public struct RootlessOwnership {
             return ((uid_t(truncatingIfNeeded: uid), gid_t(truncatingIfNeeded: gid)), inode.xattrs)
         }
         var xattrs = inode.xattrs
-        if xattrs.contains(where: { $0.name == RootlessResource.xattrName }) {
+        if xattrs.contains(where: { $0.name == Self.xattrName }) {
             warn("rootless{\(path)} ignoring special xattr \(RootlessResource.xattrName) stored in layer")
-            xattrs.removeAll { $0.name == RootlessResource.xattrName }
+            xattrs.removeAll { $0.name == Self.xattrName }
         }
         if let resource = RootlessResource.forOwner(uid: inode.uid, gid: inode.gid) {
-            xattrs.append(TarXattr(name: RootlessResource.xattrName, value: resource.encoded))
+            xattrs.append(Xattr(name: Self.xattrName, value: resource.encoded))
         }
         return (nil, xattrs)
     }
@@ -49,7 +52,7 @@ public struct RootlessOwnership {
     /// error (EPERM for trusted.*, security.*, user.* on a symlink; EACCES) is expected and
     /// only warned about, as umoci does (its os.ErrPermission is either); anything else is an
     /// error.
-    func xattrFailed(_ name: String, path: String) throws(StoreError) {
+    func xattrFailed(_ name: ByteString, path: String) throws(StoreError) {
         let code = errno
         if options.partialRootless && (code == EPERM || code == EACCES) {
             warn("rootless{\(path)} ignoring (usually) harmless EPERM on setxattr \"\(name)\"")
@@ -68,12 +71,12 @@ public struct RootlessOwnership {
             uid = try MapOptions.toContainer(entry.uid, options.uidMappings, kind: "uid")
             gid = try MapOptions.toContainer(entry.gid, options.gidMappings, kind: "gid")
         }
-        if let i = entry.xattrs.lastIndex(where: { $0.name == RootlessResource.xattrName }) {
+        if let i = entry.xattrs.lastIndex(where: { $0.name == Self.xattrName }) {
             if options.rootless {
                 let resource = try RootlessResource(decoding: entry.xattrs[i].value, path: entry.name.description)
                 if resource.uid != RootlessResource.noop { uid = Int64(resource.uid) }
                 if resource.gid != RootlessResource.noop { gid = Int64(resource.gid) }
-                entry.xattrs.removeAll { $0.name == RootlessResource.xattrName }
+                entry.xattrs.removeAll { $0.name == Self.xattrName }
             } else {
                 warn("suspicious filesystem: saw special rootless xattr \(RootlessResource.xattrName) in non-rootless invocation")
             }

@@ -103,7 +103,7 @@ public struct DirectoryDiff {
         guard fstat(fd, &st) == 0 else { throw .store(.system("stat", displayPath)) }
         var entry = TarEntry(name: ".", type: .directory, mode: UInt32(st.st_mode & 0o7777), uid: Int64(st.st_uid),
                              gid: Int64(st.st_gid), size: 0, mtime: layerMtime(st.st_mtim))
-        do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
+        do { entry.xattrs = try Xattr.list(.descriptor(fd), path: displayPath) } catch { throw .store(error) }
         // Creating or removing a top-level entry moves the root's mtime; like umoci, that alone
         // is no change of the root.
         let mapped = try mapped(entry)
@@ -117,9 +117,9 @@ public struct DirectoryDiff {
         let inode = base.inode(of: node)
         guard inode.type == .directory, inode.mode & 0o7777 == entry.mode, inode.uid == entry.uid, inode.gid == entry.gid,
               !comparingMtime || inode.mtime == entry.mtime else { return false }
-        var theirs: [String: [UInt8]] = [:]
+        var theirs: [ByteString: [UInt8]] = [:]
         for x in inode.xattrs { theirs[x.name] = x.value }
-        var ours: [String: [UInt8]] = [:]
+        var ours: [ByteString: [UInt8]] = [:]
         for x in entry.xattrs { ours[x.name] = x.value }
         return theirs == ours
     }
@@ -288,8 +288,8 @@ public struct DirectoryDiff {
                 entry.linkName = first
                 if ownership?.options.rootless == true {
                     // Rootless, the owner umoci writes on a hardlink too is in this xattr.
-                    let all = (try? Xattrs.list(parent: parent, name: name, path: displayPath)) ?? []
-                    entry.xattrs = all.filter { $0.name == RootlessResource.xattrName }
+                    let all = (try? Xattr.list(.entry(parent: parent, name: name), path: displayPath)) ?? []
+                    entry.xattrs = all.filter { $0.name == RootlessOwnership.xattrName }
                 }
                 try emitMapped(entry)
                 return
@@ -304,7 +304,7 @@ public struct DirectoryDiff {
             defer { close(fd) }
             entry.type = .directory
             entry.name = entryName == "." ? "." : entryName + "/"
-            do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
+            do { entry.xattrs = try Xattr.list(.descriptor(fd), path: displayPath) } catch { throw .store(error) }
             let mapped = try mapped(entry)
             if !isUnchangedDirectory(entryName, mapped) { try emit(mapped) }
             if recurse { try walk(directory: fd, displayPath: displayPath, relative: entryName, useBaseline: useBaseline) }
@@ -318,7 +318,7 @@ public struct DirectoryDiff {
             guard fstat(fd, &before) == 0, before.st_ino == st.st_ino else { throw .changed(FileChanged(path: displayPath)) }
             entry.size = Int64(before.st_size)
             entry.mtime = layerMtime(before.st_mtim)
-            do { entry.xattrs = try Xattrs.list(fd: fd, path: displayPath) } catch { throw .store(error) }
+            do { entry.xattrs = try Xattr.list(.descriptor(fd), path: displayPath) } catch { throw .store(error) }
             try emitMapped(entry)
             try copyData(fd: fd, size: entry.size, path: displayPath)
             var after = stat()
@@ -333,7 +333,7 @@ public struct DirectoryDiff {
             let n = readlinkat(parent, name.c, &target, target.count)
             guard n >= 0 else { throw .store(.system("readlink", displayPath)) }
             entry.linkName = ByteString(bytes: target[0..<n])
-            do { entry.xattrs = try Xattrs.list(parent: parent, name: name, path: displayPath) } catch { throw .store(error) }
+            do { entry.xattrs = try Xattr.list(.entry(parent: parent, name: name), path: displayPath) } catch { throw .store(error) }
             try emitMapped(entry)
         case S_IFCHR, S_IFBLK, S_IFIFO:
             entry.type = kind == S_IFCHR ? .characterDevice : kind == S_IFBLK ? .blockDevice : .fifo
@@ -341,7 +341,7 @@ public struct DirectoryDiff {
                 entry.devMajor = umoci_major(st.st_rdev)
                 entry.devMinor = umoci_minor(st.st_rdev)
             }
-            do { entry.xattrs = try Xattrs.list(parent: parent, name: name, path: displayPath) } catch { throw .store(error) }
+            do { entry.xattrs = try Xattr.list(.entry(parent: parent, name: name), path: displayPath) } catch { throw .store(error) }
             try emitMapped(entry)
         default:
             return
@@ -359,66 +359,5 @@ public struct DirectoryDiff {
             offset += Int64(n)
         }
         do { try writer.writeZeros(TarWriter.padding(forSize: size)) } catch { throw .store(error) }
-    }
-}
-
-/// Extended attributes of a file, in the order the kernel lists them.
-package enum Xattrs {
-    package static func list(fd: Int32, path: String) throws(StoreError) -> [TarXattr] {
-        try read(path, listing: { flistxattr(fd, $0, $1) }, value: { fgetxattr(fd, $0, $1, $2) })
-    }
-
-    /// For what cannot be opened (symlinks, devices): by name under a pinned directory.
-    static func list(parent: Int32, name: ByteString, path: String) throws(StoreError) -> [TarXattr] {
-        let proc = ByteString("/proc/self/fd/\(parent)/") + name
-        return try read(path, listing: { llistxattr(proc.c, $0, $1) }, value: { lgetxattr(proc.c, $0, $1, $2) })
-    }
-
-    /// Every xattr, or an error naming the file: a layer must not silently lose one (say
-    /// security.capability). As umoci: a file system without xattrs (ENOTSUP) has none, and
-    /// an xattr removed between listing and reading (ENODATA) is gone; sizes that change
-    /// meanwhile (ERANGE) are read again.
-    static func read(_ path: String, listing: (UnsafeMutablePointer<CChar>?, Int) -> Int,
-                     value: (UnsafePointer<CChar>, UnsafeMutableRawPointer?, Int) -> Int) throws(StoreError) -> [TarXattr] {
-        var names: [CChar] = []
-        var n = 0
-        while true {
-            let size = listing(nil, 0)
-            if size < 0 {
-                if errno == ENOTSUP { return [] }
-                throw .system("list xattrs of", path)
-            }
-            if size == 0 { return [] }
-            names = [CChar](repeating: 0, count: size)
-            n = names.withUnsafeMutableBufferPointer { listing($0.baseAddress, size) }
-            if n >= 0 { break }
-            if errno != ERANGE { throw .system("list xattrs of", path) }
-        }
-        var out: [TarXattr] = []
-        var start = 0
-        for i in 0..<n where names[i] == 0 {
-            defer { start = i + 1 }
-            let key = names[start...i]  // with its NUL
-            let name = key.dropLast().withUnsafeBufferPointer { String(decoding: UnsafeRawBufferPointer($0), as: UTF8.self) }
-            var bytes: [UInt8] = []
-            var got = -1
-            var gone = false
-            try key.withUnsafeBufferPointer { k throws(StoreError) in
-                while true {
-                    let length = value(k.baseAddress!, nil, 0)
-                    if length < 0 {
-                        if errno == ENODATA || errno == ENOTSUP { gone = true; return }
-                        throw .system("read xattr \(name) of", path)
-                    }
-                    bytes = [UInt8](repeating: 0, count: length)
-                    got = bytes.withUnsafeMutableBytes { value(k.baseAddress!, $0.baseAddress, length) }
-                    if got >= 0 { return }
-                    if errno == ENODATA { gone = true; return }
-                    if errno != ERANGE { throw .system("read xattr \(name) of", path) }
-                }
-            }
-            if !gone { out.append(TarXattr(name: name, value: Array(bytes[0..<got]))) }
-        }
-        return out
     }
 }

@@ -134,8 +134,8 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
 @Suite struct XattrReadTests {
     static let names = Array("user.a\0user.b\0".utf8).map { CChar(bitPattern: $0) }
 
-    func read(failing failure: Int32) throws -> [TarXattr] {
-        try Xattrs.read("/some/file", listing: { buffer, size in
+    func read(failing failure: Int32) throws -> [Xattr] {
+        try Xattr.read("/some/file", listing: { buffer, size in
             guard let buffer else { return Self.names.count }
             for (i, c) in Self.names.enumerated() where i < size { buffer[i] = c }
             return Self.names.count
@@ -162,10 +162,10 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
     }
 
     @Test func noXattrSupportMeansNone() throws {
-        let none = try Xattrs.read("/f", listing: { _, _ in errno = ENOTSUP; return -1 }, value: { _, _, _ in -1 })
+        let none = try Xattr.read("/f", listing: { _, _ in errno = ENOTSUP; return -1 }, value: { _, _, _ in -1 })
         #expect(none.isEmpty)
         #expect(throws: StoreError.self) {
-            try Xattrs.read("/f", listing: { _, _ in errno = EIO; return -1 }, value: { _, _, _ in -1 })
+            try Xattr.read("/f", listing: { _, _ in errno = EIO; return -1 }, value: { _, _, _ in -1 })
         }
     }
 }

@@ -11,15 +11,6 @@ public enum TarEntryType: UInt8, Sendable {
     case fifo = 0x36             // '6'
 }
 
-/// One extended attribute, as carried by a PAX `SCHILY.xattr.NAME` record.
-public struct TarXattr: Sendable, Equatable {
-    public var name: String
-    public var value: [UInt8]
-    public init(name: String, value: [UInt8]) {
-        self.name = name
-        self.value = value
-    }
-}
 
 /// The metadata of one archive member, after every extended header (PAX, GNU long name/link)
 /// has been applied.
@@ -45,7 +36,7 @@ public struct TarEntry: Sendable, Equatable {
     public var devMajor: UInt32
     public var devMinor: UInt32
     /// `SCHILY.xattr.*` records in archive order.
-    public var xattrs: [TarXattr]
+    public var xattrs: [Xattr]
 
     public init(name: ByteString, type: TarEntryType, mode: UInt32 = 0o644, uid: Int64 = 0, gid: Int64 = 0,
                 size: Int64 = 0, mtime: Int64 = 0) {

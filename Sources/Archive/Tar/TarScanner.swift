@@ -49,7 +49,7 @@ public struct TarScanner {
         var uname: String?
         var gname: String?
         var mtime: (seconds: Int64, nanoseconds: Int32)?
-        var xattrs: [TarXattr] = []
+        var xattrs: [Xattr] = []
     }
 
     private var phase: Phase = .header
@@ -314,7 +314,7 @@ public struct TarScanner {
         var uname = isV7 ? "" : Self.cString(p, TarLayout.uname)
         var gname = isV7 ? "" : Self.cString(p, TarLayout.gname)
         var nanoseconds: Int32 = 0
-        var xattrs: [TarXattr] = []
+        var xattrs: [Xattr] = []
         if let o = overrides {
             if let v = o.path { name = v }
             if let v = o.linkPath { linkName = v }
@@ -457,12 +457,12 @@ public struct TarScanner {
             guard let t = parsePAXTime(value) else { throw fail("invalid PAX mtime value \"\(string())\"") }
             out.mtime = t
         } else if k.starts(with: "SCHILY.xattr.".utf8) {
-            let name = String(decoding: k.dropFirst(13), as: UTF8.self)
+            let name = ByteString(bytes: k.dropFirst(13))
             let bytes = Array(value)
             if let at = out.xattrs.firstIndex(where: { $0.name == name }) {
                 out.xattrs[at].value = bytes  // repeated key: last wins, like Go's map
             } else {
-                out.xattrs.append(TarXattr(name: name, value: bytes))
+                out.xattrs.append(Xattr(name: name, value: bytes))
             }
         }
         // atime, ctime, comment, charset, LIBARCHIVE.*, ...: ignored.

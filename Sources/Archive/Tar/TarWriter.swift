@@ -87,7 +87,7 @@ public enum TarWriter {
             records.append((Array("mtime".utf8), Array(formatPAXTime(mtime, nanos).utf8)))
         }
         for x in entry.xattrs {
-            records.append((Array("SCHILY.xattr.\(x.name)".utf8), x.value))
+            records.append((Array("SCHILY.xattr.".utf8) + x.name.bytes, x.value))
         }
 
         let usePAX = !ustarOK || preferPAX || !entry.xattrs.isEmpty

@@ -1,4 +1,5 @@
 import CZlib
+import Basics
 import OCI
 import Archive
 
@@ -26,7 +27,8 @@ public struct LayerIndex: Sendable {
     /// 4: gzip access points are ISA-L inflate states, and the header names the ISA-L build
     ///    (`GzipInflation.identity`); an index of another build is rebuilt too.
     /// 5: the states are zstd-compressed (4 raw-deflated them).
-    public static let formatVersion: UInt32 = 5
+    /// 6: xattr names are the archive's bytes (5 decoded them as UTF-8).
+    public static let formatVersion: UInt32 = 6
     static let magic: [UInt8] = Array("UMOCIIDX".utf8)
 }
 
@@ -90,7 +92,7 @@ extension LayerIndex {
             w.uvarint(UInt64(t.devMinor))
             w.uvarint(UInt64(t.xattrs.count))
             for x in t.xattrs {
-                w.string(x.name)
+                w.bytes(x.name)
                 w.data(x.value)
             }
             w.uvarint(UInt64(e.dataOffset))
@@ -148,8 +150,8 @@ extension LayerIndex {
                         let xattrCount = try r.count()
                         guard xattrCount <= Int64(body) else { return nil }
                         for _ in 0..<xattrCount {
-                            let xname = try r.string()
-                            t.xattrs.append(TarXattr(name: xname, value: try r.data()))
+                            let xname = try r.byteString()
+                            t.xattrs.append(Xattr(name: xname, value: try r.data()))
                         }
                         entries.append(Entry(entry: t, dataOffset: try r.count()))
                     }

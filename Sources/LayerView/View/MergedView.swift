@@ -45,7 +45,7 @@ public final class MergedView: Sendable {
         public var linkName: ByteString
         public var devMajor: UInt32
         public var devMinor: UInt32
-        public var xattrs: [TarXattr]
+        public var xattrs: [Xattr]
         /// Names in the tree that refer to this inode (directories: 2 + subdirectories).
         public var linkCount: UInt32
         /// A directory no tar entry defines, made for a missing parent.
@@ -183,9 +183,9 @@ public final class MergedView: Sendable {
 
     public func inode(number: Int32) -> Inode {
         let r = storage.inodes[Int(number)]
-        var xattrs: [TarXattr] = []
+        var xattrs: [Xattr] = []
         for x in storage.xattrs[Int(r.xattrStart)..<Int(r.xattrStart + r.xattrCount)] {
-            xattrs.append(TarXattr(name: storage.string(x.nameStart, x.nameLength),
+            xattrs.append(Xattr(name: storage.bytes(x.nameStart, x.nameLength),
                                    value: Array(storage.strings[Int(x.valueStart)..<Int(x.valueStart + x.valueLength)])))
         }
         return Inode(type: TarEntryType(rawValue: r.type)!, mode: r.mode, uid: r.uid, gid: r.gid, size: r.size,

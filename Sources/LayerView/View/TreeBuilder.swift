@@ -130,7 +130,7 @@ struct TreeBuilder {
             throw StoreError(.limit, "symlink target of \(entry.linkName.count) bytes (Linux allows \(maxLinkTarget))")
         }
         for x in entry.xattrs {
-            if x.name.utf8.count > maxXattrName { throw StoreError(.limit, "xattr name of \(x.name.utf8.count) bytes (Linux allows \(maxXattrName))") }
+            if x.name.count > maxXattrName { throw StoreError(.limit, "xattr name of \(x.name.count) bytes (Linux allows \(maxXattrName))") }
             if x.value.count > maxXattrValue {
                 throw StoreError(.limit, "xattr \(x.name) of \(x.value.count) bytes (Linux allows \(maxXattrValue))")
             }

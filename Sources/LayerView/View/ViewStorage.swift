@@ -52,12 +52,6 @@ struct ViewStorage {
     var strings: [UInt8] = []
 
     /// Appends bytes to the blob and returns where they start.
-    mutating func intern(_ s: String) -> (UInt32, UInt32) {
-        let start = UInt32(strings.count)
-        strings.append(contentsOf: s.utf8)
-        return (start, UInt32(strings.count) - start)
-    }
-
     mutating func intern(_ s: ByteString) -> (UInt32, UInt32) {
         let start = UInt32(strings.count)
         s.withBytes { strings.append(contentsOf: $0) }
@@ -74,17 +68,12 @@ struct ViewStorage {
         ByteString(bytes: strings[Int(start)..<Int(start + length)])
     }
 
-    func string(_ start: UInt32, _ length: UInt32) -> String {
-        strings.withUnsafeBufferPointer {
-            String(decoding: UnsafeBufferPointer(rebasing: $0[Int(start)..<Int(start + length)]), as: UTF8.self)
-        }
-    }
-
     // MARK: Encoding
 
     static let magic: [UInt8] = Array("UMOCIVW1".utf8)
     /// 2: names are bytes as the layers have them (1 held them decoded as UTF-8).
-    static let version: UInt32 = 2
+    /// 3: xattr names too (2 decoded them as UTF-8).
+    static let version: UInt32 = 3
 
     /// magic, version, the record sizes (a build with other layouts rebuilds), the counts, the
     /// arrays' bytes, then a CRC-32 of everything before it.
