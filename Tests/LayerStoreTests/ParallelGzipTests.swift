@@ -123,6 +123,22 @@ struct ParallelGzipTests {
         #expect(try ParallelGzipTests.encode(input, engine: engine, piece: 12_345) == reference)
     }
 
+    /// pthread_create returns its error and leaves errno alone: the error reports the returned
+    /// code (it used to report whatever errno held), and the worker already started is stopped.
+    @Test func aThreadThatCannotStartIsReportedByItsCode() throws {
+        var started = 0
+        let error = expectError(.systemCall) {
+            try ParallelGzipEncoder(engine: .layer, chunkSize: ParallelGzipTests.chunk, workers: 2, slots: 4) { thread, main, context in
+                started += 1
+                if started == 1 { return DeflatePool.startWorker(&thread, main, context) }
+                errno = ENOENT
+                return EAGAIN
+            }
+        }
+        #expect(error?.errno == EAGAIN)
+        #expect(started == 2)
+    }
+
     @Test func failuresAreReportedAndStick() throws {
         expectError(.invalidInput) { try ParallelGzipEncoder(chunkSize: 1000) }
         expectError(.invalidInput) { try ParallelGzipEncoder(engine: .isal(level: 4)) }

@@ -53,15 +53,22 @@ public final class ParallelGzipEncoder {
 
     /// workers: threads deflating chunks (default: one per online CPU, at most 16); slots: chunks
     /// in memory at once (default: two per worker plus two).
-    public init(engine: DeflateEngine = .layer, chunkSize: Int = ParallelGzipEncoder.defaultChunkSize,
-                workers: Int? = nil, slots: Int? = nil) throws(StoreError) {
+    public convenience init(engine: DeflateEngine = .layer, chunkSize: Int = ParallelGzipEncoder.defaultChunkSize,
+                            workers: Int? = nil, slots: Int? = nil) throws(StoreError) {
+        try self.init(engine: engine, chunkSize: chunkSize, workers: workers, slots: slots,
+                      startThread: DeflatePool.startWorker)
+    }
+
+    /// `startThread` starts a worker thread as pthread_create does (tests give one that fails).
+    package init(engine: DeflateEngine, chunkSize: Int, workers: Int?, slots: Int?,
+                 startThread: DeflatePool.ThreadStart) throws(StoreError) {
         guard chunkSize >= Zlib.windowSize, chunkSize <= 64 << 20 else {
             throw StoreError(.invalidInput, "gzip: chunk size \(chunkSize) is not between 32 KiB and 64 MiB")
         }
         let workers = max(1, workers ?? min(16, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         self.chunkSize = chunkSize
         pool = try DeflatePool(engine: engine, chunkSize: chunkSize, workers: workers,
-                               slots: max(2, slots ?? 2 * workers + 2))
+                               slots: max(2, slots ?? 2 * workers + 2), startThread: startThread)
     }
 
     deinit { pool.stop() }
@@ -165,7 +172,17 @@ public final class ParallelGzipEncoder {
 /// the mutex: the encoder's thread fills a free slot's input, a worker compresses a queued one
 /// (reading its input, writing its output), the encoder's thread reads a done one's output;
 /// a slot is free again once delivered.
-final class DeflatePool: @unchecked Sendable {
+package final class DeflatePool: @unchecked Sendable {
+    /// Starts a thread running `main(context)` into `thread`; returns 0 or an errno, as
+    /// pthread_create(3) does (which does not set errno).
+    package typealias ThreadStart = (_ thread: inout pthread_t, _ main: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer?,
+                                     _ context: UnsafeMutableRawPointer) -> Int32
+
+    package static func startWorker(_ thread: inout pthread_t, _ main: @convention(c) (UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer?,
+                                    _ context: UnsafeMutableRawPointer) -> Int32 {
+        pthread_create(&thread, nil, main, context)
+    }
+
     struct Result {
         var output: UnsafeRawBufferPointer
         var length: Int
@@ -203,7 +220,7 @@ final class DeflatePool: @unchecked Sendable {
     /// Chunks delivered (only the encoder's thread changes it).
     private(set) var delivered = 0
 
-    init(engine: DeflateEngine, chunkSize: Int, workers: Int, slots count: Int) throws(StoreError) {
+    init(engine: DeflateEngine, chunkSize: Int, workers: Int, slots count: Int, startThread: ThreadStart) throws(StoreError) {
         self.chunkSize = chunkSize
         slotCount = count
         var deflaters: [ChunkDeflater] = []
@@ -219,9 +236,9 @@ final class DeflatePool: @unchecked Sendable {
         for _ in 0..<workers {
             var thread = pthread_t()
             let context = Unmanaged.passRetained(self).toOpaque()
-            if pthread_create(&thread, nil, deflateWorkerMain, context) != 0 {
+            let code = startThread(&thread, deflateWorkerMain, context)
+            if code != 0 {
                 Unmanaged<DeflatePool>.fromOpaque(context).release()
-                let code = errno
                 stop()
                 throw StoreError(.systemCall, "gzip: cannot start a compression thread", errno: code)
             }
