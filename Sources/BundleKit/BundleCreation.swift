@@ -1,7 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import LayerStore
+import Basics
+import OCI
+import BundleFormat
 
 /// What unpack created, so that a failure removes exactly that and leaves nothing half-made.
 public struct BundleCreation {

@@ -1,7 +1,13 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import LayerStore
+import Basics
+import OCI
+import LayerView
+import UpperFormat
+import BundleFormat
+import Extraction
+import LayerWriter
 
 /// `umoci repack`: a bundle's changes become a new layer on the image the bundle was unpacked
 /// from, committed under a tag (umoci's `Repack` in repack.go, which its command line calls).

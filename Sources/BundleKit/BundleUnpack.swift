@@ -1,7 +1,13 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import LayerStore
+import Basics
+import OCI
+import LayerView
+import UpperFormat
+import BundleFormat
+import Extraction
+import LayerWriter
 
 /// `umoci unpack`: an image becomes a runtime bundle (umoci's `Unpack` in unpack.go, which its
 /// command line calls). By default the rootfs is the image mounted copy-on-write, served by a

@@ -1,6 +1,7 @@
 import Dispatch
 import FuseFS
-import LayerStore
+import Basics
+import BundleFormat
 import Synchronization
 
 #if canImport(Glibc)

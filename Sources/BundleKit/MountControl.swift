@@ -1,5 +1,6 @@
 import Dispatch
-import LayerStore
+import Basics
+import BundleFormat
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,10 @@
 import Dispatch
 import FuseFS
-import LayerStore
+import Basics
+import OCI
+import LayerView
+import UpperFormat
+import BundleFormat
 
 #if canImport(Glibc)
 import Glibc

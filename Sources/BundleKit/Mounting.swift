@@ -1,7 +1,9 @@
 import Dispatch
 import FuseFS
 import CLinux
-import LayerStore
+import Basics
+import UpperFormat
+import BundleFormat
 
 #if canImport(Glibc)
 import Glibc

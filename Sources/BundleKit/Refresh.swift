@@ -1,7 +1,10 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import LayerStore
+import Basics
+import OCI
+import UpperFormat
+import BundleFormat
 
 /// --refresh-bundle: the new image becomes the bundle's base, and what the upper directory
 /// holds no longer counts as a change.

@@ -1,7 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import LayerStore
+import Basics
+import BundleFormat
 
 /// A runtime bundle as the commands see it, in one place: its files (BundlePaths), its
 /// `umoci.json` and mode (BundleMetadata: mounted or extracted) and how its rootfs stands

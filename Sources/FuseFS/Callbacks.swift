@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CFuse
-import LayerStore
+import Basics
 
 // The libfuse low-level callback table. Each callback is a non-capturing C function that finds
 // the OverlayFS through fuse_req_userdata, runs one method, and replies exactly once: every

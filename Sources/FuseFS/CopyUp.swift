@@ -2,7 +2,9 @@
 import Glibc
 #endif
 import CLinux
-import LayerStore
+import Basics
+import OCI
+import UpperFormat
 
 /// Copy-up: making an upper object of what the lower view shows, before its first change. The
 /// caller holds the exclusive tree lock.
@@ -10,9 +12,9 @@ extension OverlayFS {
     // MARK: Copy-up (exclusive lock held by the caller)
 
     /// Sets an xattr on dirfd/name (not following it), or on the directory dirfd itself.
-    func setXattr(dirfd: Int32, name: ByteString?, _ key: String, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
-        guard let name else { return fsetxattr(dirfd, key, value.baseAddress, value.count, flags) }
-        return lsetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, value.baseAddress, value.count, flags)
+    func setXattr(dirfd: Int32, name: ByteString?, _ key: ByteString, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
+        guard let name else { return fsetxattr(dirfd, key.c, value.baseAddress, value.count, flags) }
+        return lsetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key.c, value.baseAddress, value.count, flags)
     }
 
     /// Sets owner, mode, xattrs and times of an upper object (dirfd/name, or dirfd itself) from
@@ -35,7 +37,7 @@ extension OverlayFS {
             if r != 0 { throw Errno.current }
         }
         for x in inode.xattrs {
-            if ownership != nil && x.name == RootlessResource.xattrName { continue }
+            if ownership != nil && x.name == ByteString(RootlessResource.xattrName) { continue }
             let r = x.value.withUnsafeBytes { setXattr(dirfd: dirfd, name: name, x.name, $0) }
             if r != 0 && !(ownership != nil && (errno == EPERM || errno == EACCES)) { throw Errno.current }
         }

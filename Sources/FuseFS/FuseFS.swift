@@ -5,7 +5,9 @@ import Glibc
 #endif
 import CFuse
 import CLinux
-import LayerStore
+import Basics
+import LayerView
+import UpperFormat
 import Synchronization
 
 /// Options of the mount.

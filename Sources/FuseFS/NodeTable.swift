@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import CLinux
-import LayerStore
+import Basics
 
 /// The node table: the FUSE node ids the kernel knows, each a path (parent and name) with what
 /// it shows (upper object, lower view node), and the st_ino numbers the mount reports. Guarded

@@ -2,7 +2,9 @@
 import Glibc
 #endif
 import CLinux
-import LayerStore
+import Basics
+import LayerView
+import UpperFormat
 import Synchronization
 
 /// An open file or directory, retained in `fuse_file_info.fh` from open to release.
@@ -498,7 +500,7 @@ extension OverlayFS {
                 }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
-            guard let x = view.inode(of: n.lower).xattrs.first(where: { ByteString($0.name) == key }) else { throw Errno(ENODATA) }
+            guard let x = view.inode(of: n.lower).xattrs.first(where: { $0.name == key }) else { throw Errno(ENODATA) }
             guard let buffer else { return x.value.count }
             if buffer.count < x.value.count { throw Errno(ERANGE) }
             x.value.withUnsafeBytes { buffer.copyMemory(from: $0) }
@@ -526,7 +528,7 @@ extension OverlayFS {
             guard n.lower >= 0 else { throw Errno(ENOENT) }
             var names: [UInt8] = []
             for x in view.inode(of: n.lower).xattrs {
-                names.append(contentsOf: x.name.utf8)
+                x.name.withBytes { names.append(contentsOf: $0) }
                 names.append(0)
             }
             guard let buffer else { return names.count }
@@ -557,7 +559,7 @@ extension OverlayFS {
             let n = try snapshot(id)
             if !n.upper && orphan(id) == nil {
                 // Nothing to copy up for an attribute the file does not have.
-                guard n.lower >= 0, view.inode(of: n.lower).xattrs.contains(where: { ByteString($0.name) == key }) else {
+                guard n.lower >= 0, view.inode(of: n.lower).xattrs.contains(where: { $0.name == key }) else {
                     throw Errno(ENODATA)
                 }
             }

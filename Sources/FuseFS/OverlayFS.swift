@@ -2,7 +2,10 @@
 import Glibc
 #endif
 import CLinux
-import LayerStore
+import Basics
+import Archive
+import LayerView
+import UpperFormat
 import Synchronization
 
 /// The filesystem logic behind OverlayServer (see FuseFS.swift for the semantics). Every method
@@ -26,7 +29,7 @@ import Synchronization
 ///   directory handles are not used concurrently (the kernel holds the file's position lock).
 final class OverlayFS: @unchecked Sendable {
     static let rootId: UInt64 = 1
-    static let opaqueName = UpperWhiteout.opaqueMarker
+    static let opaqueName = Whiteout.opaqueMarker
     /// How long the kernel may keep entries (also negative ones) and attributes. Every change
     /// goes through this mount, so the kernel's caches only go stale for changes made behind
     /// its back (edits of the upper directory from outside, which are not supported) and for

@@ -1,7 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import LayerStore
+import Basics
+import LayerView
+import UpperFormat
 
 /// What a rebase did (OverlayServer.rebase).
 public struct RebaseReport: Sendable {

@@ -2,7 +2,9 @@
 import Glibc
 #endif
 import CLinux
-import LayerStore
+import Basics
+import OCI
+import Archive
 
 /// The owners of a mount served by an unprivileged user (`MountOptions.ownership`), who cannot
 /// chown anything in the upper directory:

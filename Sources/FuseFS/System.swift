@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import LayerStore
+import Basics
 
 // Linux interfaces that Glibc's Swift module leaves out (GNU extensions, variadic `syscall`),
 // reached by constant or through dlsym. The C functions looked up here are plain functions

@@ -2,7 +2,8 @@
 import Glibc
 #endif
 import CLinux
-import LayerStore
+import Basics
+import UpperFormat
 
 /// Access to the upper directory: every path is opened one directory at a time beneath the
 /// upper root without following symlinks, and every object is changed by a descriptor or by

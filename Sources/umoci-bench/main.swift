@@ -6,7 +6,10 @@
 //   umoci-bench gzip FILE ENGINE [CHUNK_KIB [WORKERS]]  FILE through ParallelGzipEncoder (ENGINE:
 //                                                isal-N or zlib-N): seconds and compressed bytes
 import Foundation
-import LayerStore
+import Basics
+import OCI
+import Archive
+import LayerView
 
 func now() -> Double {
     var ts = timespec()

@@ -1,5 +1,6 @@
 import ArgumentParser
-import LayerStore
+import Basics
+import OCI
 
 extension Umoci {
     struct Config: LoggingCommand {

@@ -1,4 +1,4 @@
-import LayerStore
+import OCI
 import Synchronization
 
 #if canImport(Glibc)

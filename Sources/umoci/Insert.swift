@@ -1,5 +1,7 @@
 import ArgumentParser
-import LayerStore
+import Basics
+import OCI
+import LayerWriter
 
 extension Umoci {
     struct Insert: LoggingCommand {

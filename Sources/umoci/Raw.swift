@@ -1,5 +1,4 @@
 import ArgumentParser
-import LayerStore
 
 extension Umoci {
     struct Raw: ParsableCommand {

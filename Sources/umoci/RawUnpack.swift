@@ -1,5 +1,7 @@
 import ArgumentParser
-import LayerStore
+import OCI
+import LayerView
+import Extraction
 
 extension Umoci {
     struct RawUnpack: LoggingCommand {

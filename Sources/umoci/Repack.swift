@@ -1,6 +1,12 @@
 import ArgumentParser
 import BundleKit
-import LayerStore
+import Basics
+import OCI
+import LayerView
+import UpperFormat
+import Extraction
+import LayerWriter
+import BundleFormat
 
 extension Umoci {
     struct Repack: LoggingCommand {

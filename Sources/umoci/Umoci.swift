@@ -1,6 +1,7 @@
 import ArgumentParser
 import BundleKit
-import LayerStore
+import Basics
+import OCI
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,9 @@
 import ArgumentParser
 import BundleKit
-import LayerStore
+import Basics
+import OCI
+import LayerView
+import BundleFormat
 
 #if canImport(Glibc)
 import Glibc

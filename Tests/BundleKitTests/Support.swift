@@ -1,6 +1,9 @@
 import BundleKit
 import Foundation
-import LayerStore
+import Basics
+import OCI
+import LayerView
+import BundleFormat
 import Synchronization
 import Testing
 import TestSupport

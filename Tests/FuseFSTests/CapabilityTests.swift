@@ -3,7 +3,6 @@ import Glibc
 #endif
 import CLinux
 @testable import FuseFS
-import LayerStore
 import Testing
 
 /// The kernel asks a FUSE mount for security.capability before every write (no inode of a FUSE

@@ -3,7 +3,6 @@ import Glibc
 #endif
 import CLinux
 import FuseFS
-import LayerStore
 import Testing
 
 /// Behaviour a plain ext4 directory has, checked through the mount: rename's flags and its

@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import FuseFS
-import LayerStore
 import Synchronization
 import Testing
 

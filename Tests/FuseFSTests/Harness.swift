@@ -4,7 +4,9 @@ import Glibc
 import CLinux
 import Dispatch
 import FuseFS
-import LayerStore
+import Basics
+import OCI
+import LayerView
 import Testing
 
 nonisolated(unsafe) var imagesDirectory: String?

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import CLinux
 import FuseFS
-import LayerStore
+import LayerView
 import Testing
 
 @Suite("FuseFS lower view", .serialized, .enabled(if: Images.fuseAvailable, "needs root and /dev/fuse"))
@@ -55,7 +55,7 @@ struct LowerTests {
                 #expect(st.st_mode & S_IFMT == S_IFIFO)
             }
             for x in inode.xattrs where x.name.hasPrefix("user.") {
-                #expect(getxattrString(path, x.name) == String(decoding: x.value, as: UTF8.self), "xattr \(x.name) of \(rel)")
+                #expect(getxattrString(path, x.name.description) == String(decoding: x.value, as: UTF8.self), "xattr \(x.name) of \(rel)")
             }
         }
         #expect(files > 10)

@@ -3,7 +3,6 @@ import Glibc
 #endif
 import CLinux
 import FuseFS
-import LayerStore
 import Testing
 
 /// Divergences from a plain ext4 directory that the model-based test (umociTests ModelTests)

@@ -2,7 +2,9 @@
 import Glibc
 #endif
 @testable import FuseFS
-import LayerStore
+import Basics
+import OCI
+import LayerView
 import Testing
 
 /// The server's operations called directly, without the kernel in between: the kernel may

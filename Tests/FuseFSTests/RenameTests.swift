@@ -3,7 +3,6 @@ import Glibc
 #endif
 import CLinux
 import FuseFS
-import LayerStore
 import Testing
 
 @Suite("FuseFS rename", .serialized, .enabled(if: Images.fuseAvailable, "needs root and /dev/fuse"))

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Dispatch
 import FuseFS
-import LayerStore
+import Basics
 import Testing
 
 @Suite("FuseFS server", .serialized, .enabled(if: Images.fuseAvailable, "needs root and /dev/fuse"))

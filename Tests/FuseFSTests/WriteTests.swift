@@ -3,7 +3,6 @@ import Glibc
 #endif
 import CLinux
 import FuseFS
-import LayerStore
 import Testing
 
 /// Whiteout markers are empty regular files, mode 0, owned by root.
@@ -163,7 +162,7 @@ struct CopyUpTests {
         defer { m.close() }
         let f = m.path("xattr-file")
         #expect(getxattrString(f, "user.comment") == "hello")
-        let lowerNames = m.view.inode(of: try #require(m.view.lookup("xattr-file"))).xattrs.map(\.name).sorted()
+        let lowerNames = m.view.inode(of: try #require(m.view.lookup("xattr-file"))).xattrs.map(\.name.description).sorted()
         #expect(listxattrNames(f) == lowerNames)
         #expect(lgetxattr(f, "user.comment", nil, 0) == 5, "size query")
         var small = [UInt8](repeating: 0, count: 2)

@@ -1,7 +1,10 @@
 import CIsal
 import Foundation
 import Testing
-@testable import LayerStore
+@testable import Basics
+@testable import OCI
+@testable import Archive
+@testable import LayerView
 
 /// Test material shared by the compression tests: a deterministic, partly compressible input of
 /// about 40 MiB (runs of word text mixed with runs of random bytes) and helpers around the CLIs.
@@ -92,7 +95,7 @@ enum CompressionFixture {
         try process.run()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw StoreError("command failed (exit \(process.terminationStatus)): \(command)")
+            throw StoreError(.systemCall, "command failed (exit \(process.terminationStatus)): \(command)")
         }
     }
 
@@ -233,7 +236,7 @@ struct CompressionTests {
         #expect(LayerCompression.zstd.layerMediaType == "application/vnd.oci.image.layer.v1.tar+zstd")
         #expect(LayerCompression.none.layerMediaType == "application/vnd.oci.image.layer.v1.tar")
         let error = #expect(throws: StoreError.self) { try LayerCompression(mediaType: "application/x-bzip2") }
-        #expect(error?.message.contains("application/x-bzip2") == true)
+        #expect(error?.code == .unsupported)
     }
 
     @Test func decodesGzipCLIOutputWithAndWithoutAccessPoints() throws {
@@ -386,11 +389,11 @@ struct CompressionTests {
         // Garbage after a member, and zeros then garbage.
         for tail: [UInt8] in [[0x50, 0x4b, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 7]] {
             let error = #expect(throws: StoreError.self) { try F.gunzip(member + tail, spacing: 1 << 16) }
-            #expect(error?.message.contains("invalid gzip header") == true, "\(String(describing: error))")
+            #expect(error?.code == .corrupt, "\(String(describing: error))")
         }
         // Not gzip at all.
         let error = #expect(throws: StoreError.self) { try F.gunzip(Array("plain text, not gzip".utf8), spacing: nil) }
-        #expect(error?.message.contains("invalid gzip header") == true)
+        #expect(error?.code == .corrupt)
         // Nothing at all.
         #expect(throws: StoreError.self) { try F.gunzip([], spacing: nil) }
     }
@@ -401,7 +404,7 @@ struct CompressionTests {
             let decoder = try GzipDecoder(accessPointSpacing: 1 << 20)
             try blob.withUnsafeBytes { try decoder.decode(UnsafeRawBufferPointer(rebasing: $0[..<cut])) { _ in } }
             let error = #expect(throws: StoreError.self) { try decoder.finish() }
-            #expect(error?.message == "truncated gzip stream")
+            #expect(error?.code == .corrupt)
         }
         // A truncated second member too.
         let member = try F.gzip(Array(F.data[..<50_000]))
@@ -417,14 +420,14 @@ struct CompressionTests {
         var crc = F.gzipCLI
         crc[crc.count - 6] ^= 1
         let error = #expect(throws: StoreError.self) { try F.gunzip(crc, spacing: nil) }
-        #expect(error?.message.contains("corrupt gzip stream") == true)
+        #expect(error?.code == .corrupt)
     }
 
     @Test func wrongLengthInTrailerFails() throws {
         var blob = F.gzipCLI
         blob[blob.count - 1] ^= 1  // ISIZE's top byte
         let error = #expect(throws: StoreError.self) { try F.gunzip(blob, spacing: nil) }
-        #expect(error?.message.contains("corrupt gzip stream") == true)
+        #expect(error?.code == .corrupt)
     }
 
     /// A member of more than 4 GiB: ISA-L's 32-bit output counter wraps, its trailer holds the
@@ -489,7 +492,7 @@ struct CompressionTests {
             let error = #expect(throws: StoreError.self) {
                 _ = try buffer.withUnsafeMutableBytes { try access.read(at: point.uncompressedOffset + 10, into: $0) }
             }
-            #expect(error?.message.contains("access point") == true, "\(String(describing: error))")
+            #expect(error?.code == .corrupt, "\(String(describing: error))")
         }
     }
 
@@ -531,7 +534,7 @@ struct CompressionTests {
         let blob = try F.zstd(Array(F.data[..<2_000_000]))
         for cut in [3, 100, blob.count / 2, blob.count - 1] {
             let error = #expect(throws: StoreError.self) { try F.unzstd(Array(blob[..<cut])) }
-            #expect(error?.message == "truncated zstd stream")
+            #expect(error?.code == .corrupt)
         }
         // A complete frame followed by a partial one.
         #expect(throws: StoreError.self) { try F.unzstd(blob + blob.prefix(50)) }

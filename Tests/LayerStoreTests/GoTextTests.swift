@@ -1,5 +1,5 @@
 import Testing
-@testable import LayerStore
+@testable import OCI
 
 /// Go's text formatting as umoci's stat output uses it. Expected values follow Go's
 /// strconv.Quote (strconv/quote.go: appendEscapedRune), unicode.IsSpace, go-units' HumanSize

@@ -1,5 +1,6 @@
 import Testing
-@testable import LayerStore
+@testable import Basics
+@testable import OCI
 
 @Suite struct JSONTests {
     @Test func roundTripKeepsOrderNumbersAndUnknownFields() throws {

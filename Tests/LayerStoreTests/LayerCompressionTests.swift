@@ -1,5 +1,5 @@
 import Testing
-@testable import LayerStore
+@testable import OCI
 
 /// `--compress=auto`, as umoci 0.6's mutate.PickDefaultCompressAlgorithm picks: the most recent
 /// layer whose media type suffix (after the first '+') is an algorithm umoci has, never an

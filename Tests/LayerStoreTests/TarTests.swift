@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import LayerStore
+@testable import Basics
+@testable import Archive
 
 // MARK: - Helpers
 
@@ -158,7 +159,7 @@ private func isRoot() -> Bool { getuid() == 0 }
     func chunkingDoesNotMatter(chunk: Int) throws {
         var items = Self.everyType()
         var long = TarEntry(name: ByteString(String(repeating: "x/", count: 100) + "file"), type: .regular, uid: 3_000_000, size: 3)
-        long.xattrs = [TarXattr(name: "user.a", value: [1, 2, 3])]
+        long.xattrs = [Xattr(name: "user.a", value: [1, 2, 3])]
         items.append((long, [7, 8, 9]))
         let archive = try makeArchive(items)
         let whole = try TarScanner.scan(archive)
@@ -298,10 +299,10 @@ private func isRoot() -> Bool { getuid() == 0 }
     @Test func xattrsRoundTripAsSortedPAXRecords() throws {
         var entry = TarEntry(name: "bin/ping", type: .regular, mode: 0o755, size: 4)
         entry.xattrs = [
-            TarXattr(name: "user.z", value: Array("last".utf8)),
-            TarXattr(name: "security.capability", value: [1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            TarXattr(name: "user.binary", value: [0, 0xff, 0x0a, 0x3d, 0x80]),
-            TarXattr(name: "user.ünï", value: Array("é".utf8)),
+            Xattr(name: "user.z", value: Array("last".utf8)),
+            Xattr(name: "security.capability", value: [1, 0, 0, 2, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Xattr(name: "user.binary", value: [0, 0xff, 0x0a, 0x3d, 0x80]),
+            Xattr(name: "user.ünï", value: Array("é".utf8)),
         ]
         let header = try TarWriter.header(for: entry)
         #expect(header.count == 1536)
@@ -320,7 +321,7 @@ private func isRoot() -> Bool { getuid() == 0 }
 
         let scanned = try TarScanner.scan(makeArchive([(entry, [1, 2, 3, 4])]))
         var sorted = entry  // archive order is the writer's sorted order
-        sorted.xattrs.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        sorted.xattrs.sort { $0.name < $1.name }
         #expect(scanned.map(\.entry) == [sorted])
         #expect(scanned.first?.headerOffset == 0)
         #expect(scanned.first?.dataOffset == 1536)
@@ -337,7 +338,7 @@ private func isRoot() -> Bool { getuid() == 0 }
 
     @Test func headerIsDeterministicAndChecksumValid() throws {
         var entry = TarEntry(name: ByteString(String(repeating: "p", count: 200)), type: .regular, uid: 5_000_000, size: 1)
-        entry.xattrs = [TarXattr(name: "user.b", value: [2]), TarXattr(name: "user.a", value: [1])]
+        entry.xattrs = [Xattr(name: "user.b", value: [2]), Xattr(name: "user.a", value: [1])]
         let one = try TarWriter.header(for: entry)
         let two = try TarWriter.header(for: entry)
         #expect(one == two)
@@ -355,7 +356,7 @@ private func isRoot() -> Bool { getuid() == 0 }
         #expect(throws: TarError.self) { try TarWriter.header(for: TarEntry(name: "file/", type: .regular)) }
         #expect(throws: TarError.self) { try TarWriter.header(for: TarEntry(name: "f", type: .regular, size: -1)) }
         var bad = TarEntry(name: "f", type: .regular)
-        bad.xattrs = [TarXattr(name: "user.a=b", value: [1])]
+        bad.xattrs = [Xattr(name: "user.a=b", value: [1])]
         #expect(throws: TarError.self) { try TarWriter.header(for: bad) }
     }
 
@@ -557,7 +558,7 @@ private func isRoot() -> Bool { getuid() == 0 }
         #expect(e.uname == "ü")
         #expect(e.gname == "grp")  // empty PAX value keeps the header's
         #expect(e.mtime == 1_700_000_000 && e.mtimeNanoseconds == 123_456_789)
-        #expect(e.xattrs == [TarXattr(name: "user.nl", value: [0x0a, 0x00, 0x3d])])
+        #expect(e.xattrs == [Xattr(name: "user.nl", value: [0x0a, 0x00, 0x3d])])
         #expect(scanned.first?.headerOffset == 0)
         #expect(scanned.first?.dataOffset == Int64(512 + padded(body).count + 512))
     }
@@ -644,7 +645,7 @@ private func isRoot() -> Bool { getuid() == 0 }
         var devMajor: UInt32 = 0
         var devMinor: UInt32 = 0
         var uid: Int64 = 0
-        var xattrs: [TarXattr] = []
+        var xattrs: [Xattr] = []
     }
 
     /// Builds a tree under `root/top` and returns what each archive member should look like.
@@ -708,9 +709,9 @@ private func isRoot() -> Bool { getuid() == 0 }
         try Data("x".utf8).write(to: URL(fileURLWithPath: xattrPath))
         try shell("chmod 0644 '\(xattrPath)'")
         let set = try shell("python3 -c \"import os; os.setxattr('\(xattrPath)', 'user.x', b'1'); os.setxattr('\(xattrPath)', 'user.bin', bytes([0, 255, 10, 61]))\"")
-        var xattrs: [TarXattr] = []
+        var xattrs: [Xattr] = []
         if set.status == 0 {
-            xattrs = [TarXattr(name: "user.bin", value: [0, 255, 10, 61]), TarXattr(name: "user.x", value: [0x31])]
+            xattrs = [Xattr(name: "user.bin", value: [0, 255, 10, 61]), Xattr(name: "user.x", value: [0x31])]
         }
         expected["top/xattr"] = Expected(type: .regular, mode: 0o644, size: 1, linkName: "", xattrs: xattrs)
         return expected
@@ -773,7 +774,7 @@ private func isRoot() -> Bool { getuid() == 0 }
         items.append((TarEntry(name: ByteString("top/" + name300), type: .regular, mode: 0o600, size: 5, mtime: 1_600_000_000),
                       Array("three".utf8)))
         var owned = TarEntry(name: "top/owned", type: .regular, mode: 0o644, uid: 3_000_000, gid: 3_000_001, size: 3)
-        owned.xattrs = [TarXattr(name: "user.k", value: Array("v=1\n".utf8))]
+        owned.xattrs = [Xattr(name: "user.k", value: Array("v=1\n".utf8))]
         items.append((owned, [1, 2, 3]))
         var sym = TarEntry(name: "top/sym", type: .symlink, mode: 0o777)
         sym.linkName = ByteString(name150)

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
-@testable import LayerStore
+@testable import Basics
+@testable import OCI
+@testable import Archive
+@testable import UpperFormat
+@testable import LayerWriter
 
 /// A scratch directory removed when the value goes away.
 private final class Scratch {
@@ -130,8 +134,8 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
 @Suite struct XattrReadTests {
     static let names = Array("user.a\0user.b\0".utf8).map { CChar(bitPattern: $0) }
 
-    func read(failing failure: Int32) throws -> [TarXattr] {
-        try Xattrs.read("/some/file", listing: { buffer, size in
+    func read(failing failure: Int32) throws -> [Xattr] {
+        try Xattr.read("/some/file", listing: { buffer, size in
             guard let buffer else { return Self.names.count }
             for (i, c) in Self.names.enumerated() where i < size { buffer[i] = c }
             return Self.names.count
@@ -149,7 +153,7 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
         do {
             _ = try read(failing: EIO)
         } catch let error as StoreError {
-            #expect(error.message.contains("user.b") && error.message.contains("/some/file"))
+            #expect(error.code == .systemCall && error.errno == EIO && error.subject == "/some/file")
         }
     }
 
@@ -158,10 +162,10 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
     }
 
     @Test func noXattrSupportMeansNone() throws {
-        let none = try Xattrs.read("/f", listing: { _, _ in errno = ENOTSUP; return -1 }, value: { _, _, _ in -1 })
+        let none = try Xattr.read("/f", listing: { _, _ in errno = ENOTSUP; return -1 }, value: { _, _, _ in -1 })
         #expect(none.isEmpty)
         #expect(throws: StoreError.self) {
-            try Xattrs.read("/f", listing: { _, _ in errno = EIO; return -1 }, value: { _, _, _ in -1 })
+            try Xattr.read("/f", listing: { _, _ in errno = EIO; return -1 }, value: { _, _, _ in -1 })
         }
     }
 }

@@ -1,6 +1,7 @@
 import CLinux
 import Foundation
-import LayerStore
+import Basics
+import OCI
 import Testing
 
 #if canImport(Glibc)

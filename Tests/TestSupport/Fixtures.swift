@@ -1,5 +1,6 @@
 import Foundation
-import LayerStore
+import Basics
+import OCI
 import Testing
 
 /// The test images, built once per test process by scripts/fixtures/make_image.py into one

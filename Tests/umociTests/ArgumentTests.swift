@@ -1,5 +1,5 @@
 import Foundation
-import LayerStore
+import OCI
 import Testing
 import TestSupport
 

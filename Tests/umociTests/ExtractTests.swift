@@ -1,6 +1,9 @@
 import CLinux
 import Foundation
-import LayerStore
+import Basics
+import OCI
+import UpperFormat
+import BundleFormat
 import Testing
 
 #if canImport(Glibc)

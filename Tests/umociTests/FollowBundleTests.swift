@@ -1,6 +1,6 @@
 import CLinux
 import Foundation
-import LayerStore
+import OCI
 import Testing
 
 #if canImport(Glibc)

@@ -1,5 +1,4 @@
 import Foundation
-import LayerStore
 import Testing
 
 #if canImport(Glibc)

@@ -1,5 +1,7 @@
 import Foundation
-import LayerStore
+import Basics
+import OCI
+import LayerView
 import Testing
 
 /// Random reads through the merged view return the bytes Debian's umoci extracts.

@@ -1,6 +1,6 @@
 import CLinux
 import Foundation
-import LayerStore
+import Basics
 import Testing
 
 #if canImport(Glibc)

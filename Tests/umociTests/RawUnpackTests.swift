@@ -1,5 +1,6 @@
 import Foundation
-import LayerStore
+import OCI
+import LayerView
 import Testing
 import TestSupport
 

@@ -1,6 +1,7 @@
 import CLinux
 import Foundation
-import LayerStore
+import OCI
+import BundleFormat
 import Testing
 import TestSupport
 

@@ -1,5 +1,7 @@
 import Foundation
-import LayerStore
+import Basics
+import OCI
+import BundleFormat
 import Testing
 import TestSupport
 

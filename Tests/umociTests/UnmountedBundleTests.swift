@@ -1,6 +1,8 @@
 import CLinux
 import Foundation
-import LayerStore
+import Basics
+import OCI
+import BundleFormat
 import Testing
 import TestSupport
 

@@ -1,6 +1,10 @@
 import CLinux
 import Foundation
-import LayerStore
+import Basics
+import OCI
+import LayerView
+import UpperFormat
+import BundleFormat
 import Synchronization
 import Testing
 
