@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CFuse
+import CLinux
 import LayerStore
 
 // The libfuse low-level callback table. Each callback is a non-capturing C function that finds
@@ -486,7 +487,7 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.fallocate = { req, _, mode, off, length, fi in
         counted(req, .fallocate)
         guard let h = handle(fi), h.fd >= 0 else { fuse_reply_err(req, EBADF); return }
-        let r = Sys.fallocate(h.fd, mode, Int64(off), Int64(length))
+        let r = umoci_fallocate(h.fd, mode, Int64(off), Int64(length))
         fuse_reply_err(req, r == 0 ? 0 : errno)
     }
     return ops

@@ -138,7 +138,7 @@ extension OverlayFS {
         let number = view.inodeNumber(of: lower)
         let type = view.attributes(ofInode: number).type
         guard type == .regular || type == .hardlink else { throw Errno(ENOENT) }
-        let fd = openat(upperRoot, ".", OverlayFS.O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
+        let fd = openat(upperRoot, ".", Sys.O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
         if fd < 0 { throw Errno.current }
         do throws(Errno) {
             try copyLowerData(of: lower, to: fd)
@@ -154,9 +154,6 @@ extension OverlayFS {
         }
         if !adoptOrphan(id, fd) { close(fd) }
     }
-
-    /// O_TMPFILE (with its O_DIRECTORY bit), which Glibc's Swift module does not export.
-    static let O_TMPFILE: Int32 = 0o20000000 | O_DIRECTORY
 
     // MARK: Hardlink groups
 

@@ -135,7 +135,7 @@ final class OverlayFS: @unchecked Sendable {
         if fd < 0 { throw .system("open upper directory", upperDirectory) }
         upperRoot = fd
         let probe = Sys.openat2(fd, ".", flags: Sys.O_PATH | O_DIRECTORY | O_CLOEXEC,
-                                resolve: Sys.RESOLVE_BENEATH | Sys.RESOLVE_NO_SYMLINKS | Sys.RESOLVE_NO_MAGICLINKS)
+                                resolve: Sys.RESOLVE_BENEATH_NO_LINKS)
         useOpenat2 = probe >= 0
         if probe >= 0 { close(probe) }
         tree = .allocate(capacity: 1)

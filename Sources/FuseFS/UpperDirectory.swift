@@ -39,7 +39,7 @@ extension OverlayFS {
         }
         if useOpenat2 {
             let fd = Sys.openat2(upperRoot, parts.joined(separator: "/"), flags: flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
-                                 resolve: Sys.RESOLVE_BENEATH | Sys.RESOLVE_NO_SYMLINKS | Sys.RESOLVE_NO_MAGICLINKS)
+                                 resolve: Sys.RESOLVE_BENEATH_NO_LINKS)
             if fd < 0 { throw errno == ELOOP ? Errno(ENOTDIR) : Errno.current }
             return DirFD(fd: fd, owned: true)
         }
