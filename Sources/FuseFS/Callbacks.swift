@@ -338,22 +338,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         reply(req) { () throws(Errno) in
             guard let h = handle(fi) else { throw Errno(EBADF) }
             let buffer = ThreadBuffer.get(max(size, 1))
-            var count = 0
-            if let fd = h.fd >= 0 ? h.fd : filesystem(req).followCopyUp(h) {
-                while count < size {
-                    let r = pread(fd, buffer.baseAddress! + count, size - count, off + off_t(count))
-                    if r < 0 { if errno == EINTR { continue }; throw Errno.current }
-                    if r == 0 { break }
-                    count += r
-                }
-            } else {
-                do {
-                    guard let view = h.view else { throw Errno(EBADF) }
-                    count = try view.read(inode: h.inode, at: Int64(off), into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
-                } catch {
-                    throw Errno(EIO)
-                }
-            }
+            let count = try filesystem(req).read(h, at: off, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
             fuse_reply_buf(req, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), count)
         }
     }

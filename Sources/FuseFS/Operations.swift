@@ -12,6 +12,7 @@ final class Handle {
     /// The view and its inode read when fd is -1: the view the file was opened on, which a
     /// rebase does not disturb.
     var view: MergedView?
+    /// The view inode number of a lower file.
     var inode: Int32 = -1
     /// For a handle that can write: its upper file, counted in OverlayFS.State.writers until
     /// release, so that a rebase leaves the file where it is.
@@ -366,6 +367,34 @@ extension OverlayFS {
         let (exchanged, current) = h.follow.compareExchange(expected: -1, desired: fd, ordering: .acquiringAndReleasing)
         if !exchanged { close(fd); return current }
         return fd
+    }
+
+    // MARK: Read
+
+    /// Reads from an open file into `buffer` (at most its size); the count read (0 at the end).
+    /// An upper file, or the upper copy a lower handle follows, is read with pread; a lower
+    /// file from the view it was opened on.
+    func read(_ h: Handle, at offset: off_t, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        var count = 0
+        if let fd = h.fd >= 0 ? h.fd : followCopyUp(h) {
+            while count < buffer.count {
+                let r = pread(fd, buffer.baseAddress! + count, buffer.count - count, offset + off_t(count))
+                if r < 0 { if errno == EINTR { continue }; throw Errno.current }
+                if r == 0 { break }
+                count += r
+            }
+            return count
+        }
+        guard let view = h.view else { throw Errno(EBADF) }
+        do throws(StoreError) {
+            return try view.read(inode: h.inode, at: Int64(offset), into: buffer)
+        } catch {
+            // The request can only say EIO: the log says which layer and which file.
+            let path = (try? components(h.node).joined(separator: "/")).map { "/" + $0.description } ?? "a file unlinked since it was opened"
+            let layer = view.layer(ofInode: h.inode).map { "layer \($0)" } ?? "no layer"
+            log("read \(path) at \(offset) (\(layer)): \(error.message.split(separator: "\n").joined(separator: " "))")
+            throw Errno(EIO)
+        }
     }
 
     /// Counts an upper handle that can write as a writer of its file (until release).

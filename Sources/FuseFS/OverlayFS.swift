@@ -72,6 +72,16 @@ final class OverlayFS: @unchecked Sendable {
     /// Set when the server is an unprivileged user's: owners are mapped and kept in xattrs
     /// (RootlessMount.swift); nil: the server is root and chowns.
     let ownership: MountOwnership?
+    /// Where the server reports what the requests cannot (a corrupt layer behind a read's
+    /// EIO): one line each. Set at init, then only read.
+    let log: @Sendable (String) -> Void
+
+    /// The default log: a line on stderr (the bundle's log file for a mount server), with
+    /// write(2), not stdio (see umoci_stderr_without_lock).
+    static let stderrLog: @Sendable (String) -> Void = { line in
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    }
 
     struct Node {
         /// 0 once detached (unlinked or replaced); the node then lives on until forgotten.
@@ -128,9 +138,11 @@ final class OverlayFS: @unchecked Sendable {
         var upper: Bool
     }
 
-    init(view: MergedView, upperDirectory: String, ownership: MountOwnership? = nil) throws(StoreError) {
+    init(view: MergedView, upperDirectory: String, ownership: MountOwnership? = nil,
+         log: @escaping @Sendable (String) -> Void = OverlayFS.stderrLog) throws(StoreError) {
         self.view = view
         self.ownership = ownership
+        self.log = log
         let fd = Glibc.open(upperDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 { throw .system("open upper directory", upperDirectory) }
         upperRoot = fd
