@@ -112,7 +112,7 @@ private func readDirectory(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _
         let added: Int
         if index < 2 {
             var st = stat()
-            st.st_ino = numericCast(h.inode >= 0 ? UInt64(h.inode) : 1)
+            st.st_ino = numericCast(index == 0 ? h.dotInos.dot : h.dotInos.dotDot)
             st.st_mode = S_IFDIR
             let dots = index == 0 ? "." : ".."
             if plus {
@@ -388,7 +388,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             // The root of a mount whose owner is being deleted lists as empty (see Following).
             let entries = try fs.listDirectory(ino)
             h.entries = context(req).detacher.opensEmpty(ino, entries: entries, opener: fuse_req_ctx(req)!.pointee.pid) ? [] : entries
-            h.inode = Int32(truncatingIfNeeded: ino)
+            h.dotInos = try fs.dotInos(ino)
             store(h, in: fi)
             if fuse_reply_open(req, fi) != 0 { discard(fs, fi) }
         }

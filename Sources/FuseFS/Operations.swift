@@ -23,6 +23,8 @@ final class Handle {
     var generation: UInt64 = 0
     /// A directory listing taken at opendir (offsets index it, so they stay stable).
     var entries: [OverlayFS.DirEntry] = []
+    /// For a directory: the st_ino of `.` and `..` in its listing (see OverlayFS.dotInos).
+    var dotInos: (dot: UInt64, dotDot: UInt64) = (1, 1)
     /// The node it was opened on (files).
     var node: UInt64 = 0
     /// For a lower file: the upper copy made after it was opened, once a read found it
@@ -367,6 +369,19 @@ extension OverlayFS {
         let (exchanged, current) = h.follow.compareExchange(expected: -1, desired: fd, ordering: .acquiringAndReleasing)
         if !exchanged { close(fd); return current }
         return fd
+    }
+
+    // MARK: Directories
+
+    /// The st_ino of directory `id` and of its parent (the root's own for the root), which
+    /// its listing gives `.` and `..`, as ext4 does.
+    func dotInos(_ id: UInt64) throws(Errno) -> (dot: UInt64, dotDot: UInt64) {
+        try shared { () throws(Errno) -> (dot: UInt64, dotDot: UInt64) in
+            let dot = UInt64(try getattr(id).st_ino)
+            let n = try snapshot(id)
+            guard id != OverlayFS.rootId, n.parent != 0 else { return (dot, dot) }
+            return (dot, UInt64(try getattr(n.parent).st_ino))
+        }
     }
 
     // MARK: Read
