@@ -233,6 +233,14 @@ extension OverlayFS {
         }
     }
 
+    /// A name of the view's file at lower node `lower`, shown from the view until now, is
+    /// hidden (whited out or replaced): its other names count one link less.
+    func hideLowerName(_ lower: Int32) {
+        let number = view.inodeNumber(of: lower)
+        guard view.attributes(ofInode: number).linkCount > 1 else { return }
+        state.withLock { s in s.hiddenLowerNames[number, default: 0] += 1 }
+    }
+
     // MARK: Inode numbers
 
     /// The st_ino a view inode reports (caller holds the tree lock).

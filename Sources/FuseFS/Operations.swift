@@ -68,6 +68,7 @@ extension OverlayFS {
                 }
             }
             if needsWhiteout { try makeWhiteout(dir.fd, name) }
+            if !r.upper && !r.isDirectory { hideLowerName(r.lower) }
             if let id { detach(id) }
         }
     }
@@ -132,6 +133,7 @@ extension OverlayFS {
             if source.isDirectory && !madeOpaque, let l = lowerAt(newParent, newName), viewIsDirectory(l) {
                 try makeOpaque(to.fd, newName)
             }
+            if let target, !target.upper, !target.isDirectory { hideLowerName(target.lower) }
             if let targetId = existingChild(newParentId, newName) { detach(targetId) }
             move(sourceId, to: newParentId, newName)
             markSubtreeUpper(sourceId)

@@ -124,6 +124,11 @@ final class OverlayFS: @unchecked Sendable {
         var nextFreshIno: UInt64 = 1 << 50
         /// The nodes naming each upper file that has several names (Node.identity).
         var links: [UpperKey: Set<UInt64>] = [:]
+        /// For a hardlinked file of the view (by view inode number): how many of its names a
+        /// whiteout or a rename over them has hidden, which its other names' st_nlink no
+        /// longer counts (as on ext4). Only ever non-zero for files still in the view; a
+        /// copy-up links the names still shown, and rebase starts again with a new view.
+        var hiddenLowerNames: [Int32: UInt32] = [:]
 
         mutating func removeLink(_ key: UpperKey, _ id: UInt64) {
             links[key]?.remove(id)
@@ -286,6 +291,11 @@ final class OverlayFS: @unchecked Sendable {
         let type = ownership == nil ? a.type : MountOwnership.reportedType(a.type)
         st.st_mode = OverlayFS.typeBits(type) | (a.type == .symlink ? 0o777 : mode_t(a.mode & 0o7777))
         st.st_nlink = numericCast(max(a.linkCount, 1))
+        if a.linkCount > 1 {
+            // The table's lock only for a file with several names.
+            let hidden = state.withLock { $0.hiddenLowerNames[number] ?? 0 }
+            st.st_nlink = numericCast(max(a.linkCount - min(hidden, a.linkCount), 1))
+        }
         st.st_uid = ownership?.hostUid(a.uid) ?? uid_t(truncatingIfNeeded: a.uid)
         st.st_gid = ownership?.hostGid(a.gid) ?? gid_t(truncatingIfNeeded: a.gid)
         st.st_size = a.type == .symlink ? numericCast(view.inode(number: number).linkName.count) : numericCast(a.size)

@@ -72,7 +72,11 @@ extension OverlayFS {
             view = newView
             lowerInos = inos
             generation.add(1, ordering: .relaxed)
-            state.withLock { s in for id in s.nodes.keys { s.nodes[id]!.createdPlain = false } }
+            state.withLock { s in
+                for id in s.nodes.keys { s.nodes[id]!.createdPlain = false }
+                // The new view's link counts are the shown ones.
+                s.hiddenLowerNames = [:]
+            }
             forgetMovedUpperInos(carried: inos)
             resolveNodesAgain()
             report.pauseSeconds = OverlayFS.now() - started
