@@ -149,8 +149,8 @@ extension OverlayFS {
         }
         var st = stat()
         if fstat(fd, &st) == 0 {
-            let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
-            state.withLock { s in s.inoMap[key] = lowerIno(number) }
+            let key = UpperKey(st)
+            table.withLock { s in s.inoMap[key] = lowerIno(number) }
         }
         if !adoptOrphan(id, fd) { close(fd) }
     }

@@ -14,9 +14,9 @@ final class Handle {
     var view: MergedView?
     /// The view inode number of a lower file.
     var inode: Int32 = -1
-    /// For a handle that can write: its upper file, counted in OverlayFS.State.writers until
+    /// For a handle that can write: its upper file, counted in NodeTable.writers until
     /// release, so that a rebase leaves the file where it is.
-    var writer: OverlayFS.UpperKey?
+    var writer: UpperKey?
     /// The rebase generation it was opened in. A read-only upper fd from an earlier one may be
     /// a file a rebase moved out of the upper directory (same data, no longer the file at its
     /// path), so metadata requests do not use it (see OverlayFS.currentFd).
@@ -418,15 +418,15 @@ extension OverlayFS {
     func registerWriter(_ h: Handle) {
         var st = stat()
         guard h.fd >= 0, fstat(h.fd, &st) == 0 else { return }
-        let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        let key = UpperKey(st)
         h.writer = key
-        state.withLock { s in s.writers[key, default: 0] += 1 }
+        table.withLock { s in s.writers[key, default: 0] += 1 }
     }
 
     /// Called on release of a handle.
     func released(_ h: Handle) {
         guard let key = h.writer else { return }
-        state.withLock { s in
+        table.withLock { s in
             let count = (s.writers[key] ?? 1) - 1
             s.writers[key] = count > 0 ? count : nil
         }
@@ -436,7 +436,7 @@ extension OverlayFS {
     /// once their caches are dropped, before the reply.
     func wrote(_ h: Handle) {
         guard let key = h.writer else { return }
-        let others = state.withLock { s in s.links[key].map { $0.subtracting([h.node]) } ?? [] }
+        let others = table.withLock { $0.otherNames(of: key, except: h.node) }
         for other in others { queueInvalidation(other) }
     }
 

@@ -19,13 +19,13 @@ import Synchronization
 ///   exclusively; lookups, getattr, readdir, readlink, getxattr, listxattr and read-only opens
 ///   hold it shared. read/write/fsync on open handles hold no lock (they use their fd/inode).
 ///   Operations never take it twice (no recursion).
-/// - `state` (a Mutex) guards the node table and the inode map; it is held only for table
-///   updates, never across I/O.
+/// - `table` (a Mutex) guards the NodeTable (nodes, inode numbers, writers, link groups);
+///   it is held only for table updates, never across I/O, and never taken inside itself.
 /// - File and directory handles are objects retained in `fuse_file_info.fh` between
 ///   open/opendir and release/releasedir; the kernel serializes their use with release, and
 ///   directory handles are not used concurrently (the kernel holds the file's position lock).
 final class OverlayFS: @unchecked Sendable {
-    static let rootId: UInt64 = 1
+    static let rootId = NodeTable.rootId
     static let opaqueName = UpperWhiteout.opaqueMarker
     /// How long the kernel may keep entries (also negative ones) and attributes. Every change
     /// goes through this mount, so the kernel's caches only go stale for changes made behind
@@ -41,7 +41,7 @@ final class OverlayFS: @unchecked Sendable {
     static func attributeTimeout(_ st: stat) -> Double {
         (st.st_mode & S_IFMT) != S_IFDIR && st.st_nlink > 1 ? 0 : timeout
     }
-    static let upperInoBase: UInt64 = 1 << 40
+    static let upperInoBase = NodeTable.upperInoBase
 
     /// The lower layer (see the ownership notes above).
     var view: MergedView
@@ -52,7 +52,8 @@ final class OverlayFS: @unchecked Sendable {
     let generation = Atomic<UInt64>(0)
     let upperRoot: Int32
     private let tree: UnsafeMutablePointer<pthread_rwlock_t>
-    let state: Mutex<State>
+    /// The node table, owned by this object; every access is one `withLock` (see NodeTable).
+    let table: Mutex<NodeTable>
     /// Whether openat2(2) works here (probed once at init).
     let useOpenat2: Bool
     /// st_dev of the upper root.
@@ -83,66 +84,6 @@ final class OverlayFS: @unchecked Sendable {
         _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 
-    struct Node {
-        /// 0 once detached (unlinked or replaced); the node then lives on until forgotten.
-        var parent: UInt64
-        var name: ByteString
-        var lookups: UInt64
-        /// The lower view node this path shows when there is no upper object, or, for an upper
-        /// directory, the lower directory merged into it (-1: none, or opaque).
-        var lower: Int32
-        /// Whether an upper object exists at this path (kept up to date by every change).
-        var upper: Bool
-        var children: [ByteString: UInt64] = [:]
-        /// For an upper file with more than one name: its inode, so that a change through one
-        /// name can invalidate the others (State.links).
-        var identity: UpperKey?
-        /// An O_PATH descriptor of the upper file this node named when it was unlinked while
-        /// the kernel still knew it (an open file): fstat, fchmod and friends go on working.
-        var orphan: Int32 = -1
-        /// A regular file this mount created under this node, with one name, on which nothing
-        /// has set an extended attribute since: it has no security.capability, which the
-        /// kernel asks for before every write (a FUSE mount never marks inodes S_NOSEC), so
-        /// that question is answered here instead of in the upper directory. Cleared by
-        /// setxattr through the node, by link (another name could set one), and by rebase.
-        var createdPlain = false
-    }
-
-    struct UpperKey: Hashable { var dev: UInt64; var ino: UInt64 }
-
-    struct State {
-        var nodes: [UInt64: Node] = [:]
-        var nextId: UInt64 = 2
-        /// st_ino a copied-up object keeps: upper (st_dev, st_ino) -> the st_ino it had.
-        var inoMap: [UpperKey: UInt64] = [:]
-        /// Upper files open for writing (count of handles): rebase() never moves them.
-        var writers: [UpperKey: Int] = [:]
-        /// Upper-derived st_ino values (upper st_ino + 2^40) that paths of the lower view now
-        /// carry, after rebase() moved their files out: a new upper file whose own number
-        /// would be one of them gets a fresh number instead (from nextFreshIno).
-        var retired: Set<UInt64> = []
-        var nextFreshIno: UInt64 = 1 << 50
-        /// The nodes naming each upper file that has several names (Node.identity).
-        var links: [UpperKey: Set<UInt64>] = [:]
-        /// For a hardlinked file of the view (by view inode number): how many of its names a
-        /// whiteout or a rename over them has hidden, which its other names' st_nlink no
-        /// longer counts (as on ext4). Only ever non-zero for files still in the view; a
-        /// copy-up links the names still shown, and rebase starts again with a new view.
-        var hiddenLowerNames: [Int32: UInt32] = [:]
-
-        mutating func removeLink(_ key: UpperKey, _ id: UInt64) {
-            links[key]?.remove(id)
-            if links[key]?.isEmpty == true { links[key] = nil }
-        }
-    }
-
-    struct Snapshot {
-        var parent: UInt64
-        var name: ByteString
-        var lower: Int32
-        var upper: Bool
-    }
-
     init(view: MergedView, upperDirectory: String, ownership: MountOwnership? = nil,
          log: @escaping @Sendable (String) -> Void = OverlayFS.stderrLog) throws(StoreError) {
         self.view = view
@@ -164,13 +105,12 @@ final class OverlayFS: @unchecked Sendable {
 
         var st = stat()
         let opaque = fstatat(fd, OverlayFS.opaqueName.c, &st, AT_SYMLINK_NOFOLLOW) == 0
-        var s = State()
-        s.nodes[OverlayFS.rootId] = Node(parent: 0, name: "", lookups: 1, lower: opaque ? -1 : MergedView.root, upper: true)
+        var s = NodeTable(rootLower: opaque ? -1 : MergedView.root)
         upperDev = fstat(fd, &st) == 0 ? st.st_dev : 0
         if upperDev != 0 {
-            s.inoMap[UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))] = UInt64(view.inodeNumber(of: MergedView.root)) + 1
+            s.inoMap[UpperKey(st)] = UInt64(view.inodeNumber(of: MergedView.root)) + 1
         }
-        state = Mutex(s)
+        table = Mutex(s)
         try adoptRootMetadata(upperDirectory)
         try OverlayFS.removeInternalFiles(fd, path: upperDirectory)
     }
@@ -293,7 +233,7 @@ final class OverlayFS: @unchecked Sendable {
         st.st_nlink = numericCast(max(a.linkCount, 1))
         if a.linkCount > 1 {
             // The table's lock only for a file with several names.
-            let hidden = state.withLock { $0.hiddenLowerNames[number] ?? 0 }
+            let hidden = table.withLock { $0.hiddenLowerNames[number] ?? 0 }
             st.st_nlink = numericCast(max(a.linkCount - min(hidden, a.linkCount), 1))
         }
         st.st_uid = ownership?.hostUid(a.uid) ?? uid_t(truncatingIfNeeded: a.uid)

@@ -45,7 +45,7 @@ extension OverlayFS {
             // What stays unchanged was stamped before packing started (the sweep counts later
             // ctimes as changed), so any later change gives it a later ctime: the remaining
             // stamps need no start time.
-            var plan = Sweep(packed: packed, writers: state.withLock { $0.writers })
+            var plan = Sweep(packed: packed, writers: table.withLock { $0.writers })
             let moves = try plan.run(root: upperRoot)
             try commit(plan.remaining)
             var report = RebaseReport(moved: 0, kept: plan.kept)
@@ -72,7 +72,7 @@ extension OverlayFS {
             view = newView
             lowerInos = inos
             generation.add(1, ordering: .relaxed)
-            state.withLock { s in
+            table.withLock { s in
                 for id in s.nodes.keys { s.nodes[id]!.createdPlain = false }
                 // The new view's link counts are the shown ones.
                 s.hiddenLowerNames = [:]
@@ -145,7 +145,7 @@ extension OverlayFS {
         func walk(_ fd: Int32) -> Bool {
             var st = stat()
             guard fstat(fd, &st) == 0 else { return false }
-            present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
+            present.insert(UpperKey(st))
             guard let names = try? Files.names(fd: fd, path: "the upper directory") else { return false }
             for name in names {
                 guard fstatat(fd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return false }
@@ -155,7 +155,7 @@ extension OverlayFS {
                     defer { close(sub) }
                     if !walk(sub) { return false }
                 } else {
-                    present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
+                    present.insert(UpperKey(st))
                 }
             }
             return true
@@ -166,7 +166,7 @@ extension OverlayFS {
         for n in carried where n >= OverlayFS.upperInoBase && n < 2 * OverlayFS.upperInoBase {
             if !present.contains(UpperKey(dev: dev, ino: n - OverlayFS.upperInoBase)) { retired.append(n) }
         }
-        state.withLock { s in
+        table.withLock { s in
             s.inoMap = s.inoMap.filter { present.contains($0.key) }
             s.retired.formUnion(retired)
         }
@@ -221,7 +221,7 @@ extension OverlayFS {
                     if stays { moves.merge(inner.moves) { a, _ in a } }
                 } else {
                     let writing = (st.st_mode & S_IFMT) == S_IFREG
-                        && writers[UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))] != nil
+                        && writers[UpperKey(st)] != nil
                     stays = !same || writing
                 }
                 if stays {
@@ -287,7 +287,7 @@ extension OverlayFS {
     /// in the upper directory; a node whose path is gone is detached. Detached nodes lose
     /// their lower object (its number meant the old view).
     private func resolveNodesAgain() {
-        let order: [(id: UInt64, parent: UInt64, name: ByteString)] = state.withLock { s in
+        let order: [(id: UInt64, parent: UInt64, name: ByteString)] = table.withLock { s in
             var out: [(UInt64, UInt64, ByteString)] = []
             var queue = [OverlayFS.rootId]
             var i = 0

@@ -10,22 +10,6 @@ import LayerStore
 extension OverlayFS {
     // MARK: Upper paths
 
-    /// The components of a node's path ("" for the root); ENOENT when it is detached.
-    func components(_ id: UInt64) throws(Errno) -> [ByteString] {
-        let parts: [ByteString]? = state.withLock { s in
-            var parts: [ByteString] = []
-            var x = id
-            while x != OverlayFS.rootId {
-                guard let n = s.nodes[x], n.parent != 0 else { return nil }
-                parts.append(n.name)
-                x = n.parent
-            }
-            return parts.reversed()
-        }
-        guard let parts else { throw Errno(ENOENT) }
-        return parts
-    }
-
     /// Opens node `id`'s upper directory, never following a symlink (openat2 with
     /// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or component by component with O_NOFOLLOW).
     /// With the default O_PATH the root fd itself is returned (borrowed).
