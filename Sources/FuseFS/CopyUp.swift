@@ -9,12 +9,6 @@ import LayerStore
 extension OverlayFS {
     // MARK: Copy-up (exclusive lock held by the caller)
 
-    /// Sets an xattr on dirfd/name (not following it), or on the directory dirfd itself.
-    func setXattr(dirfd: Int32, name: ByteString?, _ key: String, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
-        guard let name else { return fsetxattr(dirfd, key, value.baseAddress, value.count, flags) }
-        return lsetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, value.baseAddress, value.count, flags)
-    }
-
     /// Sets owner, mode, xattrs and times of an upper object (dirfd/name, or dirfd itself) from
     /// a lower node. Mode after chown, so chown's clearing of setuid bits does not stick.
     /// An unprivileged server records the owner in user.rootlesscontainers instead (before
@@ -24,8 +18,9 @@ extension OverlayFS {
         let inode = view.inode(of: lower)
         let target = name ?? ByteString()
         let flags = name == nil ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
+        let object: UpperObject = name.map { .at(dirfd, $0) } ?? .open(dirfd)
         if ownership != nil {
-            try recordRootlessOwner(name.map { .at(dirfd, $0) } ?? .fd(dirfd),
+            try recordRootlessOwner(object,
                                     uid: UInt32(truncatingIfNeeded: inode.uid), gid: UInt32(truncatingIfNeeded: inode.gid))
         } else if fchownat(dirfd, target.c, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), flags) != 0 {
             throw Errno.current
@@ -36,7 +31,7 @@ extension OverlayFS {
         }
         for x in inode.xattrs {
             if ownership != nil && x.name == RootlessResource.xattrName { continue }
-            let r = x.value.withUnsafeBytes { setXattr(dirfd: dirfd, name: name, x.name, $0) }
+            let r = x.value.withUnsafeBytes { object.set(x.name, $0) }
             if r != 0 && !(ownership != nil && (errno == EPERM || errno == EACCES)) { throw Errno.current }
         }
         let ts = timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))

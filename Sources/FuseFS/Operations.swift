@@ -506,25 +506,22 @@ extension OverlayFS {
     }
 
     /// Runs one xattr call on node id's upper object itself, never following it: the root
-    /// through its fd (`.fd`), anything else by its /proc/self/fd/DIR/NAME path with the
-    /// l*xattr calls (`.path`), which do not follow the last component.
-    enum XattrTarget { case fd(Int32), path(ByteString) }
-
-    private func xattrTarget(_ id: UInt64, _ body: (XattrTarget) -> Int) throws(Errno) -> Int {
+    /// through its descriptor, a file unlinked while open through a descriptor of its own,
+    /// anything else by name in its upper directory (UpperObject).
+    private func xattrTarget(_ id: UInt64, _ body: (UpperObject) -> Int) throws(Errno) -> Int {
         upperXattrCalls.add(1, ordering: .relaxed)
         let r: Int
         if id == OverlayFS.rootId {
-            r = body(.fd(upperRoot))
+            r = body(.open(upperRoot))
         } else if let fd = try openOrphan(id) {
-            // Unlinked while open: the file itself, through a descriptor of its own.
             defer { close(fd) }
-            r = body(.fd(fd))
+            r = body(.open(fd))
         } else {
             let n = try snapshot(id)
             guard n.parent != 0 else { throw Errno(ENOENT) }
             let dir = try openUpperDir(n.parent)
             defer { dir.close() }
-            r = body(.path(ByteString("/proc/self/fd/\(dir.fd)/") + n.name))
+            r = body(.at(dir.fd, n.name))
         }
         if r < 0 { throw Errno.current }
         return r
@@ -536,12 +533,7 @@ extension OverlayFS {
         return try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper || (n.parent == 0 && orphan(id) != nil) {
-                return try xattrTarget(id) { t in
-                    switch t {
-                    case .fd(let fd): return fgetxattr(fd, key.c, buffer?.baseAddress, buffer?.count ?? 0)
-                    case .path(let path): return lgetxattr(path.c, key.c, buffer?.baseAddress, buffer?.count ?? 0)
-                    }
-                }
+                return try xattrTarget(id) { $0.get(key.c, buffer) }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
             guard let x = view.inode(of: n.lower).xattrs.first(where: { ByteString($0.name) == key }) else { throw Errno(ENODATA) }
@@ -561,13 +553,7 @@ extension OverlayFS {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper || (n.parent == 0 && orphan(id) != nil) {
-                let list = buffer?.baseAddress?.assumingMemoryBound(to: CChar.self)
-                return try xattrTarget(id) { t in
-                    switch t {
-                    case .fd(let fd): return flistxattr(fd, list, buffer?.count ?? 0)
-                    case .path(let path): return llistxattr(path.c, list, buffer?.count ?? 0)
-                    }
-                }
+                return try xattrTarget(id) { $0.list(buffer) }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
             var names: [UInt8] = []
@@ -587,12 +573,7 @@ extension OverlayFS {
         try exclusive { () throws(Errno) in
             setCreatedPlain(id, false)
             try ensureUpperOrOrphan(id)
-            _ = try xattrTarget(id) { t in
-                switch t {
-                case .fd(let fd): return Int(fsetxattr(fd, key.c, value.baseAddress, value.count, flags))
-                case .path(let path): return Int(lsetxattr(path.c, key.c, value.baseAddress, value.count, flags))
-                }
-            }
+            _ = try xattrTarget(id) { Int($0.set(key.c, value, flags: flags)) }
             invalidateOtherNames(of: id)
         }
     }
@@ -608,12 +589,7 @@ extension OverlayFS {
                 }
             }
             try ensureUpperOrOrphan(id)
-            _ = try xattrTarget(id) { t in
-                switch t {
-                case .fd(let fd): return Int(fremovexattr(fd, key.c))
-                case .path(let path): return Int(lremovexattr(path.c, key.c))
-                }
-            }
+            _ = try xattrTarget(id) { Int($0.remove(key.c)) }
             invalidateOtherNames(of: id)
         }
     }

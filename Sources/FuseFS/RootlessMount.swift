@@ -58,37 +58,6 @@ public struct MountOwnership: Sendable {
     }
 }
 
-/// Where an upper object's xattrs are read and written: a descriptor of it (O_PATH too:
-/// through its /proc/self/fd link, which names the object itself), or a name in an upper
-/// directory (never followed: l*xattr through /proc/self/fd/DIR/NAME).
-enum UpperObject {
-    case fd(Int32)
-    case at(Int32, ByteString)
-
-    func get(_ key: String, _ buffer: UnsafeMutableRawBufferPointer) -> Int {
-        switch self {
-        case .fd(let fd): return getxattr("/proc/self/fd/\(fd)", key, buffer.baseAddress, buffer.count)
-        case .at(let dirfd, let name): return lgetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, buffer.baseAddress, buffer.count)
-        }
-    }
-
-    func set(_ key: String, _ value: [UInt8]) -> Int32 {
-        value.withUnsafeBytes { v in
-            switch self {
-            case .fd(let fd): return setxattr("/proc/self/fd/\(fd)", key, v.baseAddress, v.count, 0)
-            case .at(let dirfd, let name): return lsetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, v.baseAddress, v.count, 0)
-            }
-        }
-    }
-
-    func remove(_ key: String) -> Int32 {
-        switch self {
-        case .fd(let fd): return removexattr("/proc/self/fd/\(fd)", key)
-        case .at(let dirfd, let name): return lremovexattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key)
-        }
-    }
-}
-
 extension OverlayFS {
     /// The container owner of an upper object: its user.rootlesscontainers xattr ("no change"
     /// and a missing or unreadable xattr are root's).
@@ -114,7 +83,8 @@ extension OverlayFS {
     /// xattr: it stays root's, as in umoci's rootless extraction.
     func recordRootlessOwner(_ object: UpperObject, uid: UInt32, gid: UInt32) throws(Errno) {
         if let resource = RootlessResource.forOwner(uid: Int64(uid), gid: Int64(gid)) {
-            if object.set(RootlessResource.xattrName, resource.encoded) != 0 && errno != EPERM { throw Errno.current }
+            let r = resource.encoded.withUnsafeBytes { object.set(RootlessResource.xattrName, $0) }
+            if r != 0 && errno != EPERM { throw Errno.current }
         } else if object.remove(RootlessResource.xattrName) != 0 && errno != ENODATA && errno != EPERM {
             throw Errno.current
         }
