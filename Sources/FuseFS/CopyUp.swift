@@ -53,7 +53,7 @@ extension OverlayFS {
         // A copy-up changes no name the mount shows: the directory keeps its times.
         var parentBefore = stat()
         if fstat(dirfd, &parentBefore) != 0 { throw Errno.current }
-        defer { try? restoreTimes(dirfd, parentBefore) }
+        defer { try? upper.restoreTimes(dirfd, parentBefore) }
         let number = view.inodeNumber(of: lower)
         let a = view.attributes(ofInode: number)
         if a.type == .directory {
@@ -168,7 +168,7 @@ extension OverlayFS {
             var before = stat()
             if fstat(parent, &before) != 0 { throw Errno.current }
             if linkat(dirfd, name.c, parent, view.name(of: other).c, 0) != 0 { throw Errno.current }
-            try restoreTimes(parent, before)
+            try upper.restoreTimes(parent, before)
             if let id = nodeAt(path) {
                 update(id, upper: true, lower: -1)
                 var st = stat()
@@ -194,7 +194,7 @@ extension OverlayFS {
                 // Replaced or already upper, or a directory of which only a merged one shows
                 // its lower content.
                 if i == chain.count - 1 || (st.st_mode & S_IFMT) != S_IFDIR || UpperWhiteout.isDevice(st, name: name)
-                    || isOpaque(upper, name) { return nil }
+                    || self.upper.isOpaque(upper, name) { return nil }
                 let sub = openat(upper, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 close(upper)
                 upper = sub
@@ -218,7 +218,7 @@ extension OverlayFS {
         for n in view.chain(to: node).dropLast() {
             let name = view.name(of: n)
             path.append(name)
-            if !exists(current, name) {
+            if !upper.exists(current, name) {
                 do throws(Errno) { try copyUpObject(dirfd: current, name: name, lower: n) } catch { close(current); throw error }
                 // A node the kernel knows for this directory must look in its upper directory
                 // from now on (resolve), or the names linked there stay hidden behind the lower
@@ -254,10 +254,10 @@ extension OverlayFS {
         var upperNames = Set<ByteString>()
         var whiteouts: [ByteString] = []
         var deviceWhiteouts: [ByteString] = []
-        try forEachEntry(of: dirfd) { name, _, type in
+        try upper.forEachEntry(of: dirfd) { name, _, type in
             if name.isWhiteoutName {
                 if !UpperWhiteout.isInternal(name) { whiteouts.append(name) }
-            } else if type == UInt8(DT_CHR), isDeviceWhiteout(dirfd, name) {
+            } else if type == UInt8(DT_CHR), upper.isDeviceWhiteout(dirfd, name) {
                 deviceWhiteouts.append(name)
             } else {
                 upperNames.insert(name)
@@ -271,14 +271,14 @@ extension OverlayFS {
                 if hidden.contains(name) { continue }
                 let lowerIsDir = viewIsDirectory(c)
                 // Checked again here: copying up one name of a link group links the others.
-                if upperNames.contains(name) || exists(dirfd, name) {
+                if upperNames.contains(name) || upper.exists(dirfd, name) {
                     var st = stat()
                     guard lowerIsDir, fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
                 } else {
                     try copyUpObject(dirfd: dirfd, name: name, lower: c)
                     if !lowerIsDir { continue }
                 }
-                let sub = try openChildDir(dirfd, name)
+                let sub = try upper.openChildDir(dirfd, name)
                 defer { close(sub) }
                 try copyUpTree(dirfd: sub, lower: c)
             }

@@ -59,7 +59,7 @@ extension OverlayFS {
             let id = existingChild(parentId, name)
             if r.upper {
                 if directory {
-                    try removeWhiteouts(dir.fd, name)
+                    try upper.removeWhiteouts(dir.fd, name)
                     if unlinkat(dir.fd, name.c, AT_REMOVEDIR) != 0 { throw Errno.current }
                 } else {
                     if let id { keepOrphan(id, dirfd: dir.fd, name) }
@@ -67,7 +67,7 @@ extension OverlayFS {
                     invalidateOtherNames(of: id ?? 0, r.upperStat)
                 }
             }
-            if needsWhiteout { try makeWhiteout(dir.fd, name) }
+            if needsWhiteout { try upper.makeWhiteout(dir.fd, name) }
             if !r.upper && !r.isDirectory { hideLowerName(r.lower) }
             if let id { detach(id) }
         }
@@ -79,7 +79,7 @@ extension OverlayFS {
         if r.upper {
             let dir = try openUpperDir(parentId)
             defer { dir.close() }
-            let sub = try openChildDir(dir.fd, name)
+            let sub = try upper.openChildDir(dir.fd, name)
             defer { close(sub) }
             entries = try mergedEntries(upper: sub, lower: r.lower)
         } else {
@@ -123,15 +123,15 @@ extension OverlayFS {
             defer { to.close() }
             let madeOpaque = try makeSelfContained(from.fd, name, source)
             // The target: an upper directory loses its whiteouts (it is merged-empty).
-            if let target, target.upper, target.isDirectory { try removeWhiteouts(to.fd, newName) }
+            if let target, target.upper, target.isDirectory { try upper.removeWhiteouts(to.fd, newName) }
             if UpperWhiteout.remove(to.fd, newName) != 0 { throw Errno.current }
             if let target, target.upper, !target.isDirectory, let targetId = existingChild(newParentId, newName) {
                 keepOrphan(targetId, dirfd: to.fd, newName)
             }
             if renameat(from.fd, name.c, to.fd, newName.c) != 0 { throw Errno.current }
-            if lowerAt(parent, name) != nil { try makeWhiteout(from.fd, name) }
+            if lowerAt(parent, name) != nil { try upper.makeWhiteout(from.fd, name) }
             if source.isDirectory && !madeOpaque, let l = lowerAt(newParent, newName), viewIsDirectory(l) {
-                try makeOpaque(to.fd, newName)
+                try upper.makeOpaque(to.fd, newName)
             }
             if let target, !target.upper, !target.isDirectory { hideLowerName(target.lower) }
             if let targetId = existingChild(newParentId, newName) { detach(targetId) }
@@ -155,13 +155,13 @@ extension OverlayFS {
     /// it did anything.
     func makeSelfContained(_ dirfd: Int32, _ name: ByteString, _ r: Resolved) throws(Errno) -> Bool {
         guard r.isDirectory && r.lower >= 0 else { return false }
-        let sub = try openChildDir(dirfd, name, flags: O_RDONLY)
+        let sub = try upper.openChildDir(dirfd, name, flags: O_RDONLY)
         defer { close(sub) }
         var before = stat()
         if fstat(sub, &before) != 0 { throw Errno.current }
         try copyUpTree(dirfd: sub, lower: r.lower)
-        try makeMarker(sub, OverlayFS.opaqueName)
-        try restoreTimes(sub, before)
+        try upper.makeMarker(sub, OverlayFS.opaqueName)
+        try upper.restoreTimes(sub, before)
         return true
     }
 
@@ -188,8 +188,8 @@ extension OverlayFS {
             let aSealed = try makeSelfContained(from.fd, name, a)
             let bSealed = try makeSelfContained(to.fd, newName, b)
             if Sys.renameat2(from.fd, name, to.fd, newName, Sys.RENAME_EXCHANGE) != 0 { throw Errno.current }
-            if a.isDirectory && !aSealed, let l = lowerAt(newParent, newName), viewIsDirectory(l) { try makeOpaque(to.fd, newName) }
-            if b.isDirectory && !bSealed, let l = lowerAt(parent, name), viewIsDirectory(l) { try makeOpaque(from.fd, name) }
+            if a.isDirectory && !aSealed, let l = lowerAt(newParent, newName), viewIsDirectory(l) { try upper.makeOpaque(to.fd, newName) }
+            if b.isDirectory && !bSealed, let l = lowerAt(parent, name), viewIsDirectory(l) { try upper.makeOpaque(from.fd, name) }
             swapNodes(aId, bId)
             markSubtreeUpper(aId)
             markSubtreeUpper(bId)

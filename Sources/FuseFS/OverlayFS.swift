@@ -50,14 +50,13 @@ final class OverlayFS: @unchecked Sendable {
     var lowerInos: [UInt64] = []
     /// Counts rebases; a handle remembers the one it was opened in (see Handle.generation).
     let generation = Atomic<UInt64>(0)
-    let upperRoot: Int32
+    /// The upper directory (owned).
+    let upper: UpperDirectory
+    /// Its root's descriptor.
+    var upperRoot: Int32 { upper.root }
     private let tree: UnsafeMutablePointer<pthread_rwlock_t>
-    /// The node table, owned by this object; every access is one `withLock` (see NodeTable).
+    /// The node table (see NodeTable), owned by this object; every access is one `withLock`.
     let table: Mutex<NodeTable>
-    /// Whether openat2(2) works here (probed once at init).
-    let useOpenat2: Bool
-    /// st_dev of the upper root.
-    let upperDev: dev_t
     /// The FUSE session, for notifications; set once before serving, then only read.
     var session: OpaquePointer?
     /// Regular files copied up so far: a handle reading a lower file looks for its copy when
@@ -89,13 +88,8 @@ final class OverlayFS: @unchecked Sendable {
         self.view = view
         self.ownership = ownership
         self.log = log
-        let fd = Glibc.open(upperDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 { throw .system("open upper directory", upperDirectory) }
-        upperRoot = fd
-        let probe = Sys.openat2(fd, ".", flags: Sys.O_PATH | O_DIRECTORY | O_CLOEXEC,
-                                resolve: Sys.RESOLVE_BENEATH_NO_LINKS)
-        useOpenat2 = probe >= 0
-        if probe >= 0 { close(probe) }
+        upper = try UpperDirectory(path: upperDirectory, rootless: ownership != nil)
+        let fd = upper.root
         tree = .allocate(capacity: 1)
         var attr = pthread_rwlockattr_t()
         pthread_rwlockattr_init(&attr)
@@ -106,17 +100,15 @@ final class OverlayFS: @unchecked Sendable {
         var st = stat()
         let opaque = fstatat(fd, OverlayFS.opaqueName.c, &st, AT_SYMLINK_NOFOLLOW) == 0
         var s = NodeTable(rootLower: opaque ? -1 : MergedView.root)
-        upperDev = fstat(fd, &st) == 0 ? st.st_dev : 0
-        if upperDev != 0 {
+        if fstat(fd, &st) == 0 {
             s.inoMap[UpperKey(st)] = UInt64(view.inodeNumber(of: MergedView.root)) + 1
         }
         table = Mutex(s)
         try adoptRootMetadata(upperDirectory)
-        try OverlayFS.removeInternalFiles(fd, path: upperDirectory)
+        try UpperDirectory.removeInternalFiles(fd, path: upperDirectory)
     }
 
     deinit {
-        close(upperRoot)
         pthread_rwlock_destroy(tree)
         tree.deallocate()
     }
@@ -199,7 +191,7 @@ final class OverlayFS: @unchecked Sendable {
             st = reportingOwner(st, .at(dirfd, name))
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
             var lower: Int32 = -1
-            if isDir, let l = lowerAt(parent, name), viewIsDirectory(l), !isOpaque(dirfd, name) { lower = l }
+            if isDir, let l = lowerAt(parent, name), viewIsDirectory(l), !upper.isOpaque(dirfd, name) { lower = l }
             return Resolved(upper: true, upperStat: st, lower: lower, isDirectory: isDir)
         }
         guard errno == ENOENT else { throw Errno.current }
@@ -330,12 +322,12 @@ final class OverlayFS: @unchecked Sendable {
         var upperNames = Set<ByteString>()
         var whiteouts = Set<ByteString>()
         if let upper {
-            try forEachEntry(of: upper) { name, ino, type in
+            try self.upper.forEachEntry(of: upper) { name, ino, type in
                 if name.isWhiteoutName {
                     if lower >= 0 && !UpperWhiteout.isInternal(name) { whiteouts.insert(name.dropFirst(4)) }
                     return
                 }
-                if type == UInt8(DT_CHR), isDeviceWhiteout(upper, name) {
+                if type == UInt8(DT_CHR), self.upper.isDeviceWhiteout(upper, name) {
                     whiteouts.insert(name)
                     return
                 }
@@ -343,7 +335,7 @@ final class OverlayFS: @unchecked Sendable {
                 // d_ino with the upper root's device (no stat per entry; readdirplus and stat
                 // give the exact number).
                 var st = stat()
-                st.st_dev = upperDev
+                st.st_dev = self.upper.dev
                 st.st_ino = ino
                 entries.append(DirEntry(name: name, ino: reportedIno(st), type: type))
             }
@@ -435,7 +427,7 @@ final class OverlayFS: @unchecked Sendable {
                     if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name.c, mode) != 0 { throw Errno.current }
                 }
                 if case .directory = kind, let l = lowerAt(parent, name), viewIsDirectory(l) {
-                    try makeOpaque(dir.fd, name)
+                    try upper.makeOpaque(dir.fd, name)
                 }
             } catch {
                 if fd >= 0 { close(fd) }

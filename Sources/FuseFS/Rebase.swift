@@ -115,7 +115,7 @@ extension OverlayFS {
                     ino = reportedIno(st)
                     if isDirectory && (st.st_mode & S_IFMT) == S_IFDIR {
                         subUpper = openat(upper, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                        if subUpper >= 0, oldLower >= 0, !exists(subUpper, OverlayFS.opaqueName),
+                        if subUpper >= 0, oldLower >= 0, !self.upper.exists(subUpper, OverlayFS.opaqueName),
                            let l = view.child(oldLower, named: name), viewIsDirectory(l) {
                             subLower = l
                         }
@@ -161,7 +161,7 @@ extension OverlayFS {
             return true
         }
         guard walk(upperRoot) else { return }
-        let dev = UInt64(upperDev)
+        let dev = UInt64(upper.dev)
         var retired: [UInt64] = []
         for n in carried where n >= OverlayFS.upperInoBase && n < 2 * OverlayFS.upperInoBase {
             if !present.contains(UpperKey(dev: dev, ino: n - OverlayFS.upperInoBase)) { retired.append(n) }
@@ -252,7 +252,7 @@ extension OverlayFS {
                 report.moveFailure = "cannot stat \(path) in the upper directory: \(String(cString: strerror(errno)))"
                 return
             }
-            defer { try? restoreTimes(dir, before) }
+            defer { try? upper.restoreTimes(dir, before) }
             for name in names {
                 if renameat(dir, name.c, trash, "\(report.moved)") != 0 {
                     let path = path.isEmpty ? name : path + "/" + name
@@ -304,7 +304,7 @@ extension OverlayFS {
             }
             return out
         }
-        update(OverlayFS.rootId, upper: true, lower: exists(upperRoot, OverlayFS.opaqueName) ? -1 : MergedView.root)
+        update(OverlayFS.rootId, upper: true, lower: upper.exists(upperRoot, OverlayFS.opaqueName) ? -1 : MergedView.root)
         for (id, parent, name) in order {
             guard let p = try? snapshot(parent), p.parent != 0 || parent == OverlayFS.rootId else {
                 // Below a node detached in this pass.

@@ -54,35 +54,58 @@ enum UpperObject {
     }
 }
 
-/// Access to the upper directory: every path is opened one directory at a time beneath the
-/// upper root without following symlinks, and every object is changed by a descriptor or by
-/// name in its directory, never through a path the container could redirect.
-extension OverlayFS {
-    // MARK: Upper paths
+/// The upper directory: it owns the descriptor of its root, opens every path one directory at a
+/// time beneath it without following symlinks, and changes every object by a descriptor or by
+/// name in its directory, never through a path the container could redirect. It also makes
+/// and removes the upper format's markers (whiteouts, opaque markers). Immutable after init;
+/// the OverlayFS's tree lock orders what is done in it.
+final class UpperDirectory: Sendable {
+    /// O_RDONLY descriptor of the upper root, owned (closed in deinit).
+    let root: Int32
+    /// st_dev of the upper root (0 if it could not be read).
+    let dev: dev_t
+    /// Whether openat2(2) works here (probed once at init).
+    let useOpenat2: Bool
+    /// An unprivileged server's upper directory: markers are the server's user's (root's by
+    /// not carrying user.rootlesscontainers), not chowned to root.
+    let rootless: Bool
 
-    /// Opens node `id`'s upper directory, never following a symlink (openat2 with
-    /// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or component by component with O_NOFOLLOW).
-    /// With the default O_PATH the root fd itself is returned (borrowed).
-    func openUpperDir(_ id: UInt64, flags: Int32 = Sys.O_PATH) throws(Errno) -> DirFD {
-        let parts = try components(id)
+    init(path: String, rootless: Bool) throws(StoreError) {
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw .system("open upper directory", path) }
+        root = fd
+        self.rootless = rootless
+        let probe = Sys.openat2(fd, ".", flags: Sys.O_PATH | O_DIRECTORY | O_CLOEXEC, resolve: Sys.RESOLVE_BENEATH_NO_LINKS)
+        useOpenat2 = probe >= 0
+        if probe >= 0 { close(probe) }
+        var st = stat()
+        dev = fstat(fd, &st) == 0 ? st.st_dev : 0
+    }
+
+    deinit { close(root) }
+
+    /// Opens the upper directory at `parts` below the root, never following a symlink
+    /// (openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or component by component with
+    /// O_NOFOLLOW). With the default O_PATH the root fd itself is returned (borrowed).
+    func openDirectory(_ parts: [ByteString], flags: Int32 = Sys.O_PATH) throws(Errno) -> DirFD {
         if parts.isEmpty {
-            if flags == Sys.O_PATH { return DirFD(fd: upperRoot, owned: false) }
-            let fd = openat(upperRoot, ".", flags | O_DIRECTORY | O_CLOEXEC)
+            if flags == Sys.O_PATH { return DirFD(fd: root, owned: false) }
+            let fd = openat(root, ".", flags | O_DIRECTORY | O_CLOEXEC)
             if fd < 0 { throw Errno.current }
             return DirFD(fd: fd, owned: true)
         }
         if useOpenat2 {
-            let fd = Sys.openat2(upperRoot, parts.joined(separator: "/"), flags: flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+            let fd = Sys.openat2(root, parts.joined(separator: "/"), flags: flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
                                  resolve: Sys.RESOLVE_BENEATH_NO_LINKS)
             if fd < 0 { throw errno == ELOOP ? Errno(ENOTDIR) : Errno.current }
             return DirFD(fd: fd, owned: true)
         }
-        var current = upperRoot
+        var current = root
         for (i, part) in parts.enumerated() {
             let last = i == parts.count - 1
             let fd = openat(current, part.c, (last ? flags : Sys.O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             let saved = errno
-            if current != upperRoot { close(current) }
+            if current != root { close(current) }
             if fd < 0 { throw Errno(saved == ELOOP ? ENOTDIR : saved) }
             current = fd
         }
@@ -105,7 +128,7 @@ extension OverlayFS {
         let fd = openat(dirfd, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        return exists(fd, OverlayFS.opaqueName)
+        return exists(fd, UpperWhiteout.opaqueMarker)
     }
 
     /// Calls `body` with the name (bytes), d_ino and d_type of each entry of an upper
@@ -166,7 +189,7 @@ extension OverlayFS {
 
     /// Records `name` in an upper directory as deleted (UpperWhiteout).
     func makeWhiteout(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
-        if UpperWhiteout.make(dirfd, name, root: upperRoot) != 0 { throw Errno.current }
+        if UpperWhiteout.make(dirfd, name, root: root) != 0 { throw Errno.current }
     }
 
     func makeMarker(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
@@ -177,7 +200,7 @@ extension OverlayFS {
         }
         defer { close(fd) }
         // An unprivileged server's files are root's by not carrying user.rootlesscontainers.
-        if (ownership == nil && fchown(fd, 0, 0) != 0) || fchmod(fd, 0) != 0 { throw Errno.current }
+        if (!rootless && fchown(fd, 0, 0) != 0) || fchmod(fd, 0) != 0 { throw Errno.current }
     }
 
     /// Makes an upper directory opaque. The marker is internal: the directory keeps its times
@@ -187,7 +210,7 @@ extension OverlayFS {
         defer { close(fd) }
         var before = stat()
         if fstat(fd, &before) != 0 { throw Errno.current }
-        try makeMarker(fd, OverlayFS.opaqueName)
+        try makeMarker(fd, UpperWhiteout.opaqueMarker)
         try restoreTimes(fd, before)
     }
 
@@ -202,5 +225,12 @@ extension OverlayFS {
             if n.isWhiteoutName || (e.pointee.d_type == UInt8(DT_CHR) && isDeviceWhiteout(dirfd(dir), n)) { names.append(n) }
         }
         for n in names where unlinkat(dirfd(dir), n.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+    }
+}
+
+extension OverlayFS {
+    /// Opens node `id`'s upper directory (UpperDirectory.openDirectory).
+    func openUpperDir(_ id: UInt64, flags: Int32 = Sys.O_PATH) throws(Errno) -> DirFD {
+        try upper.openDirectory(components(id), flags: flags)
     }
 }
