@@ -159,7 +159,7 @@ extension OverlayFS {
         defer { close(sub) }
         var before = stat()
         if fstat(sub, &before) != 0 { throw Errno.current }
-        try copyUpTree(dirfd: sub, lower: r.lower)
+        try copyingUp { (c: inout CopyUp) throws(Errno) in try c.tree(dirfd: sub, lower: r.lower) }
         try upper.makeMarker(sub, OverlayFS.opaqueName)
         try upper.restoreTimes(sub, before)
         return true

@@ -127,7 +127,7 @@ final class OverlayFS: @unchecked Sendable {
         closedir(dir)
         guard empty else { return }
         do throws(Errno) {
-            try applyLowerMetadata(dirfd: upperRoot, name: nil, lower: MergedView.root)
+            try copyingUp { (c: inout CopyUp) throws(Errno) in try c.applyLowerMetadata(dirfd: upperRoot, name: nil, lower: MergedView.root) }
         } catch {
             throw StoreError("set the attributes of upper directory \(path): \(String(cString: strerror(error.code)))")
         }
@@ -417,7 +417,7 @@ final class OverlayFS: @unchecked Sendable {
             }
             do throws(Errno) {
                 if let ownership {
-                    try recordRootlessOwner(.at(dir.fd, name), uid: ownership.containerUid(uid), gid: ownership.containerGid(gid))
+                    try UpperObject.at(dir.fd, name).recordRootlessOwner(uid: ownership.containerUid(uid), gid: ownership.containerGid(gid))
                     if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name.c, mode) != 0 { throw Errno.current }
                 } else if fd >= 0 {
                     // The new file's own descriptor: no path to resolve again.

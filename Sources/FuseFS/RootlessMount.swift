@@ -79,17 +79,6 @@ extension OverlayFS {
         return st
     }
 
-    /// Records `owner` (container ids) as the upper object's owner. A symlink cannot carry the
-    /// xattr: it stays root's, as in umoci's rootless extraction.
-    func recordRootlessOwner(_ object: UpperObject, uid: UInt32, gid: UInt32) throws(Errno) {
-        if let resource = RootlessResource.forOwner(uid: Int64(uid), gid: Int64(gid)) {
-            let r = resource.encoded.withUnsafeBytes { object.set(RootlessResource.xattrName, $0) }
-            if r != 0 && errno != EPERM { throw Errno.current }
-        } else if object.remove(RootlessResource.xattrName) != 0 && errno != ENODATA && errno != EPERM {
-            throw Errno.current
-        }
-    }
-
     /// An unprivileged server's user.rootlesscontainers is how it keeps owners, not an
     /// attribute of the file: the mount neither shows it nor lets it be set (EPERM), and the
     /// layer's own (which umoci's rootless extraction drops too) does not show either.
@@ -122,7 +111,21 @@ extension OverlayFS {
     func rootlessChown(_ object: UpperObject, uid: uid_t?, gid: gid_t?) throws(Errno) {
         guard let ownership else { return }
         let old = rootlessOwner(object)
-        try recordRootlessOwner(object, uid: uid.map(ownership.containerUid) ?? old.uid, gid: gid.map(ownership.containerGid) ?? old.gid)
+        try object.recordRootlessOwner(uid: uid.map(ownership.containerUid) ?? old.uid, gid: gid.map(ownership.containerGid) ?? old.gid)
+    }
+}
+
+extension UpperObject {
+    /// Records `uid`/`gid` (container ids) as the object's owner in user.rootlesscontainers (an
+    /// unprivileged server's way, see MountOwnership). A symlink cannot carry the xattr: it
+    /// stays root's, as in umoci's rootless extraction.
+    func recordRootlessOwner(uid: UInt32, gid: UInt32) throws(Errno) {
+        if let resource = RootlessResource.forOwner(uid: Int64(uid), gid: Int64(gid)) {
+            let r = resource.encoded.withUnsafeBytes { set(RootlessResource.xattrName, $0) }
+            if r != 0 && errno != EPERM { throw Errno.current }
+        } else if remove(RootlessResource.xattrName) != 0 && errno != ENODATA && errno != EPERM {
+            throw Errno.current
+        }
     }
 }
 
