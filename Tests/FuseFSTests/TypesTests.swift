@@ -111,3 +111,120 @@ struct GroupTests {
         #expect(try s.lookup("gnu/hard-to-lower").st.st_nlink == 2)
     }
 }
+
+@Suite("FuseFS operations on the types", .serialized)
+struct TypeOperationTests {
+    /// setattr on an image symlink copies the symlink up (a symlink, same target) and changes
+    /// the link itself, never what it points to (the target resolves on the host).
+    @Test func setattrOnASymlinkNode() throws {
+        let s = try Served()
+        let (id, before) = try s.lookup("abs-link")
+        #expect(before.st_mode & S_IFMT == S_IFLNK)
+        var change = OverlayFS.AttrChange()
+        change.mtime = timespec(tv_sec: 1_234_567, tv_nsec: 89)
+        if geteuid() == 0 { change.uid = 1000; change.gid = 1001 }
+        let st = try s.fs.setattr(id, change, handle: nil)
+        #expect(st.st_mode & S_IFMT == S_IFLNK)
+        #expect(st.st_mtim.tv_sec == 1_234_567 && st.st_mtim.tv_nsec == 89)
+        #expect(st.st_ino == before.st_ino, "a copy-up keeps the st_ino")
+        let up = try #require(lstatOrNil(s.upperPath("abs-link")))
+        #expect(up.st_mode & S_IFMT == S_IFLNK && up.st_mtim.tv_sec == 1_234_567)
+        if geteuid() == 0 { #expect(up.st_uid == 1000 && up.st_gid == 1001 && st.st_uid == 1000) }
+        var target = [CChar](repeating: 0, count: 256)
+        let n = readlink(s.upperPath("abs-link"), &target, 255)
+        #expect(n > 0 && String(decoding: target[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "/etc/hostname")
+        #expect(try s.fs.readlink(id).prefix { $0 != 0 }.count == 13)
+        // The host's /etc/hostname was not touched: setattr never follows the link.
+        #expect(lstatOrNil("/etc/hostname")?.st_mtim.tv_sec != 1_234_567)
+    }
+
+    /// rename between two names of one file does nothing (POSIX), for an image hardlink group
+    /// (no copy-up, nothing in the upper directory) and for the group once copied up.
+    @Test func renameBetweenTwoNamesOfOneFile() throws {
+        let s = try Served()
+        let etc = try s.lookup("etc").id
+        try s.fs.rename(OverlayFS.rootId, "hard-a", etc, "hard-c", flags: 0)
+        #expect(try s.lookup("hard-a").st.st_nlink == 4)
+        #expect(try s.lookup("etc/hard-c").st.st_nlink == 4)
+        #expect(listNames(s.upper) == [], "nothing copied up or whited out")
+        // Copied up as a group: the same through the upper names.
+        let (b, _) = try s.lookup("hard-b")
+        _ = try s.fs.open(b, flags: O_WRONLY)
+        try s.fs.rename(etc, "hard-c", OverlayFS.rootId, "hard-b", flags: 0)
+        let a = try s.lookup("hard-a").st, c = try s.lookup("etc/hard-c").st
+        #expect(a.st_nlink == 4 && c.st_nlink == 4 && a.st_ino == c.st_ino)
+        #expect(lstatOrNil(s.upperPath("etc/hard-c"))?.st_nlink == 4)
+        #expect(lstatOrNil(s.upperPath(".wh.hard-b")) == nil && lstatOrNil(s.upperPath("etc/.wh.hard-c")) == nil)
+    }
+
+    /// CopyUp on its own: one name of an image hardlink group is copied with its data and
+    /// metadata, the other names it shows become links of the copy (their directories copied
+    /// up with the image's times), and the effects tell the node table exactly that.
+    @Test func copyUpOfAHardlinkGroup() throws {
+        let s = try Served()
+        let lower = try #require(s.view.lookup("hard-a"))
+        var c = CopyUp(view: s.view, upper: s.fs.upper, lowerIno: { UInt64($0) + 1 }, ownership: s.fs.ownership, rootShowsLower: true)
+        try c.object(dirfd: s.fs.upper.root, name: "hard-a", lower: lower)
+        #expect(readText(s.upperPath("hard-a")) == "shared content\n")
+        let a = try #require(lstatOrNil(s.upperPath("hard-a")))
+        #expect(a.st_nlink == 4)
+        for other in ["hard-b", "etc/hard-c", "gnu/hard-to-lower"] {
+            #expect(lstatOrNil(s.upperPath(other))?.st_ino == a.st_ino, "\(other) is a link of the copy")
+        }
+        let lowerEtc = s.view.inode(of: try #require(s.view.lookup("etc")))
+        let etc = try #require(lstatOrNil(s.upperPath("etc")))
+        #expect(Int64(etc.st_mtim.tv_sec) == lowerEtc.mtime && etc.st_mode & 0o7777 == mode_t(lowerEtc.mode))
+        var linked: [String] = [], directories: [String] = [], kept: [UInt64] = [], files = 0
+        for e in c.effects {
+            switch e {
+            case .linked(let path, let st):
+                linked.append(path.map(\.description).joined(separator: "/"))
+                #expect(st.st_ino == a.st_ino)
+            case .directory(let path, _): directories.append(path.map(\.description).joined(separator: "/"))
+            case .keepsIno(_, let ino): kept.append(ino)
+            case .file: files += 1
+            }
+        }
+        #expect(linked.sorted() == ["etc/hard-c", "gnu/hard-to-lower", "hard-b"])
+        #expect(directories.sorted() == ["etc", "gnu"])
+        #expect(files == 1)
+        #expect(kept.contains(UInt64(s.view.inodeNumber(of: lower)) + 1))
+        // Nothing was left under a temporary name.
+        #expect(listNames(s.upper)?.contains { $0.hasPrefix(".wh.") } == false)
+    }
+}
+
+@Suite("FuseFS node table")
+struct NodeTableTests {
+    /// Nodes live while the kernel holds lookups or children hold them; a detached node keeps
+    /// its lookups and its orphan descriptor until forgotten, then goes with its orphan closed.
+    @Test func nodesLiveAsLongAsTheKernelKnowsThem() throws {
+        var t = NodeTable(rootLower: 0)
+        let a = t.install(parent: NodeTable.rootId, name: "a", upper: false, lower: 3)
+        let b = t.install(parent: a, name: "b", upper: true, lower: -1)
+        let again = t.install(parent: NodeTable.rootId, name: "a", upper: true, lower: 3)
+        #expect(again == a, "a second lookup, the same node")
+        #expect(t.components(b) == ["a", "b"])
+        #expect(t.node(at: ["a", "b"]) == b)
+        t.forget(a, 2)
+        #expect(t.snapshot(a) != nil, "a child holds it")
+        let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let adopted = t.adoptOrphan(b, fd, detached: false)
+        #expect(adopted)
+        t.detach(b)
+        #expect(t.snapshot(a) == nil, "its last child detached: collected")
+        #expect(t.components(b) == nil && t.orphan(b) == fd)
+        t.forget(b, 1)
+        #expect(t.snapshot(b) == nil)
+        #expect(fcntl(fd, F_GETFD) == -1 && errno == EBADF, "the orphan was closed with its node")
+        // Identities: the other names of one upper file.
+        let key = UpperKey(dev: 1, ino: 2)
+        let x = t.install(parent: NodeTable.rootId, name: "x", upper: true, lower: -1)
+        let y = t.install(parent: NodeTable.rootId, name: "y", upper: true, lower: -1)
+        t.setIdentity(x, key)
+        t.setIdentity(y, key)
+        #expect(t.otherNames(of: key, except: x) == [y])
+        t.setIdentity(y, nil)
+        #expect(t.otherNames(of: key, except: x) == [])
+    }
+}
