@@ -39,8 +39,9 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
-        // Linux headers Glibc's module leaves out (xattrs, device numbers); no library.
-        .systemLibrary(name: "CLinux"),
+        // Linux interfaces Glibc's module leaves out (xattrs, device numbers, openat2,
+        // renameat2, fallocate and their flags): shim.h, and shim.c built with _GNU_SOURCE.
+        .target(name: "CLinux", publicHeadersPath: "."),
         // The layers of the project below the FUSE server and the commands, lowest first; each
         // target depends only on targets above it in this list (the compiler checks it).
         //

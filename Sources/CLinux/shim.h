@@ -32,4 +32,40 @@ static inline void umoci_stderr_without_lock(void) {
 /// holding fd (sync(2) flushes them all).
 int syncfs(int fd);
 static inline int umoci_syncfs(int fd) { return syncfs(fd); }
+
+// ---- FuseFS: kernel interfaces the mount server needs (openat2, renameat2, fallocate, their
+// flags). Glibc's Swift module is built without _GNU_SOURCE, so it has neither these functions
+// (GNU extensions, or only reachable through the variadic syscall(2) Swift cannot call) nor
+// their flags. The flags are literals here, so that Swift imports them as constants; shim.c
+// includes the system headers with _GNU_SOURCE and checks every value with _Static_assert,
+// so a wrong one does not build.
+
+/// open(2) flags: O_PATH (a descriptor that only names an object: *at() calls, fstat,
+/// /proc/self/fd links), O_TMPFILE (an unnamed file in a directory: the orphan copy of a file
+/// unlinked while open), with its O_DIRECTORY bit as the kernel wants it.
+#define UMOCI_O_PATH 0x200000
+#define UMOCI_O_TMPFILE 0x410000
+/// *at() flag: act on the descriptor itself (an empty path), O_PATH descriptors included.
+#define UMOCI_AT_EMPTY_PATH 0x1000
+/// renameat2(2) flags.
+#define UMOCI_RENAME_NOREPLACE 1u
+#define UMOCI_RENAME_EXCHANGE 2u
+#define UMOCI_RENAME_WHITEOUT 4u
+/// openat2(2) resolve flags: the upper directory is opened beneath its root, no symlink or
+/// /proc magic link followed on the way.
+#define UMOCI_RESOLVE_NO_MAGICLINKS 0x02ull
+#define UMOCI_RESOLVE_NO_SYMLINKS 0x04ull
+#define UMOCI_RESOLVE_BENEATH 0x08ull
+/// utimensat(2) tv_nsec values: set to now, leave as is.
+#define UMOCI_UTIME_NOW 0x3fffffffl
+#define UMOCI_UTIME_OMIT 0x3ffffffel
+
+/// openat2(2) (a system call glibc has no wrapper for) with `struct open_how` {flags, mode 0,
+/// resolve}; retried on EINTR and EAGAIN. -1 with errno (ENOSYS before Linux 5.6).
+int umoci_openat2(int dirfd, const char *path, int flags, unsigned long long resolve);
+/// renameat2(2), a GNU extension of glibc (RENAME_EXCHANGE, RENAME_NOREPLACE).
+int umoci_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+/// fallocate(2), a GNU extension of glibc (FUSE's fallocate is passed on as is).
+int umoci_fallocate(int fd, int mode, long long offset, long long length);
+// ---- end of FuseFS's kernel interfaces
 #endif

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CFuse
+import CLinux
 import Basics
 
 // The libfuse low-level callback table. Each callback is a non-capturing C function that finds
@@ -111,7 +112,7 @@ private func readDirectory(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _
         let added: Int
         if index < 2 {
             var st = stat()
-            st.st_ino = numericCast(h.inode >= 0 ? UInt64(h.inode) : 1)
+            st.st_ino = numericCast(index == 0 ? h.dotInos.dot : h.dotInos.dotDot)
             st.st_mode = S_IFDIR
             let dots = index == 0 ? "." : ".."
             if plus {
@@ -337,22 +338,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         reply(req) { () throws(Errno) in
             guard let h = handle(fi) else { throw Errno(EBADF) }
             let buffer = ThreadBuffer.get(max(size, 1))
-            var count = 0
-            if let fd = h.fd >= 0 ? h.fd : filesystem(req).followCopyUp(h) {
-                while count < size {
-                    let r = pread(fd, buffer.baseAddress! + count, size - count, off + off_t(count))
-                    if r < 0 { if errno == EINTR { continue }; throw Errno.current }
-                    if r == 0 { break }
-                    count += r
-                }
-            } else {
-                do {
-                    guard let view = h.view else { throw Errno(EBADF) }
-                    count = try view.read(inode: h.inode, at: Int64(off), into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
-                } catch {
-                    throw Errno(EIO)
-                }
-            }
+            let count = try filesystem(req).read(h, at: off, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
             fuse_reply_buf(req, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), count)
         }
     }
@@ -402,7 +388,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             // The root of a mount whose owner is being deleted lists as empty (see Following).
             let entries = try fs.listDirectory(ino)
             h.entries = context(req).detacher.opensEmpty(ino, entries: entries, opener: fuse_req_ctx(req)!.pointee.pid) ? [] : entries
-            h.inode = Int32(truncatingIfNeeded: ino)
+            h.dotInos = try fs.dotInos(ino)
             store(h, in: fi)
             if fuse_reply_open(req, fi) != 0 { discard(fs, fi) }
         }
@@ -486,7 +472,7 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.fallocate = { req, _, mode, off, length, fi in
         counted(req, .fallocate)
         guard let h = handle(fi), h.fd >= 0 else { fuse_reply_err(req, EBADF); return }
-        let r = Sys.fallocate(h.fd, mode, Int64(off), Int64(length))
+        let r = umoci_fallocate(h.fd, mode, Int64(off), Int64(length))
         fuse_reply_err(req, r == 0 ? 0 : errno)
     }
     return ops

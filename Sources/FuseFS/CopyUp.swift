@@ -4,18 +4,39 @@ import Glibc
 import CLinux
 import Basics
 import OCI
+import Archive
+import LayerView
 import UpperFormat
 
-/// Copy-up: making an upper object of what the lower view shows, before its first change. The
-/// caller holds the exclusive tree lock.
-extension OverlayFS {
-    // MARK: Copy-up (exclusive lock held by the caller)
+/// Copy-up: making an upper object of what the lower view shows, before its first change.
+/// Given the view (and the st_ino its inodes report), the upper directory and the server's
+/// ownership mode, it works on the file system only; what the node table must learn from it
+/// (numbers kept, directories and other names of a hardlink group that are upper now) it
+/// records in `effects`, which its user applies (OverlayFS.copyingUp). The caller holds the
+/// exclusive tree lock.
+struct CopyUp {
+    let view: MergedView
+    let upper: UpperDirectory
+    /// The st_ino each view inode reports (OverlayFS.lowerIno).
+    let lowerIno: (Int32) -> UInt64
+    /// Set for an unprivileged server (see MountOwnership).
+    let ownership: MountOwnership?
+    /// Whether the mount's root shows the view's root (it is not opaque): otherwise no other
+    /// name of a hardlink group shows from the view.
+    let rootShowsLower: Bool
 
-    /// Sets an xattr on dirfd/name (not following it), or on the directory dirfd itself.
-    func setXattr(dirfd: Int32, name: ByteString?, _ key: ByteString, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
-        guard let name else { return fsetxattr(dirfd, key.c, value.baseAddress, value.count, flags) }
-        return lsetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key.c, value.baseAddress, value.count, flags)
+    /// What a copy-up did that the node table must learn, in order.
+    enum Effect {
+        /// The upper object `key` keeps the st_ino `ino` (its lower object's).
+        case keepsIno(UpperKey, UInt64)
+        /// The directory at `path` is upper now and still merges lower node `lower`.
+        case directory([ByteString], lower: Int32)
+        /// The other name of a hardlink group at `path` is now a link of the copy (`st`).
+        case linked([ByteString], stat)
+        /// A regular file was copied (OverlayFS.copyUps).
+        case file
     }
+    var effects: [Effect] = []
 
     /// Sets owner, mode, xattrs and times of an upper object (dirfd/name, or dirfd itself) from
     /// a lower node. Mode after chown, so chown's clearing of setuid bits does not stick.
@@ -26,9 +47,9 @@ extension OverlayFS {
         let inode = view.inode(of: lower)
         let target = name ?? ByteString()
         let flags = name == nil ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
+        let object: UpperObject = name.map { .at(dirfd, $0) } ?? .open(dirfd)
         if ownership != nil {
-            try recordRootlessOwner(name.map { .at(dirfd, $0) } ?? .fd(dirfd),
-                                    uid: UInt32(truncatingIfNeeded: inode.uid), gid: UInt32(truncatingIfNeeded: inode.gid))
+            try object.recordRootlessOwner(uid: UInt32(truncatingIfNeeded: inode.uid), gid: UInt32(truncatingIfNeeded: inode.gid))
         } else if fchownat(dirfd, target.c, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), flags) != 0 {
             throw Errno.current
         }
@@ -38,7 +59,7 @@ extension OverlayFS {
         }
         for x in inode.xattrs {
             if ownership != nil && x.name == ByteString(RootlessResource.xattrName) { continue }
-            let r = x.value.withUnsafeBytes { setXattr(dirfd: dirfd, name: name, x.name, $0) }
+            let r = x.value.withUnsafeBytes { object.set(x.name.c, $0) }
             if r != 0 && !(ownership != nil && (errno == EPERM || errno == EACCES)) { throw Errno.current }
         }
         let ts = timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))
@@ -53,14 +74,20 @@ extension OverlayFS {
         ByteString(".wh..wh..umoci-copyup." + String(UInt64.random(in: 0...UInt64.max), radix: 16))
     }
 
+    private mutating func keepIno(dirfd: Int32, name: ByteString, _ ino: UInt64) {
+        var st = stat()
+        guard fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        effects.append(.keepsIno(UpperKey(st), ino))
+    }
+
     /// Copies lower node `lower` to dirfd/name in the upper directory (a directory as an empty
     /// directory; other files whole, through a temporary name renamed into place). The copy
     /// keeps the st_ino the lower object had.
-    func copyUpObject(dirfd: Int32, name: ByteString, lower: Int32, data: Bool = true) throws(Errno) {
+    mutating func object(dirfd: Int32, name: ByteString, lower: Int32, data: Bool = true) throws(Errno) {
         // A copy-up changes no name the mount shows: the directory keeps its times.
         var parentBefore = stat()
         if fstat(dirfd, &parentBefore) != 0 { throw Errno.current }
-        defer { try? restoreTimes(dirfd, parentBefore) }
+        defer { try? upper.restoreTimes(dirfd, parentBefore) }
         let number = view.inodeNumber(of: lower)
         let a = view.attributes(ofInode: number)
         if a.type == .directory {
@@ -74,17 +101,17 @@ extension OverlayFS {
                 unlinkat(dirfd, name.c, AT_REMOVEDIR)
                 throw error
             }
-            mapIno(dirfd: dirfd, name: name, to: lowerIno(number))
+            keepIno(dirfd: dirfd, name: name, lowerIno(number))
             return
         }
-        let temp = OverlayFS.temporaryName()
+        let temp = CopyUp.temporaryName()
         do throws(Errno) {
             switch a.type {
             case .regular, .hardlink:
                 let fd = openat(dirfd, temp.c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                 if fd < 0 { throw Errno.current }
                 defer { close(fd) }
-                if data { try copyLowerData(of: lower, to: fd) }
+                if data { try copyData(of: lower, to: fd) }
             case .symlink:
                 if symlinkat(view.inode(number: number).linkName.c, dirfd, temp.c) != 0 { throw Errno.current }
             case .characterDevice where ownership != nil, .blockDevice where ownership != nil:
@@ -105,15 +132,15 @@ extension OverlayFS {
             unlinkat(dirfd, temp.c, 0)
             throw error
         }
-        mapIno(dirfd: dirfd, name: name, to: lowerIno(number))
+        keepIno(dirfd: dirfd, name: name, lowerIno(number))
         if a.type == .regular || a.type == .hardlink {
-            copyUps.add(1, ordering: .releasing)
+            effects.append(.file)
             try linkOtherNames(of: lower, to: dirfd, name)
         }
     }
 
     /// Writes the data of lower file `lower` into fd.
-    func copyLowerData(of lower: Int32, to fd: Int32) throws(Errno) {
+    func copyData(of lower: Int32, to fd: Int32) throws(Errno) {
         let number = view.inodeNumber(of: lower)
         let size = view.attributes(ofInode: number).size
         let buffer = ThreadBuffer.get(1 << 20)
@@ -135,56 +162,44 @@ extension OverlayFS {
     /// A lower file that was unlinked or replaced while open, never copied up, is about to
     /// change through its open file (fchmod, fchown, futimens): on ext4 that works, so it
     /// becomes an anonymous upper file (O_TMPFILE in the upper directory: never linked, never
-    /// packed) with its data and metadata and st_ino, kept as the node's orphan.
-    func copyUpOrphan(_ id: UInt64, lower: Int32) throws(Errno) {
+    /// packed) with its data and metadata and st_ino. Returns its descriptor (the caller's).
+    mutating func orphan(lower: Int32) throws(Errno) -> Int32 {
         let number = view.inodeNumber(of: lower)
         let type = view.attributes(ofInode: number).type
         guard type == .regular || type == .hardlink else { throw Errno(ENOENT) }
-        let fd = openat(upperRoot, ".", OverlayFS.O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
+        let fd = openat(upper.root, ".", Sys.O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600)
         if fd < 0 { throw Errno.current }
         do throws(Errno) {
-            try copyLowerData(of: lower, to: fd)
+            try copyData(of: lower, to: fd)
             try applyLowerMetadata(dirfd: fd, name: nil, lower: lower)
         } catch {
             close(fd)
             throw error
         }
         var st = stat()
-        if fstat(fd, &st) == 0 {
-            let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
-            state.withLock { s in s.inoMap[key] = lowerIno(number) }
-        }
-        if !adoptOrphan(id, fd) { close(fd) }
+        if fstat(fd, &st) == 0 { effects.append(.keepsIno(UpperKey(st), lowerIno(number))) }
+        return fd
     }
-
-    /// O_TMPFILE (with its O_DIRECTORY bit), which Glibc's Swift module does not export.
-    static let O_TMPFILE: Int32 = 0o20000000 | O_DIRECTORY
 
     // MARK: Hardlink groups
 
     /// The other names of a hardlinked lower file that the mount still shows become hardlinks
     /// of its copy at dirfd/name, so that the group stays one file: a change through any name
     /// shows through all, with one st_ino and the right link count (as overlayfs's index
-    /// keeps groups). Nodes the kernel knows for those names are updated and their caches
-    /// invalidated before the reply (see queueInvalidation).
-    func linkOtherNames(of lower: Int32, to dirfd: Int32, _ name: ByteString) throws(Errno) {
+    /// keeps groups). The nodes the kernel knows for those names learn it from `.linked`.
+    mutating func linkOtherNames(of lower: Int32, to dirfd: Int32, _ name: ByteString) throws(Errno) {
         let others = view.otherNames(of: lower)
-        guard !others.isEmpty else { return }
-        let rootLower = try snapshot(OverlayFS.rootId).lower
+        guard !others.isEmpty, rootShowsLower else { return }
         for other in others {
-            guard rootLower >= 0, let path = shownLowerPath(other) else { continue }
+            guard let path = shownLowerPath(other) else { continue }
             let parent = try openUpperParent(of: other)
             defer { close(parent) }
             var before = stat()
             if fstat(parent, &before) != 0 { throw Errno.current }
             if linkat(dirfd, name.c, parent, view.name(of: other).c, 0) != 0 { throw Errno.current }
-            try restoreTimes(parent, before)
-            if let id = nodeAt(path) {
-                update(id, upper: true, lower: -1)
-                var st = stat()
-                if fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { noteIdentity(id, st) }
-                queueInvalidation(id)
-            }
+            try upper.restoreTimes(parent, before)
+            var st = stat()
+            if fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { effects.append(.linked(path, st)) }
         }
     }
 
@@ -193,26 +208,26 @@ extension OverlayFS {
     func shownLowerPath(_ node: Int32) -> [ByteString]? {
         let chain = view.chain(to: node)
         var path: [ByteString] = []
-        var upper: Int32 = openat(upperRoot, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
-        defer { if upper >= 0 { close(upper) } }
+        var dir: Int32 = openat(upper.root, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
+        defer { if dir >= 0 { close(dir) } }
         for (i, n) in chain.enumerated() {
             let name = view.name(of: n)
             path.append(name)
-            guard upper >= 0 else { continue }  // below here the lower view shows through
+            guard dir >= 0 else { continue }  // below here the lower view shows through
             var st = stat()
-            if fstatat(upper, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+            if fstatat(dir, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
                 // Replaced or already upper, or a directory of which only a merged one shows
                 // its lower content.
                 if i == chain.count - 1 || (st.st_mode & S_IFMT) != S_IFDIR || UpperWhiteout.isDevice(st, name: name)
-                    || isOpaque(upper, name) { return nil }
-                let sub = openat(upper, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                close(upper)
-                upper = sub
+                    || upper.isOpaque(dir, name) { return nil }
+                let sub = openat(dir, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                close(dir)
+                dir = sub
                 if sub < 0 { return nil }
             } else {
-                if UpperWhiteout.exists(upper, name) { return nil }
-                close(upper)
-                upper = -1
+                if UpperWhiteout.exists(dir, name) { return nil }
+                close(dir)
+                dir = -1
             }
         }
         return path
@@ -221,19 +236,19 @@ extension OverlayFS {
     /// Opens (O_PATH) the upper directory of lower node `node`'s parent, copying up the
     /// directories on the way (the caller checked that the mount shows them from the lower
     /// view).
-    func openUpperParent(of node: Int32) throws(Errno) -> Int32 {
-        var current = openat(upperRoot, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
+    mutating func openUpperParent(of node: Int32) throws(Errno) -> Int32 {
+        var current = openat(upper.root, ".", Sys.O_PATH | O_DIRECTORY | O_CLOEXEC)
         if current < 0 { throw Errno.current }
         var path: [ByteString] = []
         for n in view.chain(to: node).dropLast() {
             let name = view.name(of: n)
             path.append(name)
-            if !exists(current, name) {
-                do throws(Errno) { try copyUpObject(dirfd: current, name: name, lower: n) } catch { close(current); throw error }
+            if !upper.exists(current, name) {
+                do throws(Errno) { try object(dirfd: current, name: name, lower: n) } catch { close(current); throw error }
                 // A node the kernel knows for this directory must look in its upper directory
                 // from now on (resolve), or the names linked there stay hidden behind the lower
                 // ones: stale data and link counts.
-                if let id = nodeAt(path) { update(id, upper: true, lower: n) }
+                effects.append(.directory(path, lower: n))
             }
             let next = openat(current, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             let saved = errno
@@ -244,6 +259,77 @@ extension OverlayFS {
         return current
     }
 
+    /// Copies everything the merged directory dirfd (lower directory `lower`) shows into the
+    /// upper directory, recursively, and drops whiteouts in it (the caller makes it opaque).
+    mutating func tree(dirfd: Int32, lower: Int32) throws(Errno) {
+        var upperNames = Set<ByteString>()
+        var whiteouts: [ByteString] = []
+        var deviceWhiteouts: [ByteString] = []
+        try upper.forEachEntry(of: dirfd) { name, _, type in
+            if name.isWhiteoutName {
+                if !UpperWhiteout.isInternal(name) { whiteouts.append(name) }
+            } else if type == UInt8(DT_CHR), upper.isDeviceWhiteout(dirfd, name) {
+                deviceWhiteouts.append(name)
+            } else {
+                upperNames.insert(name)
+            }
+        }
+        let hidden = Set(whiteouts.filter { $0 != Whiteout.opaqueMarker }.map { $0.dropFirst(4) } + deviceWhiteouts)
+        let opaque = whiteouts.contains(Whiteout.opaqueMarker)
+        if lower >= 0 && !opaque {
+            for c in view.children(of: lower) {
+                let name = view.name(of: c)
+                if hidden.contains(name) { continue }
+                let lowerIsDir = view.attributes(ofInode: view.inodeNumber(of: c)).type == .directory
+                // Checked again here: copying up one name of a link group links the others.
+                if upperNames.contains(name) || upper.exists(dirfd, name) {
+                    var st = stat()
+                    guard lowerIsDir, fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
+                } else {
+                    try object(dirfd: dirfd, name: name, lower: c)
+                    if !lowerIsDir { continue }
+                }
+                let sub = try upper.openChildDir(dirfd, name)
+                defer { close(sub) }
+                try tree(dirfd: sub, lower: c)
+            }
+        }
+        for w in whiteouts + deviceWhiteouts where w != Whiteout.opaqueMarker {
+            if unlinkat(dirfd, w.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+        }
+    }
+}
+
+extension OverlayFS {
+    /// Runs `body` with a CopyUp of this mount's view and upper directory, then tells the node
+    /// table what it did (also when it failed part way: what it made is there). The caller
+    /// holds the exclusive tree lock.
+    func copyingUp<R>(_ body: (inout CopyUp) throws(Errno) -> R) throws(Errno) -> R {
+        let rootLower = (try? snapshot(OverlayFS.rootId).lower) ?? -1
+        var c = CopyUp(view: view, upper: upper, lowerIno: { self.lowerIno($0) }, ownership: ownership, rootShowsLower: rootLower >= 0)
+        defer { apply(c.effects) }
+        return try body(&c)
+    }
+
+    private func apply(_ effects: [CopyUp.Effect]) {
+        for e in effects {
+            switch e {
+            case .keepsIno(let key, let ino):
+                table.withLock { $0.inoMap[key] = ino }
+            case .directory(let path, let lower):
+                if let id = nodeAt(path) { update(id, upper: true, lower: lower) }
+            case .linked(let path, let st):
+                if let id = nodeAt(path) {
+                    update(id, upper: true, lower: -1)
+                    noteIdentity(id, st)
+                    queueInvalidation(id)
+                }
+            case .file:
+                copyUps.add(1, ordering: .releasing)
+            }
+        }
+    }
+
     /// Makes sure node `id` has an upper object: copies up its parent chain, then itself.
     func ensureUpper(_ id: UInt64, data: Bool = true) throws(Errno) {
         let n = try snapshot(id)
@@ -252,49 +338,16 @@ extension OverlayFS {
         try ensureUpper(n.parent)
         let dir = try openUpperDir(n.parent)
         defer { dir.close() }
-        try copyUpObject(dirfd: dir.fd, name: n.name, lower: n.lower, data: data)
+        try copyingUp { (c: inout CopyUp) throws(Errno) in try c.object(dirfd: dir.fd, name: n.name, lower: n.lower, data: data) }
         update(id, upper: true, lower: viewIsDirectory(n.lower) ? n.lower : -1)
         var st = stat()
         if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 { noteIdentity(id, st) }
     }
 
-    /// Copies everything the merged directory dirfd (lower directory `lower`) shows into the
-    /// upper directory, recursively, and drops whiteouts in it (the caller makes it opaque).
-    func copyUpTree(dirfd: Int32, lower: Int32) throws(Errno) {
-        var upperNames = Set<ByteString>()
-        var whiteouts: [ByteString] = []
-        var deviceWhiteouts: [ByteString] = []
-        try forEachEntry(of: dirfd) { name, _, type in
-            if name.isWhiteoutName {
-                if !UpperWhiteout.isInternal(name) { whiteouts.append(name) }
-            } else if type == UInt8(DT_CHR), isDeviceWhiteout(dirfd, name) {
-                deviceWhiteouts.append(name)
-            } else {
-                upperNames.insert(name)
-            }
-        }
-        let hidden = Set(whiteouts.filter { $0 != OverlayFS.opaqueName }.map { $0.dropFirst(4) } + deviceWhiteouts)
-        let opaque = whiteouts.contains(OverlayFS.opaqueName)
-        if lower >= 0 && !opaque {
-            for c in view.children(of: lower) {
-                let name = view.name(of: c)
-                if hidden.contains(name) { continue }
-                let lowerIsDir = viewIsDirectory(c)
-                // Checked again here: copying up one name of a link group links the others.
-                if upperNames.contains(name) || exists(dirfd, name) {
-                    var st = stat()
-                    guard lowerIsDir, fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { continue }
-                } else {
-                    try copyUpObject(dirfd: dirfd, name: name, lower: c)
-                    if !lowerIsDir { continue }
-                }
-                let sub = try openChildDir(dirfd, name)
-                defer { close(sub) }
-                try copyUpTree(dirfd: sub, lower: c)
-            }
-        }
-        for w in whiteouts + deviceWhiteouts where w != OverlayFS.opaqueName {
-            if unlinkat(dirfd, w.c, 0) != 0 && errno != ENOENT { throw Errno.current }
-        }
+    /// Node `id`, a lower file unlinked while open, gets its anonymous upper copy as its
+    /// orphan (CopyUp.orphan).
+    func copyUpOrphan(_ id: UInt64, lower: Int32) throws(Errno) {
+        let fd = try copyingUp { (c: inout CopyUp) throws(Errno) in try c.orphan(lower: lower) }
+        if !adoptOrphan(id, fd) { close(fd) }
     }
 }

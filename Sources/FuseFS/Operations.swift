@@ -14,16 +14,19 @@ final class Handle {
     /// The view and its inode read when fd is -1: the view the file was opened on, which a
     /// rebase does not disturb.
     var view: MergedView?
+    /// The view inode number of a lower file.
     var inode: Int32 = -1
-    /// For a handle that can write: its upper file, counted in OverlayFS.State.writers until
+    /// For a handle that can write: its upper file, counted in NodeTable.writers until
     /// release, so that a rebase leaves the file where it is.
-    var writer: OverlayFS.UpperKey?
+    var writer: UpperKey?
     /// The rebase generation it was opened in. A read-only upper fd from an earlier one may be
     /// a file a rebase moved out of the upper directory (same data, no longer the file at its
     /// path), so metadata requests do not use it (see OverlayFS.currentFd).
     var generation: UInt64 = 0
     /// A directory listing taken at opendir (offsets index it, so they stay stable).
     var entries: [OverlayFS.DirEntry] = []
+    /// For a directory: the st_ino of `.` and `..` in its listing (see OverlayFS.dotInos).
+    var dotInos: (dot: UInt64, dotDot: UInt64) = (1, 1)
     /// The node it was opened on (files).
     var node: UInt64 = 0
     /// For a lower file: the upper copy made after it was opened, once a read found it
@@ -58,7 +61,7 @@ extension OverlayFS {
             let id = existingChild(parentId, name)
             if r.upper {
                 if directory {
-                    try removeWhiteouts(dir.fd, name)
+                    try upper.removeWhiteouts(dir.fd, name)
                     if unlinkat(dir.fd, name.c, AT_REMOVEDIR) != 0 { throw Errno.current }
                 } else {
                     if let id { keepOrphan(id, dirfd: dir.fd, name) }
@@ -66,7 +69,8 @@ extension OverlayFS {
                     invalidateOtherNames(of: id ?? 0, r.upperStat)
                 }
             }
-            if needsWhiteout { try makeWhiteout(dir.fd, name) }
+            if needsWhiteout { try upper.makeWhiteout(dir.fd, name) }
+            if !r.upper && !r.isDirectory { hideLowerName(r.lower) }
             if let id { detach(id) }
         }
     }
@@ -77,7 +81,7 @@ extension OverlayFS {
         if r.upper {
             let dir = try openUpperDir(parentId)
             defer { dir.close() }
-            let sub = try openChildDir(dir.fd, name)
+            let sub = try upper.openChildDir(dir.fd, name)
             defer { close(sub) }
             entries = try mergedEntries(upper: sub, lower: r.lower)
         } else {
@@ -121,16 +125,17 @@ extension OverlayFS {
             defer { to.close() }
             let madeOpaque = try makeSelfContained(from.fd, name, source)
             // The target: an upper directory loses its whiteouts (it is merged-empty).
-            if let target, target.upper, target.isDirectory { try removeWhiteouts(to.fd, newName) }
+            if let target, target.upper, target.isDirectory { try upper.removeWhiteouts(to.fd, newName) }
             if UpperWhiteout.remove(to.fd, newName) != 0 { throw Errno.current }
             if let target, target.upper, !target.isDirectory, let targetId = existingChild(newParentId, newName) {
                 keepOrphan(targetId, dirfd: to.fd, newName)
             }
             if renameat(from.fd, name.c, to.fd, newName.c) != 0 { throw Errno.current }
-            if lowerAt(parent, name) != nil { try makeWhiteout(from.fd, name) }
+            if lowerAt(parent, name) != nil { try upper.makeWhiteout(from.fd, name) }
             if source.isDirectory && !madeOpaque, let l = lowerAt(newParent, newName), viewIsDirectory(l) {
-                try makeOpaque(to.fd, newName)
+                try upper.makeOpaque(to.fd, newName)
             }
+            if let target, !target.upper, !target.isDirectory { hideLowerName(target.lower) }
             if let targetId = existingChild(newParentId, newName) { detach(targetId) }
             move(sourceId, to: newParentId, newName)
             markSubtreeUpper(sourceId)
@@ -152,13 +157,13 @@ extension OverlayFS {
     /// it did anything.
     func makeSelfContained(_ dirfd: Int32, _ name: ByteString, _ r: Resolved) throws(Errno) -> Bool {
         guard r.isDirectory && r.lower >= 0 else { return false }
-        let sub = try openChildDir(dirfd, name, flags: O_RDONLY)
+        let sub = try upper.openChildDir(dirfd, name, flags: O_RDONLY)
         defer { close(sub) }
         var before = stat()
         if fstat(sub, &before) != 0 { throw Errno.current }
-        try copyUpTree(dirfd: sub, lower: r.lower)
-        try makeMarker(sub, OverlayFS.opaqueName)
-        try restoreTimes(sub, before)
+        try copyingUp { (c: inout CopyUp) throws(Errno) in try c.tree(dirfd: sub, lower: r.lower) }
+        try upper.makeMarker(sub, OverlayFS.opaqueName)
+        try upper.restoreTimes(sub, before)
         return true
     }
 
@@ -185,8 +190,8 @@ extension OverlayFS {
             let aSealed = try makeSelfContained(from.fd, name, a)
             let bSealed = try makeSelfContained(to.fd, newName, b)
             if Sys.renameat2(from.fd, name, to.fd, newName, Sys.RENAME_EXCHANGE) != 0 { throw Errno.current }
-            if a.isDirectory && !aSealed, let l = lowerAt(newParent, newName), viewIsDirectory(l) { try makeOpaque(to.fd, newName) }
-            if b.isDirectory && !bSealed, let l = lowerAt(parent, name), viewIsDirectory(l) { try makeOpaque(from.fd, name) }
+            if a.isDirectory && !aSealed, let l = lowerAt(newParent, newName), viewIsDirectory(l) { try upper.makeOpaque(to.fd, newName) }
+            if b.isDirectory && !bSealed, let l = lowerAt(parent, name), viewIsDirectory(l) { try upper.makeOpaque(from.fd, name) }
             swapNodes(aId, bId)
             markSubtreeUpper(aId)
             markSubtreeUpper(bId)
@@ -370,19 +375,60 @@ extension OverlayFS {
         return fd
     }
 
+    // MARK: Directories
+
+    /// The st_ino of directory `id` and of its parent (the root's own for the root), which
+    /// its listing gives `.` and `..`, as ext4 does.
+    func dotInos(_ id: UInt64) throws(Errno) -> (dot: UInt64, dotDot: UInt64) {
+        try shared { () throws(Errno) -> (dot: UInt64, dotDot: UInt64) in
+            let dot = UInt64(try getattr(id).st_ino)
+            let n = try snapshot(id)
+            guard id != OverlayFS.rootId, n.parent != 0 else { return (dot, dot) }
+            return (dot, UInt64(try getattr(n.parent).st_ino))
+        }
+    }
+
+    // MARK: Read
+
+    /// Reads from an open file into `buffer` (at most its size); the count read (0 at the end).
+    /// An upper file, or the upper copy a lower handle follows, is read with pread; a lower
+    /// file from the view it was opened on.
+    func read(_ h: Handle, at offset: off_t, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        var count = 0
+        if let fd = h.fd >= 0 ? h.fd : followCopyUp(h) {
+            while count < buffer.count {
+                let r = pread(fd, buffer.baseAddress! + count, buffer.count - count, offset + off_t(count))
+                if r < 0 { if errno == EINTR { continue }; throw Errno.current }
+                if r == 0 { break }
+                count += r
+            }
+            return count
+        }
+        guard let view = h.view else { throw Errno(EBADF) }
+        do throws(StoreError) {
+            return try view.read(inode: h.inode, at: Int64(offset), into: buffer)
+        } catch {
+            // The request can only say EIO: the log says which layer and which file.
+            let path = (try? components(h.node).joined(separator: "/")).map { "/" + $0.description } ?? "a file unlinked since it was opened"
+            let layer = view.layer(ofInode: h.inode).map { "layer \($0)" } ?? "no layer"
+            log("read \(path) at \(offset) (\(layer)): \(error.message.split(separator: "\n").joined(separator: " "))")
+            throw Errno(EIO)
+        }
+    }
+
     /// Counts an upper handle that can write as a writer of its file (until release).
     func registerWriter(_ h: Handle) {
         var st = stat()
         guard h.fd >= 0, fstat(h.fd, &st) == 0 else { return }
-        let key = UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+        let key = UpperKey(st)
         h.writer = key
-        state.withLock { s in s.writers[key, default: 0] += 1 }
+        table.withLock { s in s.writers[key, default: 0] += 1 }
     }
 
     /// Called on release of a handle.
     func released(_ h: Handle) {
         guard let key = h.writer else { return }
-        state.withLock { s in
+        table.withLock { s in
             let count = (s.writers[key] ?? 1) - 1
             s.writers[key] = count > 0 ? count : nil
         }
@@ -392,7 +438,7 @@ extension OverlayFS {
     /// once their caches are dropped, before the reply.
     func wrote(_ h: Handle) {
         guard let key = h.writer else { return }
-        let others = state.withLock { s in s.links[key].map { $0.subtracting([h.node]) } ?? [] }
+        let others = table.withLock { $0.otherNames(of: key, except: h.node) }
         for other in others { queueInvalidation(other) }
     }
 
@@ -462,25 +508,22 @@ extension OverlayFS {
     }
 
     /// Runs one xattr call on node id's upper object itself, never following it: the root
-    /// through its fd (`.fd`), anything else by its /proc/self/fd/DIR/NAME path with the
-    /// l*xattr calls (`.path`), which do not follow the last component.
-    enum XattrTarget { case fd(Int32), path(ByteString) }
-
-    private func xattrTarget(_ id: UInt64, _ body: (XattrTarget) -> Int) throws(Errno) -> Int {
+    /// through its descriptor, a file unlinked while open through a descriptor of its own,
+    /// anything else by name in its upper directory (UpperObject).
+    private func xattrTarget(_ id: UInt64, _ body: (UpperObject) -> Int) throws(Errno) -> Int {
         upperXattrCalls.add(1, ordering: .relaxed)
         let r: Int
         if id == OverlayFS.rootId {
-            r = body(.fd(upperRoot))
+            r = body(.open(upperRoot))
         } else if let fd = try openOrphan(id) {
-            // Unlinked while open: the file itself, through a descriptor of its own.
             defer { close(fd) }
-            r = body(.fd(fd))
+            r = body(.open(fd))
         } else {
             let n = try snapshot(id)
             guard n.parent != 0 else { throw Errno(ENOENT) }
             let dir = try openUpperDir(n.parent)
             defer { dir.close() }
-            r = body(.path(ByteString("/proc/self/fd/\(dir.fd)/") + n.name))
+            r = body(.at(dir.fd, n.name))
         }
         if r < 0 { throw Errno.current }
         return r
@@ -492,12 +535,7 @@ extension OverlayFS {
         return try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper || (n.parent == 0 && orphan(id) != nil) {
-                return try xattrTarget(id) { t in
-                    switch t {
-                    case .fd(let fd): return fgetxattr(fd, key.c, buffer?.baseAddress, buffer?.count ?? 0)
-                    case .path(let path): return lgetxattr(path.c, key.c, buffer?.baseAddress, buffer?.count ?? 0)
-                    }
-                }
+                return try xattrTarget(id) { $0.get(key.c, buffer) }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
             guard let x = view.inode(of: n.lower).xattrs.first(where: { $0.name == key }) else { throw Errno(ENODATA) }
@@ -517,13 +555,7 @@ extension OverlayFS {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper || (n.parent == 0 && orphan(id) != nil) {
-                let list = buffer?.baseAddress?.assumingMemoryBound(to: CChar.self)
-                return try xattrTarget(id) { t in
-                    switch t {
-                    case .fd(let fd): return flistxattr(fd, list, buffer?.count ?? 0)
-                    case .path(let path): return llistxattr(path.c, list, buffer?.count ?? 0)
-                    }
-                }
+                return try xattrTarget(id) { $0.list(buffer) }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
             var names: [UInt8] = []
@@ -543,12 +575,7 @@ extension OverlayFS {
         try exclusive { () throws(Errno) in
             setCreatedPlain(id, false)
             try ensureUpperOrOrphan(id)
-            _ = try xattrTarget(id) { t in
-                switch t {
-                case .fd(let fd): return Int(fsetxattr(fd, key.c, value.baseAddress, value.count, flags))
-                case .path(let path): return Int(lsetxattr(path.c, key.c, value.baseAddress, value.count, flags))
-                }
-            }
+            _ = try xattrTarget(id) { Int($0.set(key.c, value, flags: flags)) }
             invalidateOtherNames(of: id)
         }
     }
@@ -564,12 +591,7 @@ extension OverlayFS {
                 }
             }
             try ensureUpperOrOrphan(id)
-            _ = try xattrTarget(id) { t in
-                switch t {
-                case .fd(let fd): return Int(fremovexattr(fd, key.c))
-                case .path(let path): return Int(lremovexattr(path.c, key.c))
-                }
-            }
+            _ = try xattrTarget(id) { Int($0.remove(key.c)) }
             invalidateOtherNames(of: id)
         }
     }

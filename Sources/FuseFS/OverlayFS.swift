@@ -22,13 +22,13 @@ import Synchronization
 ///   exclusively; lookups, getattr, readdir, readlink, getxattr, listxattr and read-only opens
 ///   hold it shared. read/write/fsync on open handles hold no lock (they use their fd/inode).
 ///   Operations never take it twice (no recursion).
-/// - `state` (a Mutex) guards the node table and the inode map; it is held only for table
-///   updates, never across I/O.
+/// - `table` (a Mutex) guards the NodeTable (nodes, inode numbers, writers, link groups);
+///   it is held only for table updates, never across I/O, and never taken inside itself.
 /// - File and directory handles are objects retained in `fuse_file_info.fh` between
 ///   open/opendir and release/releasedir; the kernel serializes their use with release, and
 ///   directory handles are not used concurrently (the kernel holds the file's position lock).
 final class OverlayFS: @unchecked Sendable {
-    static let rootId: UInt64 = 1
+    static let rootId = NodeTable.rootId
     static let opaqueName = Whiteout.opaqueMarker
     /// How long the kernel may keep entries (also negative ones) and attributes. Every change
     /// goes through this mount, so the kernel's caches only go stale for changes made behind
@@ -44,7 +44,7 @@ final class OverlayFS: @unchecked Sendable {
     static func attributeTimeout(_ st: stat) -> Double {
         (st.st_mode & S_IFMT) != S_IFDIR && st.st_nlink > 1 ? 0 : timeout
     }
-    static let upperInoBase: UInt64 = 1 << 40
+    static let upperInoBase = NodeTable.upperInoBase
 
     /// The lower layer (see the ownership notes above).
     var view: MergedView
@@ -53,13 +53,13 @@ final class OverlayFS: @unchecked Sendable {
     var lowerInos: [UInt64] = []
     /// Counts rebases; a handle remembers the one it was opened in (see Handle.generation).
     let generation = Atomic<UInt64>(0)
-    let upperRoot: Int32
+    /// The upper directory (owned).
+    let upper: UpperDirectory
+    /// Its root's descriptor.
+    var upperRoot: Int32 { upper.root }
     private let tree: UnsafeMutablePointer<pthread_rwlock_t>
-    let state: Mutex<State>
-    /// Whether openat2(2) works here (probed once at init).
-    let useOpenat2: Bool
-    /// st_dev of the upper root.
-    let upperDev: dev_t
+    /// The node table (see NodeTable), owned by this object; every access is one `withLock`.
+    let table: Mutex<NodeTable>
     /// The FUSE session, for notifications; set once before serving, then only read.
     var session: OpaquePointer?
     /// Regular files copied up so far: a handle reading a lower file looks for its copy when
@@ -75,72 +75,24 @@ final class OverlayFS: @unchecked Sendable {
     /// Set when the server is an unprivileged user's: owners are mapped and kept in xattrs
     /// (RootlessMount.swift); nil: the server is root and chowns.
     let ownership: MountOwnership?
+    /// Where the server reports what the requests cannot (a corrupt layer behind a read's
+    /// EIO): one line each. Set at init, then only read.
+    let log: @Sendable (String) -> Void
 
-    struct Node {
-        /// 0 once detached (unlinked or replaced); the node then lives on until forgotten.
-        var parent: UInt64
-        var name: ByteString
-        var lookups: UInt64
-        /// The lower view node this path shows when there is no upper object, or, for an upper
-        /// directory, the lower directory merged into it (-1: none, or opaque).
-        var lower: Int32
-        /// Whether an upper object exists at this path (kept up to date by every change).
-        var upper: Bool
-        var children: [ByteString: UInt64] = [:]
-        /// For an upper file with more than one name: its inode, so that a change through one
-        /// name can invalidate the others (State.links).
-        var identity: UpperKey?
-        /// An O_PATH descriptor of the upper file this node named when it was unlinked while
-        /// the kernel still knew it (an open file): fstat, fchmod and friends go on working.
-        var orphan: Int32 = -1
-        /// A regular file this mount created under this node, with one name, on which nothing
-        /// has set an extended attribute since: it has no security.capability, which the
-        /// kernel asks for before every write (a FUSE mount never marks inodes S_NOSEC), so
-        /// that question is answered here instead of in the upper directory. Cleared by
-        /// setxattr through the node, by link (another name could set one), and by rebase.
-        var createdPlain = false
+    /// The default log: a line on stderr (the bundle's log file for a mount server), with
+    /// write(2), not stdio (see umoci_stderr_without_lock).
+    static let stderrLog: @Sendable (String) -> Void = { line in
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 
-    struct UpperKey: Hashable { var dev: UInt64; var ino: UInt64 }
-
-    struct State {
-        var nodes: [UInt64: Node] = [:]
-        var nextId: UInt64 = 2
-        /// st_ino a copied-up object keeps: upper (st_dev, st_ino) -> the st_ino it had.
-        var inoMap: [UpperKey: UInt64] = [:]
-        /// Upper files open for writing (count of handles): rebase() never moves them.
-        var writers: [UpperKey: Int] = [:]
-        /// Upper-derived st_ino values (upper st_ino + 2^40) that paths of the lower view now
-        /// carry, after rebase() moved their files out: a new upper file whose own number
-        /// would be one of them gets a fresh number instead (from nextFreshIno).
-        var retired: Set<UInt64> = []
-        var nextFreshIno: UInt64 = 1 << 50
-        /// The nodes naming each upper file that has several names (Node.identity).
-        var links: [UpperKey: Set<UInt64>] = [:]
-
-        mutating func removeLink(_ key: UpperKey, _ id: UInt64) {
-            links[key]?.remove(id)
-            if links[key]?.isEmpty == true { links[key] = nil }
-        }
-    }
-
-    struct Snapshot {
-        var parent: UInt64
-        var name: ByteString
-        var lower: Int32
-        var upper: Bool
-    }
-
-    init(view: MergedView, upperDirectory: String, ownership: MountOwnership? = nil) throws(StoreError) {
+    init(view: MergedView, upperDirectory: String, ownership: MountOwnership? = nil,
+         log: @escaping @Sendable (String) -> Void = OverlayFS.stderrLog) throws(StoreError) {
         self.view = view
         self.ownership = ownership
-        let fd = Glibc.open(upperDirectory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 { throw .system("open upper directory", upperDirectory) }
-        upperRoot = fd
-        let probe = Sys.openat2(fd, ".", flags: Sys.O_PATH | O_DIRECTORY | O_CLOEXEC,
-                                resolve: Sys.RESOLVE_BENEATH | Sys.RESOLVE_NO_SYMLINKS | Sys.RESOLVE_NO_MAGICLINKS)
-        useOpenat2 = probe >= 0
-        if probe >= 0 { close(probe) }
+        self.log = log
+        upper = try UpperDirectory(path: upperDirectory, rootless: ownership != nil)
+        let fd = upper.root
         tree = .allocate(capacity: 1)
         var attr = pthread_rwlockattr_t()
         pthread_rwlockattr_init(&attr)
@@ -150,19 +102,16 @@ final class OverlayFS: @unchecked Sendable {
 
         var st = stat()
         let opaque = fstatat(fd, OverlayFS.opaqueName.c, &st, AT_SYMLINK_NOFOLLOW) == 0
-        var s = State()
-        s.nodes[OverlayFS.rootId] = Node(parent: 0, name: "", lookups: 1, lower: opaque ? -1 : MergedView.root, upper: true)
-        upperDev = fstat(fd, &st) == 0 ? st.st_dev : 0
-        if upperDev != 0 {
-            s.inoMap[UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))] = UInt64(view.inodeNumber(of: MergedView.root)) + 1
+        var s = NodeTable(rootLower: opaque ? -1 : MergedView.root)
+        if fstat(fd, &st) == 0 {
+            s.inoMap[UpperKey(st)] = UInt64(view.inodeNumber(of: MergedView.root)) + 1
         }
-        state = Mutex(s)
+        table = Mutex(s)
         try adoptRootMetadata(upperDirectory)
-        try OverlayFS.removeInternalFiles(fd, path: upperDirectory)
+        try UpperDirectory.removeInternalFiles(fd, path: upperDirectory)
     }
 
     deinit {
-        close(upperRoot)
         pthread_rwlock_destroy(tree)
         tree.deallocate()
     }
@@ -181,7 +130,7 @@ final class OverlayFS: @unchecked Sendable {
         closedir(dir)
         guard empty else { return }
         do throws(Errno) {
-            try applyLowerMetadata(dirfd: upperRoot, name: nil, lower: MergedView.root)
+            try copyingUp { (c: inout CopyUp) throws(Errno) in try c.applyLowerMetadata(dirfd: upperRoot, name: nil, lower: MergedView.root) }
         } catch {
             throw StoreError("set the attributes of upper directory \(path): \(String(cString: strerror(error.code)))")
         }
@@ -245,7 +194,7 @@ final class OverlayFS: @unchecked Sendable {
             st = reportingOwner(st, .at(dirfd, name))
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
             var lower: Int32 = -1
-            if isDir, let l = lowerAt(parent, name), viewIsDirectory(l), !isOpaque(dirfd, name) { lower = l }
+            if isDir, let l = lowerAt(parent, name), viewIsDirectory(l), !upper.isOpaque(dirfd, name) { lower = l }
             return Resolved(upper: true, upperStat: st, lower: lower, isDirectory: isDir)
         }
         guard errno == ENOENT else { throw Errno.current }
@@ -277,6 +226,11 @@ final class OverlayFS: @unchecked Sendable {
         let type = ownership == nil ? a.type : MountOwnership.reportedType(a.type)
         st.st_mode = OverlayFS.typeBits(type) | (a.type == .symlink ? 0o777 : mode_t(a.mode & 0o7777))
         st.st_nlink = numericCast(max(a.linkCount, 1))
+        if a.linkCount > 1 {
+            // The table's lock only for a file with several names.
+            let hidden = table.withLock { $0.hiddenLowerNames[number] ?? 0 }
+            st.st_nlink = numericCast(max(a.linkCount - min(hidden, a.linkCount), 1))
+        }
         st.st_uid = ownership?.hostUid(a.uid) ?? uid_t(truncatingIfNeeded: a.uid)
         st.st_gid = ownership?.hostGid(a.gid) ?? gid_t(truncatingIfNeeded: a.gid)
         st.st_size = a.type == .symlink ? numericCast(view.inode(number: number).linkName.count) : numericCast(a.size)
@@ -371,12 +325,12 @@ final class OverlayFS: @unchecked Sendable {
         var upperNames = Set<ByteString>()
         var whiteouts = Set<ByteString>()
         if let upper {
-            try forEachEntry(of: upper) { name, ino, type in
+            try self.upper.forEachEntry(of: upper) { name, ino, type in
                 if name.isWhiteoutName {
                     if lower >= 0 && !UpperWhiteout.isInternal(name) { whiteouts.insert(name.dropFirst(4)) }
                     return
                 }
-                if type == UInt8(DT_CHR), isDeviceWhiteout(upper, name) {
+                if type == UInt8(DT_CHR), self.upper.isDeviceWhiteout(upper, name) {
                     whiteouts.insert(name)
                     return
                 }
@@ -384,7 +338,7 @@ final class OverlayFS: @unchecked Sendable {
                 // d_ino with the upper root's device (no stat per entry; readdirplus and stat
                 // give the exact number).
                 var st = stat()
-                st.st_dev = upperDev
+                st.st_dev = self.upper.dev
                 st.st_ino = ino
                 entries.append(DirEntry(name: name, ino: reportedIno(st), type: type))
             }
@@ -466,7 +420,7 @@ final class OverlayFS: @unchecked Sendable {
             }
             do throws(Errno) {
                 if let ownership {
-                    try recordRootlessOwner(.at(dir.fd, name), uid: ownership.containerUid(uid), gid: ownership.containerGid(gid))
+                    try UpperObject.at(dir.fd, name).recordRootlessOwner(uid: ownership.containerUid(uid), gid: ownership.containerGid(gid))
                     if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name.c, mode) != 0 { throw Errno.current }
                 } else if fd >= 0 {
                     // The new file's own descriptor: no path to resolve again.
@@ -476,7 +430,7 @@ final class OverlayFS: @unchecked Sendable {
                     if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name.c, mode) != 0 { throw Errno.current }
                 }
                 if case .directory = kind, let l = lowerAt(parent, name), viewIsDirectory(l) {
-                    try makeOpaque(dir.fd, name)
+                    try upper.makeOpaque(dir.fd, name)
                 }
             } catch {
                 if fd >= 0 { close(fd) }

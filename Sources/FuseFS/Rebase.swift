@@ -47,7 +47,7 @@ extension OverlayFS {
             // What stays unchanged was stamped before packing started (the sweep counts later
             // ctimes as changed), so any later change gives it a later ctime: the remaining
             // stamps need no start time.
-            var plan = Sweep(packed: packed, writers: state.withLock { $0.writers })
+            var plan = Sweep(packed: packed, writers: table.withLock { $0.writers })
             let moves = try plan.run(root: upperRoot)
             try commit(plan.remaining)
             var report = RebaseReport(moved: 0, kept: plan.kept)
@@ -74,7 +74,11 @@ extension OverlayFS {
             view = newView
             lowerInos = inos
             generation.add(1, ordering: .relaxed)
-            state.withLock { s in for id in s.nodes.keys { s.nodes[id]!.createdPlain = false } }
+            table.withLock { s in
+                for id in s.nodes.keys { s.nodes[id]!.createdPlain = false }
+                // The new view's link counts are the shown ones.
+                s.hiddenLowerNames = [:]
+            }
             forgetMovedUpperInos(carried: inos)
             resolveNodesAgain()
             report.pauseSeconds = OverlayFS.now() - started
@@ -113,7 +117,7 @@ extension OverlayFS {
                     ino = reportedIno(st)
                     if isDirectory && (st.st_mode & S_IFMT) == S_IFDIR {
                         subUpper = openat(upper, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                        if subUpper >= 0, oldLower >= 0, !exists(subUpper, OverlayFS.opaqueName),
+                        if subUpper >= 0, oldLower >= 0, !self.upper.exists(subUpper, OverlayFS.opaqueName),
                            let l = view.child(oldLower, named: name), viewIsDirectory(l) {
                             subLower = l
                         }
@@ -143,7 +147,7 @@ extension OverlayFS {
         func walk(_ fd: Int32) -> Bool {
             var st = stat()
             guard fstat(fd, &st) == 0 else { return false }
-            present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
+            present.insert(UpperKey(st))
             guard let names = try? Files.names(fd: fd, path: "the upper directory") else { return false }
             for name in names {
                 guard fstatat(fd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return false }
@@ -153,18 +157,18 @@ extension OverlayFS {
                     defer { close(sub) }
                     if !walk(sub) { return false }
                 } else {
-                    present.insert(UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)))
+                    present.insert(UpperKey(st))
                 }
             }
             return true
         }
         guard walk(upperRoot) else { return }
-        let dev = UInt64(upperDev)
+        let dev = UInt64(upper.dev)
         var retired: [UInt64] = []
         for n in carried where n >= OverlayFS.upperInoBase && n < 2 * OverlayFS.upperInoBase {
             if !present.contains(UpperKey(dev: dev, ino: n - OverlayFS.upperInoBase)) { retired.append(n) }
         }
-        state.withLock { s in
+        table.withLock { s in
             s.inoMap = s.inoMap.filter { present.contains($0.key) }
             s.retired.formUnion(retired)
         }
@@ -219,7 +223,7 @@ extension OverlayFS {
                     if stays { moves.merge(inner.moves) { a, _ in a } }
                 } else {
                     let writing = (st.st_mode & S_IFMT) == S_IFREG
-                        && writers[UpperKey(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))] != nil
+                        && writers[UpperKey(st)] != nil
                     stays = !same || writing
                 }
                 if stays {
@@ -250,7 +254,7 @@ extension OverlayFS {
                 report.moveFailure = "cannot stat \(path) in the upper directory: \(String(cString: strerror(errno)))"
                 return
             }
-            defer { try? restoreTimes(dir, before) }
+            defer { try? upper.restoreTimes(dir, before) }
             for name in names {
                 if renameat(dir, name.c, trash, "\(report.moved)") != 0 {
                     let path = path.isEmpty ? name : path + "/" + name
@@ -285,7 +289,7 @@ extension OverlayFS {
     /// in the upper directory; a node whose path is gone is detached. Detached nodes lose
     /// their lower object (its number meant the old view).
     private func resolveNodesAgain() {
-        let order: [(id: UInt64, parent: UInt64, name: ByteString)] = state.withLock { s in
+        let order: [(id: UInt64, parent: UInt64, name: ByteString)] = table.withLock { s in
             var out: [(UInt64, UInt64, ByteString)] = []
             var queue = [OverlayFS.rootId]
             var i = 0
@@ -302,7 +306,7 @@ extension OverlayFS {
             }
             return out
         }
-        update(OverlayFS.rootId, upper: true, lower: exists(upperRoot, OverlayFS.opaqueName) ? -1 : MergedView.root)
+        update(OverlayFS.rootId, upper: true, lower: upper.exists(upperRoot, OverlayFS.opaqueName) ? -1 : MergedView.root)
         for (id, parent, name) in order {
             guard let p = try? snapshot(parent), p.parent != 0 || parent == OverlayFS.rootId else {
                 // Below a node detached in this pass.

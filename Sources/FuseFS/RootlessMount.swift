@@ -60,37 +60,6 @@ public struct MountOwnership: Sendable {
     }
 }
 
-/// Where an upper object's xattrs are read and written: a descriptor of it (O_PATH too:
-/// through its /proc/self/fd link, which names the object itself), or a name in an upper
-/// directory (never followed: l*xattr through /proc/self/fd/DIR/NAME).
-enum UpperObject {
-    case fd(Int32)
-    case at(Int32, ByteString)
-
-    func get(_ key: String, _ buffer: UnsafeMutableRawBufferPointer) -> Int {
-        switch self {
-        case .fd(let fd): return getxattr("/proc/self/fd/\(fd)", key, buffer.baseAddress, buffer.count)
-        case .at(let dirfd, let name): return lgetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, buffer.baseAddress, buffer.count)
-        }
-    }
-
-    func set(_ key: String, _ value: [UInt8]) -> Int32 {
-        value.withUnsafeBytes { v in
-            switch self {
-            case .fd(let fd): return setxattr("/proc/self/fd/\(fd)", key, v.baseAddress, v.count, 0)
-            case .at(let dirfd, let name): return lsetxattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key, v.baseAddress, v.count, 0)
-            }
-        }
-    }
-
-    func remove(_ key: String) -> Int32 {
-        switch self {
-        case .fd(let fd): return removexattr("/proc/self/fd/\(fd)", key)
-        case .at(let dirfd, let name): return lremovexattr((ByteString("/proc/self/fd/\(dirfd)/") + name).c, key)
-        }
-    }
-}
-
 extension OverlayFS {
     /// The container owner of an upper object: its user.rootlesscontainers xattr ("no change"
     /// and a missing or unreadable xattr are root's).
@@ -110,16 +79,6 @@ extension OverlayFS {
         st.st_uid = ownership.hostUid(Int64(owner.uid))
         st.st_gid = ownership.hostGid(Int64(owner.gid))
         return st
-    }
-
-    /// Records `owner` (container ids) as the upper object's owner. A symlink cannot carry the
-    /// xattr: it stays root's, as in umoci's rootless extraction.
-    func recordRootlessOwner(_ object: UpperObject, uid: UInt32, gid: UInt32) throws(Errno) {
-        if let resource = RootlessResource.forOwner(uid: Int64(uid), gid: Int64(gid)) {
-            if object.set(RootlessResource.xattrName, resource.encoded) != 0 && errno != EPERM { throw Errno.current }
-        } else if object.remove(RootlessResource.xattrName) != 0 && errno != ENODATA && errno != EPERM {
-            throw Errno.current
-        }
     }
 
     /// An unprivileged server's user.rootlesscontainers is how it keeps owners, not an
@@ -154,7 +113,21 @@ extension OverlayFS {
     func rootlessChown(_ object: UpperObject, uid: uid_t?, gid: gid_t?) throws(Errno) {
         guard let ownership else { return }
         let old = rootlessOwner(object)
-        try recordRootlessOwner(object, uid: uid.map(ownership.containerUid) ?? old.uid, gid: gid.map(ownership.containerGid) ?? old.gid)
+        try object.recordRootlessOwner(uid: uid.map(ownership.containerUid) ?? old.uid, gid: gid.map(ownership.containerGid) ?? old.gid)
+    }
+}
+
+extension UpperObject {
+    /// Records `uid`/`gid` (container ids) as the object's owner in user.rootlesscontainers (an
+    /// unprivileged server's way, see MountOwnership). A symlink cannot carry the xattr: it
+    /// stays root's, as in umoci's rootless extraction.
+    func recordRootlessOwner(uid: UInt32, gid: UInt32) throws(Errno) {
+        if let resource = RootlessResource.forOwner(uid: Int64(uid), gid: Int64(gid)) {
+            let r = resource.encoded.withUnsafeBytes { set(RootlessResource.xattrName, $0) }
+            if r != 0 && errno != EPERM { throw Errno.current }
+        } else if remove(RootlessResource.xattrName) != 0 && errno != ENODATA && errno != EPERM {
+            throw Errno.current
+        }
     }
 }
 

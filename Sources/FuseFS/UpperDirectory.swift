@@ -3,53 +3,111 @@ import Glibc
 #endif
 import CLinux
 import Basics
+import Archive
 import UpperFormat
 
-/// Access to the upper directory: every path is opened one directory at a time beneath the
-/// upper root without following symlinks, and every object is changed by a descriptor or by
-/// name in its directory, never through a path the container could redirect.
-extension OverlayFS {
-    // MARK: Upper paths
+/// An object of the upper directory as the extended-attribute calls reach it, never following
+/// it: the one way FuseFS reads and writes upper xattrs (the owner record of a rootless
+/// server, copy-up's, and the mount's getxattr/listxattr/setxattr/removexattr).
+enum UpperObject {
+    /// An open descriptor of the object (not O_PATH): the f*xattr calls.
+    case open(Int32)
+    /// A descriptor of the object, O_PATH too: through its /proc/self/fd link, which names
+    /// the object itself.
+    case fd(Int32)
+    /// A name in an upper directory: the l*xattr calls on /proc/self/fd/DIR/NAME, which do
+    /// not follow the last component.
+    case at(Int32, ByteString)
 
-    /// The components of a node's path ("" for the root); ENOENT when it is detached.
-    func components(_ id: UInt64) throws(Errno) -> [ByteString] {
-        let parts: [ByteString]? = state.withLock { s in
-            var parts: [ByteString] = []
-            var x = id
-            while x != OverlayFS.rootId {
-                guard let n = s.nodes[x], n.parent != 0 else { return nil }
-                parts.append(n.name)
-                x = n.parent
-            }
-            return parts.reversed()
+    /// Through `body`: the path of a `.fd` or `.at` object, with whether it may be followed.
+    @inline(__always)
+    private func withPath<R>(_ body: (UnsafePointer<CChar>, _ follow: Bool) -> R) -> R {
+        switch self {
+        case .open(let fd), .fd(let fd): return body(ByteString("/proc/self/fd/\(fd)").c, true)
+        case .at(let dirfd, let name): return body((ByteString("/proc/self/fd/\(dirfd)/") + name).c, false)
         }
-        guard let parts else { throw Errno(ENOENT) }
-        return parts
     }
 
-    /// Opens node `id`'s upper directory, never following a symlink (openat2 with
-    /// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or component by component with O_NOFOLLOW).
-    /// With the default O_PATH the root fd itself is returned (borrowed).
-    func openUpperDir(_ id: UInt64, flags: Int32 = Sys.O_PATH) throws(Errno) -> DirFD {
-        let parts = try components(id)
+    /// The value's size (buffer nil: a size query), or -1 with errno.
+    func get(_ key: UnsafePointer<CChar>, _ buffer: UnsafeMutableRawBufferPointer?) -> Int {
+        if case .open(let fd) = self { return fgetxattr(fd, key, buffer?.baseAddress, buffer?.count ?? 0) }
+        return withPath { path, follow in
+            follow ? getxattr(path, key, buffer?.baseAddress, buffer?.count ?? 0) : lgetxattr(path, key, buffer?.baseAddress, buffer?.count ?? 0)
+        }
+    }
+
+    /// The names, each NUL-terminated (buffer nil: a size query), or -1 with errno.
+    func list(_ buffer: UnsafeMutableRawBufferPointer?) -> Int {
+        let names = buffer?.baseAddress?.assumingMemoryBound(to: CChar.self)
+        if case .open(let fd) = self { return flistxattr(fd, names, buffer?.count ?? 0) }
+        return withPath { path, follow in follow ? listxattr(path, names, buffer?.count ?? 0) : llistxattr(path, names, buffer?.count ?? 0) }
+    }
+
+    func set(_ key: UnsafePointer<CChar>, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
+        if case .open(let fd) = self { return fsetxattr(fd, key, value.baseAddress, value.count, flags) }
+        return withPath { path, follow in
+            follow ? setxattr(path, key, value.baseAddress, value.count, flags) : lsetxattr(path, key, value.baseAddress, value.count, flags)
+        }
+    }
+
+    func remove(_ key: UnsafePointer<CChar>) -> Int32 {
+        if case .open(let fd) = self { return fremovexattr(fd, key) }
+        return withPath { path, follow in follow ? removexattr(path, key) : lremovexattr(path, key) }
+    }
+}
+
+/// The upper directory: it owns the descriptor of its root, opens every path one directory at a
+/// time beneath it without following symlinks, and changes every object by a descriptor or by
+/// name in its directory, never through a path the container could redirect. It also makes
+/// and removes the upper format's markers (whiteouts, opaque markers). Immutable after init;
+/// the OverlayFS's tree lock orders what is done in it.
+final class UpperDirectory: Sendable {
+    /// O_RDONLY descriptor of the upper root, owned (closed in deinit).
+    let root: Int32
+    /// st_dev of the upper root (0 if it could not be read).
+    let dev: dev_t
+    /// Whether openat2(2) works here (probed once at init).
+    let useOpenat2: Bool
+    /// An unprivileged server's upper directory: markers are the server's user's (root's by
+    /// not carrying user.rootlesscontainers), not chowned to root.
+    let rootless: Bool
+
+    init(path: String, rootless: Bool) throws(StoreError) {
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw .system("open upper directory", path) }
+        root = fd
+        self.rootless = rootless
+        let probe = Sys.openat2(fd, ".", flags: Sys.O_PATH | O_DIRECTORY | O_CLOEXEC, resolve: Sys.RESOLVE_BENEATH_NO_LINKS)
+        useOpenat2 = probe >= 0
+        if probe >= 0 { close(probe) }
+        var st = stat()
+        dev = fstat(fd, &st) == 0 ? st.st_dev : 0
+    }
+
+    deinit { close(root) }
+
+    /// Opens the upper directory at `parts` below the root, never following a symlink
+    /// (openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or component by component with
+    /// O_NOFOLLOW). With the default O_PATH the root fd itself is returned (borrowed).
+    func openDirectory(_ parts: [ByteString], flags: Int32 = Sys.O_PATH) throws(Errno) -> DirFD {
         if parts.isEmpty {
-            if flags == Sys.O_PATH { return DirFD(fd: upperRoot, owned: false) }
-            let fd = openat(upperRoot, ".", flags | O_DIRECTORY | O_CLOEXEC)
+            if flags == Sys.O_PATH { return DirFD(fd: root, owned: false) }
+            let fd = openat(root, ".", flags | O_DIRECTORY | O_CLOEXEC)
             if fd < 0 { throw Errno.current }
             return DirFD(fd: fd, owned: true)
         }
         if useOpenat2 {
-            let fd = Sys.openat2(upperRoot, parts.joined(separator: "/"), flags: flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
-                                 resolve: Sys.RESOLVE_BENEATH | Sys.RESOLVE_NO_SYMLINKS | Sys.RESOLVE_NO_MAGICLINKS)
+            let fd = Sys.openat2(root, parts.joined(separator: "/"), flags: flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                                 resolve: Sys.RESOLVE_BENEATH_NO_LINKS)
             if fd < 0 { throw errno == ELOOP ? Errno(ENOTDIR) : Errno.current }
             return DirFD(fd: fd, owned: true)
         }
-        var current = upperRoot
+        var current = root
         for (i, part) in parts.enumerated() {
             let last = i == parts.count - 1
             let fd = openat(current, part.c, (last ? flags : Sys.O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             let saved = errno
-            if current != upperRoot { close(current) }
+            if current != root { close(current) }
             if fd < 0 { throw Errno(saved == ELOOP ? ENOTDIR : saved) }
             current = fd
         }
@@ -72,7 +130,7 @@ extension OverlayFS {
         let fd = openat(dirfd, name.c, Sys.O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        return exists(fd, OverlayFS.opaqueName)
+        return exists(fd, Whiteout.opaqueMarker)
     }
 
     /// Calls `body` with the name (bytes), d_ino and d_type of each entry of an upper
@@ -133,7 +191,7 @@ extension OverlayFS {
 
     /// Records `name` in an upper directory as deleted (UpperWhiteout).
     func makeWhiteout(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
-        if UpperWhiteout.make(dirfd, name, root: upperRoot) != 0 { throw Errno.current }
+        if UpperWhiteout.make(dirfd, name, root: root) != 0 { throw Errno.current }
     }
 
     func makeMarker(_ dirfd: Int32, _ name: ByteString) throws(Errno) {
@@ -144,7 +202,7 @@ extension OverlayFS {
         }
         defer { close(fd) }
         // An unprivileged server's files are root's by not carrying user.rootlesscontainers.
-        if (ownership == nil && fchown(fd, 0, 0) != 0) || fchmod(fd, 0) != 0 { throw Errno.current }
+        if (!rootless && fchown(fd, 0, 0) != 0) || fchmod(fd, 0) != 0 { throw Errno.current }
     }
 
     /// Makes an upper directory opaque. The marker is internal: the directory keeps its times
@@ -154,7 +212,7 @@ extension OverlayFS {
         defer { close(fd) }
         var before = stat()
         if fstat(fd, &before) != 0 { throw Errno.current }
-        try makeMarker(fd, OverlayFS.opaqueName)
+        try makeMarker(fd, Whiteout.opaqueMarker)
         try restoreTimes(fd, before)
     }
 
@@ -169,5 +227,12 @@ extension OverlayFS {
             if n.isWhiteoutName || (e.pointee.d_type == UInt8(DT_CHR) && isDeviceWhiteout(dirfd(dir), n)) { names.append(n) }
         }
         for n in names where unlinkat(dirfd(dir), n.c, 0) != 0 && errno != ENOENT { throw Errno.current }
+    }
+}
+
+extension OverlayFS {
+    /// Opens node `id`'s upper directory (UpperDirectory.openDirectory).
+    func openUpperDir(_ id: UInt64, flags: Int32 = Sys.O_PATH) throws(Errno) -> DirFD {
+        try upper.openDirectory(components(id), flags: flags)
     }
 }

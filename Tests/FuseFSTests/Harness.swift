@@ -179,13 +179,9 @@ func listNames(_ path: String) -> [String]? {
 /// errno of a call that returns -1 on failure (0 on success).
 func err(_ r: Int32) -> Int32 { r == 0 ? 0 : errno }
 
-typealias Renameat2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
-
-/// renameat2(2): Glibc's Swift module lacks both `renameat2` and a callable `syscall`, so the
-/// libc function is looked up by name.
+/// renameat2(2) (from the C shim: Glibc's Swift module lacks it); 0 or errno.
 func renameat2(_ from: String, _ to: String, _ flags: UInt32) -> Int32 {
-    let f = unsafeBitCast(dlsym(dlopen(nil, RTLD_NOW), "renameat2")!, to: Renameat2.self)
-    return f(AT_FDCWD, from, AT_FDCWD, to, flags) == 0 ? 0 : errno
+    umoci_renameat2(AT_FDCWD, from, AT_FDCWD, to, flags) == 0 ? 0 : errno
 }
 
 func getxattrString(_ path: String, _ name: String) -> String? {

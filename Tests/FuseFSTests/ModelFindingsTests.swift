@@ -27,6 +27,17 @@ struct ModelFindingsTests {
     /// An upper directory that moves to where the image has a directory becomes opaque; the
     /// marker file it gets is internal and must not change its mtime (on ext4, neither rename
     /// nor RENAME_EXCHANGE changes the moved directory's mtime).
+    /// Issue 20: after `rm` of one name of an image hardlink group, stat of another name
+    /// still reported the group's image link count until the file was written.
+    @Test func removingANameOfAnImageGroupLowersTheOthersLinkCount() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        #expect(lstatOrNil(m.path("hard-a"))?.st_nlink == 4)
+        #expect(unlink(m.path("hard-b")) == 0)
+        #expect(lstatOrNil(m.path("hard-a"))?.st_nlink == 3)
+        #expect(lstatOrNil(m.path("etc/hard-c"))?.st_nlink == 3)
+    }
+
     @Test func movingADirectoryOverAnImageDirectoryKeepsItsMtime() throws {
         let m = try Mounted()
         defer { m.close() }

@@ -106,3 +106,25 @@ struct SafetyTests {
         #expect(listNames(outside) == [])
     }
 }
+
+@Suite("FuseFS directory listings", .serialized, .enabled(if: Images.fuseAvailable, "needs root and /dev/fuse"))
+struct ListingTests {
+    /// `.` and `..` in a listing carry the st_ino stat reports for the directory and its
+    /// parent, as on ext4 (they carried the FUSE node id, truncated to 32 bits).
+    @Test func dotEntriesReportTheDirectoriesInodes() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        for (dir, parent) in [("home/user", "home"), ("etc", ""), ("", "")] {
+            let d = try #require(opendir(m.path(dir)))
+            defer { closedir(d) }
+            var dots: [String: UInt64] = [:]
+            while let e = readdir(d) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name == "." || name == ".." { dots[name] = UInt64(e.pointee.d_ino) }
+            }
+            #expect(dots["."] == lstatOrNil(m.path(dir)).map { UInt64($0.st_ino) }, "\(dir)/.")
+            // The mount's root has no parent in the mount: `..` is itself, as for any mount root.
+            #expect(dots[".."] == lstatOrNil(m.path(parent)).map { UInt64($0.st_ino) }, "\(dir)/..")
+        }
+    }
+}

@@ -196,6 +196,12 @@ public final class MergedView: Sendable {
 
     public func inode(of node: Int32) -> Inode { inode(number: inodeNumber(of: node)) }
 
+    /// The layer holding a regular file's data (nil: none), to name it when a read fails.
+    public func layer(ofInode number: Int32) -> Digest? {
+        let layer = Int(storage.inodes[Int(number)].layer)
+        return layer >= 0 && layer < readers.count ? readers[layer].digest : nil
+    }
+
     /// Reads a regular file's data from `offset`; returns the count, short only at its end.
     public func read(inode number: Int32, at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) -> Int {
         let r = storage.inodes[Int(number)]
