@@ -45,7 +45,7 @@ public enum UpperWhiteout {
     }
 
     /// The empty file every `.wh.` file of an upper directory is a hardlink of, in its root.
-    public static let sharedName: ByteString = Whiteout.reservedPrefix + "umoci-whiteout"
+    public static let sharedName: ByteString = Whiteout.reservedPrefix + ".umoci-whiteout"
 
     /// Records `name` as deleted in `dirfd`, a directory of the upper directory whose root is
     /// `root` (nothing there must exist when it is a device whiteout). Returns 0, or -1 with
