@@ -70,4 +70,57 @@ import Testing
         #expect(json.object?["history"] == nil)
         #expect(json.object?["manifest"] != nil)
     }
+
+    /// The root's mtime alone changed (`touch -d 2020-01-01 BUNDLE/rootfs`, as KIWI does):
+    /// Debian's umoci repack writes a "." entry with the new mtime, and so does this tool's,
+    /// on an extracted and on a mounted bundle. Creating a top-level file moves the root's
+    /// mtime too: umoci writes "." beside it; a change deeper down leaves the root alone.
+    @Test func rootMtimeIsADotEntry() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let touched: Int64 = 1577836800  // 2020-01-01T00:00:00Z
+        func touchRoot(_ rootfs: String) { ok(try! run("/usr/bin/touch", ["-d", "2020-01-01T00:00:00Z", rootfs])) }
+        func lastLayer(_ tag: String) throws -> [String: Int64] {
+            let layout = try ImageLayout(opening: L)
+            let gz = layout.blobPath(try layout.loadImage(tag: tag).manifest.layers.last!.digest)
+            ok(try run("/bin/sh", ["-c", "zcat \"$0\" > \"$1\"", gz, dir("layer.tar")]))
+            return try TimestampTests.mtimes(dir("layer.tar"))
+        }
+
+        ok(try reference("unpack", "--image", L + ":basic", dir("debian")))
+        touchRoot(dir("debian/rootfs"))
+        ok(try reference("repack", "--image", L + ":debian", dir("debian")))
+        #expect(try lastLayer("debian") == [".": touched])
+
+        ok(try umoci("unpack", "--extract", "--image", L + ":basic", dir("extracted")))
+        touchRoot(dir("extracted/rootfs"))
+        ok(try umoci("repack", "--image", L + ":extracted", dir("extracted")))
+        #expect(try lastLayer("extracted") == [".": touched])
+
+        let mounted = MountedBundle(dir("mounted"))
+        ok(try umoci("unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", mounted.paths.bundle))
+        touchRoot(mounted.paths.rootfs)
+        ok(try umoci("repack", "--image", L + ":mounted", mounted.paths.bundle))
+        #expect(try lastLayer("mounted") == [".": touched])
+
+        // A new top-level file: "." and the file, in both tools; a deeper change: the file only.
+        ok(try reference("unpack", "--image", L + ":basic", dir("debian2")))
+        // umoci's manifest has the root's mtime of the unpack, in seconds: a file created in that
+        // same second would not move it. Wait for the next second (no timing is measured).
+        var st = stat()
+        #expect(lstat(dir("debian2/rootfs"), &st) == 0)
+        while time(nil) <= st.st_mtim.tv_sec { usleep(50_000) }
+        let mounted2 = MountedBundle(dir("mounted2"))
+        ok(try umoci("unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", mounted2.paths.bundle))
+        for (rootfs, tag) in [(dir("debian2/rootfs"), "debian2"), (mounted2.paths.rootfs, "mounted2")] {
+            _ = FileManager.default.createFile(atPath: rootfs + "/new", contents: Data("new\n".utf8))
+            try "edited\n".write(toFile: rootfs + "/etc/hostname", atomically: false, encoding: .utf8)
+            let repack = tag == "debian2" ? try reference("repack", "--image", L + ":" + tag, dir("debian2"))
+                                          : try umoci("repack", "--image", L + ":" + tag, mounted2.paths.bundle)
+            ok(repack)
+            let names = Set(try lastLayer(tag).keys)
+            #expect(names == [".", "new", "etc/hostname"], "\(tag): \(names)")
+        }
+    }
 }
