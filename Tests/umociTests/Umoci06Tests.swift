@@ -123,4 +123,20 @@ import Testing
             #expect(names == [".", "new", "etc/hostname"], "\(tag): \(names)")
         }
     }
+
+    /// A deletion deep down leaves the root alone, also across an umount and a mount (the
+    /// mount removes the upper root's shared whiteout file, and must keep the root's times).
+    @Test func rootMtimeSurvivesAMountAfterADeletion() throws {
+        let dir = TemporaryDirectory()
+        let L = dir("L")
+        ok(try run("/bin/cp", ["-a", fixtureLayout, L]))
+        let bundle = MountedBundle(dir("bundle"))
+        ok(try umoci("unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", bundle.paths.bundle))
+        #expect(unlink(bundle.paths.rootfs + "/etc/hostname") == 0)
+        ok(try umoci("umount", bundle.paths.bundle))
+        ok(try umoci("mount", bundle.paths.bundle))
+        ok(try umoci("repack", "--image", L + ":deleted", bundle.paths.bundle))
+        let names = try lastLayerEntries(L, "deleted")
+        #expect(names.contains("etc/.wh.hostname") && !names.contains("."), "\(names)")
+    }
 }
