@@ -44,6 +44,7 @@ extension Umoci {
         var rootless = false
         @Option(name: .customLong("uid-map"), help: "a uid mapping container:host[:size] (repeatable)") var uidMap: [String] = []
         @Option(name: .customLong("gid-map"), help: "a gid mapping container:host[:size] (repeatable)") var gidMap: [String] = []
+        @OptionGroup var persist: PersistOption
         @Argument(help: "the bundle directory to create") var arguments: [String] = []
 
         /// The bundle mode asked for, and whether it was asked for explicitly (no fallback).
@@ -76,6 +77,7 @@ extension Umoci {
             try expectArguments(arguments, 1, "<bundle>")
             guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             let mapOptions = try mapOptions()
+            try persist.check()
             let paths = BundlePaths(arguments[0])
             for existing in [paths.config, paths.rootfs, paths.metadata] where Files.exists(existing) {
                 throw StoreError("create runtime bundle: \(existing) already exists")
@@ -95,6 +97,7 @@ extension Umoci {
                 do {
                     do { try Mounting.checkFuse() } catch { throw MountUnavailable(reason: "\(error)") }
                     try unpackMounted(ref, paths, cache, mapOptions)
+                    try persist.enable(paths, mounted: true)
                     return
                 } catch let error as MountUnavailable where !explicit {
                     Log.warn("\(error.reason); extracting the rootfs instead (umoci's bundle format)")
@@ -114,6 +117,7 @@ extension Umoci {
                 }
             }
             Log.info("unpacked image bundle: \(paths.bundle)")
+            try persist.enable(paths, mounted: false)
         }
 
         func unpackMounted(_ ref: ImageReference, _ paths: BundlePaths, _ cache: IndexCache, _ mapOptions: MapOptions) throws {
