@@ -150,7 +150,7 @@ let package = Package(
         // xattrs, the fixture images, mounts cleaned up whatever a test did.
         .target(
             name: "TestSupport",
-            dependencies: ["Basics", "OCI", "BundleFormat", "CLinux"],
+            dependencies: ["Basics", "OCI", "LayerView", "BundleFormat", "CLinux"],
             path: "Tests/TestSupport"
         ),
         .testTarget(

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 packages=(pkg-config libssl-dev zlib1g-dev libisal-dev libzstd-dev libfuse3-dev fuse3 umoci skopeo runc
           fuse-overlayfs hyperfine busybox-static debootstrap python3 zstd bc time lxc jq uidmap
-          pigz isal)
+          pigz isal groff-base man-db mandoc systemd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -154,11 +154,25 @@ final class UpperDirectory: Sendable {
 
     /// Removes what an interrupted copy-up left (UpperWhiteout.isInternal names) anywhere in
     /// the upper directory, before it is served.
+    /// The directory keeps its times: repack compares them with the image's (the shared
+    /// whiteout file sits in the root, whose mtime is a "." entry when it moves).
     static func removeInternalFiles(_ directory: Int32, path: String) throws(StoreError) {
+        var before = stat()
+        var removed = false
+        guard fstat(directory, &before) == 0 else { throw .system("stat", path) }
+        defer {
+            if removed {
+                var times = (before.st_atim, before.st_mtim)
+                _ = withUnsafePointer(to: &times) { p in
+                    p.withMemoryRebound(to: timespec.self, capacity: 2) { utimensat(directory, "", $0, Sys.AT_EMPTY_PATH) }
+                }
+            }
+        }
         for name in try Files.names(fd: directory, path: path) {
             let sub = path + "/" + name.description
             if UpperWhiteout.isInternal(name) {
                 if unlinkat(directory, name.c, 0) != 0 && errno != ENOENT { throw .system("remove", sub) }
+                removed = true
                 continue
             }
             var st = stat()

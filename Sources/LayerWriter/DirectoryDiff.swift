@@ -60,7 +60,7 @@ public struct DirectoryDiff {
     /// a directory whose mode, owner, mtime and xattrs are what the image has at its path is
     /// left out of the layer (it is in the upper directory only to hold a change below it),
     /// as umoci leaves out unchanged directories; and the root directory's own changes (mode,
-    /// owner, xattrs) go in as a "." entry, as umoci writes it.
+    /// owner, mtime, xattrs) go in as a "." entry, as umoci writes it.
     public var base: MergedView?
     /// The map options of an extracted bundle unpacked with mappings or rootless: owners are
     /// mapped back (and taken from `user.rootlesscontainers`) before entries are written.
@@ -106,19 +106,20 @@ public struct DirectoryDiff {
         var entry = TarEntry(name: ".", type: .directory, mode: UInt32(st.st_mode & 0o7777), uid: Int64(st.st_uid),
                              gid: Int64(st.st_gid), size: 0, mtime: layerMtime(st.st_mtim))
         do { entry.xattrs = try Xattr.list(.descriptor(fd), path: displayPath) } catch { throw .store(error) }
-        // Creating or removing a top-level entry moves the root's mtime; like umoci, that alone
-        // is no change of the root.
+        // The mtime counts as for any directory: umoci's mtree (tar_time) sees a root whose
+        // mtime alone moved (a touch, a top-level entry created or removed) and writes ".".
+        // Copy-up keeps the upper root's mtime, so a change deeper down does not move it.
         let mapped = try mapped(entry)
-        if !isUnchangedDirectory(".", mapped, comparingMtime: false) { try emit(mapped) }
+        if !isUnchangedDirectory(".", mapped) { try emit(mapped) }
     }
 
     /// Whether the directory entry (mode, owner, layer mtime, xattrs) is exactly what the base
     /// image has at `path`.
-    func isUnchangedDirectory(_ path: ByteString, _ entry: TarEntry, comparingMtime: Bool = true) -> Bool {
+    func isUnchangedDirectory(_ path: ByteString, _ entry: TarEntry) -> Bool {
         guard let base, let node = path == "." ? MergedView.root : base.lookup(path) else { return false }
         let inode = base.inode(of: node)
         guard inode.type == .directory, inode.mode & 0o7777 == entry.mode, inode.uid == entry.uid, inode.gid == entry.gid,
-              !comparingMtime || inode.mtime == entry.mtime else { return false }
+              inode.mtime == entry.mtime else { return false }
         var theirs: [ByteString: [UInt8]] = [:]
         for x in inode.xattrs { theirs[x.name] = x.value }
         var ours: [ByteString: [UInt8]] = [:]

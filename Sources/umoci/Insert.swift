@@ -38,6 +38,12 @@ extension Umoci {
             }
             let target = cleanComponents(arguments.last!).joined(separator: "/")
             guard !target.isEmpty || (!whiteout && !opaque) else { throw UsageError("insert: target must not be the root") }
+            // umoci refuses a target named like a whiteout: the layer would carry a whiteout
+            // (or a whiteout of one) instead of the file. Its message, its normalised name.
+            if cleanComponents(target).last?.hasPrefix(".wh.") == true {
+                let name = target + (!whiteout && Files.isDirectory(arguments[0]) ? "/" : "")
+                throw StoreError("add diff layer: invalid path has whiteout prefix \".wh.\": \(name)")
+            }
             let requested = try compression.choice()
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 var img = try layout.loadImage(tag: ref.tag)

@@ -4,6 +4,6 @@ extension Umoci {
     struct Raw: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "raw", abstract: "advanced internal image tooling",
-            subcommands: [RuntimeConfig.self, RawUnpack.self, RawAddLayer.self])
+            subcommands: [RuntimeConfig.self, RawUnpack.self, RawAddLayer.self, RawMtreeValidate.self])
     }
 }

@@ -47,6 +47,7 @@ extension Umoci {
         var rootless = false
         @Option(name: .customLong("uid-map"), help: "a uid mapping container:host[:size] (repeatable)") var uidMap: [String] = []
         @Option(name: .customLong("gid-map"), help: "a gid mapping container:host[:size] (repeatable)") var gidMap: [String] = []
+        @OptionGroup var persist: PersistOption
         @Argument(help: "the bundle directory to create") var arguments: [String] = []
 
         /// The bundle mode asked for: --extract, else UMOCI_UNPACK_MODE, else mount with a
@@ -81,16 +82,19 @@ extension Umoci {
             try expectArguments(arguments, 1, "<bundle>")
             guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             let mapOptions = try mapOptions()
+            try persist.check()
             let mode = try requestedMode()
-            var unpack = BundleUnpack(layout: ref.layout, tag: ref.tag, bundle: RuntimeBundle(arguments[0]),
+            let bundle = RuntimeBundle(arguments[0])
+            var unpack = BundleUnpack(layout: ref.layout, tag: ref.tag, bundle: bundle,
                                       cache: layers.cache(), log: Log.bundleLog)
             unpack.mode = mode
             unpack.mapOptions = mapOptions
             unpack.keepDirlinks = layers.keepDirlinks
             unpack.serverLogLevel = Log.level.rawValue
             unpack.indexProgress = (start: { IndexProgress.start($0) }, finish: { IndexProgress.finish() })
-            try unpack.run()
+            let got = try unpack.run()
             Log.info("unpacked image bundle: \(arguments[0])")
+            try persist.enable(bundle.paths, mounted: got == .mount)
         }
     }
 

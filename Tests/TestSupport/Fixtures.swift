@@ -1,6 +1,7 @@
 import Foundation
 import Basics
 import OCI
+import LayerView
 import Testing
 
 /// The test images, built once per test process by scripts/fixtures/make_image.py into one
@@ -34,4 +35,13 @@ public func loadImage(_ layout: String, _ tag: String) throws -> (manifest: JSON
 
 public func blobPath(_ layout: String, _ digest: String) -> String {
     layout + "/blobs/" + digest.replacingOccurrences(of: ":", with: "/")
+}
+
+/// Gives a hand-made upper directory the image root's mtime, as the mount server gives a fresh
+/// one (OverlayFS.adoptRootMetadata): repack then sees an unchanged root, and writes a "."
+/// entry only when the root's own metadata changes (as umoci does).
+public func adoptImageRootMtime(_ layout: String, _ tag: String, upper: String, cache: String) throws {
+    let opened = try ImageLayout(opening: layout)
+    let view = try MergedView.open(layout: opened, image: opened.loadImage(tag: tag), cache: IndexCache(directory: cache))
+    ok(try run("/usr/bin/touch", ["-h", "-d", "@\(view.inode(of: MergedView.root).mtime)", upper]))
 }

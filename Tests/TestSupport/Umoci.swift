@@ -1,8 +1,17 @@
 import Foundation
 import Testing
 
-/// The umoci built by this package: it sits beside the test bundle in the build directory.
+/// The umoci under test: `UMOCI_BIN` when set (a path, or a name looked up on PATH: run the
+/// suite against an installed `umoci`), else the one built by this package, beside the test
+/// bundle in the build directory.
 public let ourUmoci: String = {
+    if let bin = ProcessInfo.processInfo.environment["UMOCI_BIN"], !bin.isEmpty {
+        if bin.contains("/") { return bin }
+        let found = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":")
+            .map { $0 + "/" + bin }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        precondition(found != nil, "UMOCI_BIN=\(bin): no such program on PATH")
+        return found!
+    }
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
     // The test bundle may be a directory (…/umociPackageTests.xctest) on some platforms.

@@ -17,6 +17,7 @@ import TestSupport
         let path = try layout.resolveImage(tag: tag)
         let paths = BundlePaths(dir("bundle"))
         try FileManager.default.createDirectory(atPath: paths.upper, withIntermediateDirectories: true)
+        try adoptImageRootMtime(L, tag, upper: paths.upper, cache: dir("cache"))
         try BundleMetadata(from: path, mount: .init(layout: L, cacheDirectory: dir("cache"), keepDirlinks: false)).write(bundle: paths.bundle)
         return (L, paths)
     }

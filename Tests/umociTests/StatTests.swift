@@ -6,7 +6,7 @@ import TestSupport
 /// `umoci stat`'s human output against umoci 0.6's, byte for byte. The expected texts follow
 /// umoci 0.6's source, utils.go (SPDX header, "Copyright (C) 2016-2025"):
 /// - `ManifestStat.Format`: "== MANIFEST ==", then "\n== CONFIG ==" only when `Config != nil`
-///   (the config blob parsed as JSON), then "\n== HISTORY ==" only when `History != nil`
+///   (an image config, or a config umoci parses or finds embedded: see Umoci06Tests), then "\n== HISTORY ==" only when `History != nil`
 ///   (the config is an `ispec.Image`; `Stat()` makes the list even when it is empty);
 /// - `pprint`: "key:" or "key: v1, v2"; a value with "," is always `strconv.Quote`d, others go
 ///   through `quote(s, precise=true)`: quoted when `strconv.Quote` changes them, they are

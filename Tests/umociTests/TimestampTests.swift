@@ -109,6 +109,7 @@ import TestSupport
         _ = FileManager.default.createFile(atPath: paths.upper + "/past", contents: Data("p".utf8))
         Self.touch(paths.upper + "/future", "3000000000.7")
         Self.touch(paths.upper + "/past", "1000.6")
+        try adoptImageRootMtime(L, "whiteouts-gzip", upper: paths.upper, cache: dir("cache"))
         ok(try umoci("repack", "--compress", "none", "--image", L + ":new", paths.bundle,
                      environment: ["SOURCE_DATE_EPOCH": "2000000000"]))
         #expect(try Self.mtimes(Self.lastLayer(L, "new")) == ["future": 2_000_000_000, "past": 1000])

@@ -73,9 +73,21 @@ public struct ImageStat: Sendable {
     }
 }
 
+extension ImageStat {
+    /// Whether umoci 0.6 keeps the raw bytes of a config that is not an image config (and so
+    /// prints `== CONFIG ==` and `"config"` for it): only when its media type is one umoci
+    /// parses (the empty JSON, a descriptor, an index or a manifest) or the descriptor embeds
+    /// its data. A foreign media type (`application/vnd.example.config+json`) gets neither.
+    static func keepsRawConfig(_ config: Descriptor) -> Bool {
+        [MediaType.empty, MediaType.imageIndex, MediaType.imageManifest, "application/vnd.oci.descriptor.v1+json"]
+            .contains(config.mediaType) || config.json["data"].map { !$0.isNull } == true
+    }
+}
+
 extension ImageLayout {
     /// The stat of the manifest at the end of `path`. The manifest and config blobs are
-    /// verified; a config blob that is not JSON (an artifact's) is verified and left out.
+    /// verified; a config blob that is not JSON, or of a media type umoci does not parse (an
+    /// artifact's), is verified and left out.
     public func statImage(_ path: DescriptorPath) throws(StoreError) -> ImageStat {
         let descriptor = path.manifest
         let manifest = try Manifest(json: readJSONBlob(descriptor), digest: descriptor.digest)
@@ -91,7 +103,7 @@ extension ImageLayout {
             let image = try ImageConfig(json: json, digest: manifest.config.digest)
             stat.config = ImageStat.ConfigStat(descriptor: manifest.config, blob: json, image: image)
             stat.history = ImageStat.history(manifest: manifest, config: image)
-        } else if let json = try? JSON.parse(bytes) {
+        } else if ImageStat.keepsRawConfig(manifest.config), let json = try? JSON.parse(bytes) {
             stat.config = ImageStat.ConfigStat(descriptor: manifest.config, blob: json, image: nil)
         }
         return stat
