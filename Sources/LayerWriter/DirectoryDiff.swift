@@ -65,16 +65,16 @@ public struct DirectoryDiff {
     /// The map options of an extracted bundle unpacked with mappings or rootless: owners are
     /// mapped back (and taken from `user.rootlesscontainers`) before entries are written.
     public var ownership: RootlessOwnership?
-    let buffer: UnsafeMutableRawBufferPointer
+    /// The buffer file contents are copied through, owned by a class so that copies of this
+    /// struct share it and the last one frees it (no manual release to forget or repeat).
+    private let copyBuffer = CopyBuffer(byteCount: 1 << 20)
+    var buffer: UnsafeMutableRawBufferPointer { copyBuffer.bytes }
 
     public init(writer: LayerBlobWriter, masks: [String] = [], baseline: UpperBaseline? = nil) {
         self.writer = writer
         self.baseline = baseline
         self.masks = Set(masks.map { cleanComponents(ByteString($0)).joined(separator: "/") }.filter { !$0.isEmpty })
-        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
     }
-
-    public func release() { buffer.deallocate() }
 
     func isMasked(_ path: ByteString) -> Bool {
         if masks.isEmpty { return false }
@@ -363,4 +363,11 @@ public struct DirectoryDiff {
         }
         do { try writer.writeZeros(TarWriter.padding(forSize: size)) } catch { throw .store(error) }
     }
+}
+
+/// A buffer allocated once and freed with its last owner.
+private final class CopyBuffer {
+    let bytes: UnsafeMutableRawBufferPointer
+    init(byteCount: Int) { bytes = .allocate(byteCount: byteCount, alignment: 64) }
+    deinit { bytes.deallocate() }
 }

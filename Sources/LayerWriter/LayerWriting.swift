@@ -19,7 +19,6 @@ public enum LayerWriting {
         for _ in 0..<attempts {
             let writer = try LayerBlobWriter(layout: layout, compression: compression)
             var diff = DirectoryDiff(writer: writer, masks: masks, baseline: baseline)
-            defer { diff.release() }
             do throws(DirectoryDiff.Failure) {
                 try fill(&diff)
                 try diff.addWhiteoutsForRemovedEntries()

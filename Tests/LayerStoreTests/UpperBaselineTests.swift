@@ -25,7 +25,6 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
     let layout = try ImageLayout.create(at: scratch("layout-" + UUID().uuidString))
     let writer = try LayerBlobWriter(layout: layout, compression: LayerCompression.none)
     var diff = DirectoryDiff(writer: writer, baseline: baseline)
-    defer { diff.release() }
     try diff.addContents(ofDirectory: directory)
     try diff.addWhiteoutsForRemovedEntries()
     try diff.finish()
@@ -121,7 +120,6 @@ private func layerNames(of directory: String, baseline: UpperBaseline, scratch: 
         let layout = try ImageLayout.create(at: scratch("layout"))
         let writer = try LayerBlobWriter(layout: layout, compression: LayerCompression.none)
         var diff = DirectoryDiff(writer: writer)
-        defer { diff.release() }
         try diff.addContents(ofDirectory: upper)
         #expect(diff.entryCount == 0)
         #expect(diff.seen.stamps.isEmpty)
