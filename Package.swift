@@ -63,6 +63,19 @@ let package = Package(
             dependencies: ["LayerStore", "FuseFS", "CLinux"],
             swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
         ),
+        // libcurl (OpenSSL flavour), for every HTTP request and all of TLS the Registry target makes.
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        // The client side of the OCI distribution spec: references, credentials, TLS settings,
+        // manifests, verified blob streams, uploads.
+        .target(
+            name: "Registry",
+            dependencies: ["LayerStore", "CCurl"],
+            swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
+        ),
         .executableTarget(
             name: "umoci",
             dependencies: [
@@ -86,6 +99,10 @@ let package = Package(
         .testTarget(
             name: "FuseFSTests",
             dependencies: ["FuseFS", "LayerStore", "CLinux"]
+        ),
+        .testTarget(
+            name: "RegistryTests",
+            dependencies: ["Registry", "LayerStore"]
         ),
         .testTarget(
             name: "umociTests",

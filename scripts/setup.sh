@@ -10,6 +10,8 @@
 #   fixtures: busybox-static (the embedded default image), python3 and zstd (test images),
 #   debootstrap (benchmark image), bc (benchmark arithmetic), pigz and isal (igzip): the
 #   benchmarks' compression and decompression floors
+#   registry tests: docker-registry (distribution 2.8.2, the server), apache2-utils (htpasswd),
+#   openssl (the tests' CA and server certificate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
