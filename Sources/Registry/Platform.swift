@@ -5,13 +5,13 @@ import Glibc
 
 /// An image platform (image-spec's `platform` of an index entry), and the choice of one
 /// manifest from an index as skopeo and podman make it (containers/image
-/// internal/pkg/platform): linux and the host's architecture; a wanted variant must match
-/// exactly, and the wanted list ends with "any variant" so that an image without the host's
-/// own variant is still found. The first index entry matching the first wanted platform wins.
+/// internal/pkg/platform): linux and the host's architecture, variants matched exactly from a
+/// list of the variants the host runs, best first; the first wanted platform that any index
+/// entry matches wins, and among entries, the first in the index.
 public struct Platform: Sendable, Equatable, CustomStringConvertible {
     public var os: String
     public var architecture: String
-    /// "" matches any variant.
+    /// "" when the platform names none.
     public var variant: String
 
     public init(os: String, architecture: String, variant: String = "") {
@@ -42,21 +42,30 @@ public struct Platform: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The platforms this one runs, best first: an arm v7 host runs v7, v6 and v5 images;
-    /// every list ends with the architecture and any variant.
+    /// The platforms this one runs, best first: an arm v7 host runs v7, v6 and v5 images, then
+    /// one that names no variant; a host without a variant wants an image without one, then
+    /// the architecture's base variant (arm64's v8).
     public var wanted: [Platform] {
-        var list: [Platform] = []
-        if architecture == "arm", let n = Int(variant.dropFirst()), variant.hasPrefix("v") {
-            for v in stride(from: n, through: 5, by: -1) { list.append(Platform(os: os, architecture: architecture, variant: "v\(v)")) }
-        } else if !variant.isEmpty {
-            list.append(self)
+        var variants: [String]
+        if !variant.isEmpty {
+            let order = Platform.compatibility[architecture] ?? []
+            if let i = order.firstIndex(of: variant) { variants = Array(order[i...]) } else { variants = [variant] }
+            variants.append("")
+        } else {
+            variants = [""]
+            if let base = Platform.baseVariants[architecture] { variants.append(base) }
         }
-        list.append(Platform(os: os, architecture: architecture))
-        return list
+        return variants.map { Platform(os: os, architecture: architecture, variant: $0) }
     }
 
+    /// Known variants per architecture, most capable first.
+    static let compatibility: [String: [String]] = ["arm": ["v7", "v6", "v5"], "arm64": ["v8"]]
+    /// The variant every machine of an architecture runs.
+    static let baseVariants: [String: String] = ["arm64": "v8"]
+
+    /// Exact: a wanted "" matches only an entry that names no variant.
     public func matches(_ candidate: Platform) -> Bool {
-        candidate.os == os && candidate.architecture == architecture && (variant.isEmpty || candidate.variant == variant)
+        candidate.os == os && candidate.architecture == architecture && candidate.variant == variant
     }
 
     /// The platform of an index entry, nil when it has none.
