@@ -82,6 +82,7 @@ let package = Package(
                 "LayerStore",
                 "FuseFS",
                 "BundleKit",
+                "Registry",
                 "CLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

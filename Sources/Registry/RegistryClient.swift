@@ -429,7 +429,11 @@ public final class RegistryClient {
             } catch {
                 // An HTTP registry answers a TLS hello with garbage (a TLS error): try HTTP. A
                 // refused connection is refused on both; report the first failure.
-                if firstError == nil { firstError = error }
+                if firstError == nil {
+                    // "wrong version number": the registry speaks plain HTTP.
+                    firstError = error.kind == .tls && tls.verify
+                        ? RegistryError(.tls, error.message + " (a plain-HTTP registry needs --tls-verify=false)") : error
+                }
                 if error.kind != .tls { break }
             }
         }

@@ -36,7 +36,7 @@ extension Umoci {
                 """)
 
         @OptionGroup var global: GlobalOptions
-        @OptionGroup var image: ImageOptions
+        @OptionGroup var image: SourceImageOptions
         @OptionGroup var layers: LayerOptions
         @Flag(name: .customLong("extract"), help: "extract the rootfs as a plain directory (umoci's bundle format) instead of mounting it")
         var extract = false
@@ -72,7 +72,7 @@ extension Umoci {
         }
 
         func run() throws {
-            let ref = try image.reference()
+            _ = try image.location()
             try expectArguments(arguments, 1, "<bundle>")
             guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             let mapOptions = try mapOptions()
@@ -91,23 +91,25 @@ extension Umoci {
                 (mode, explicit) = (.extract, true)
             }
             let cache = layers.cache()
+            let prepared = try image.prepare(cache: cache, layers: true)
             if mode == .mount {
                 do {
                     do { try Mounting.checkFuse() } catch { throw MountUnavailable(reason: "\(error)") }
-                    try unpackMounted(ref, paths, cache, mapOptions)
+                    try unpackMounted(prepared, paths, cache, mapOptions)
                     return
                 } catch let error as MountUnavailable where !explicit {
                     Log.warn("\(error.reason); extracting the rootfs instead (umoci's bundle format)")
                 }
             }
-            try ImageLayout.withLocked(ref.layout, .shared) { layout in
-                let loaded = try layout.loadImage(tag: ref.tag)
+            try ImageLayout.withLocked(prepared.layout, .shared) { layout in
+                let loaded = try prepared.load(layout)
                 let view = try MergedView.open(layout: layout, image: loaded, cache: cache, options: layers.viewOptions())
                 let created = try BundleCreation(paths, extracting: loaded.path.manifest.digest)
                 do {
                     Log.info("unpacking rootfs ...")
                     try ExtractedBundle.create(view, paths, from: loaded.path, mapOptions: mapOptions, warn: { Log.warn($0) })
                     try writeRuntimeConfig(loaded, paths, mapOptions)
+                    try prepared.record(bundle: paths.bundle)
                 } catch {
                     created.undo()
                     throw error
@@ -116,10 +118,10 @@ extension Umoci {
             Log.info("unpacked image bundle: \(paths.bundle)")
         }
 
-        func unpackMounted(_ ref: ImageReference, _ paths: BundlePaths, _ cache: IndexCache, _ mapOptions: MapOptions) throws {
-            let layoutPath = Mounting.canonical(ref.layout)
-            let (loaded, created) = try ImageLayout.withLocked(ref.layout, .shared) { layout in
-                let loaded = try layout.loadImage(tag: ref.tag)
+        func unpackMounted(_ prepared: PreparedImage, _ paths: BundlePaths, _ cache: IndexCache, _ mapOptions: MapOptions) throws {
+            let layoutPath = Mounting.canonical(prepared.layout)
+            let (loaded, created) = try ImageLayout.withLocked(prepared.layout, .shared) { layout in
+                let loaded = try prepared.load(layout)
                 // Index the layers now, with progress, so that the server opens a warm view;
                 // with a warm cache the server's own open (which verifies) is enough.
                 if !cache.isWarm(image: loaded, keepDirlinks: layers.keepDirlinks) {
@@ -130,9 +132,10 @@ extension Umoci {
                 return (loaded, try BundleCreation(paths))
             }
             do {
-                let metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
+                var metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
                     layout: layoutPath, cacheDirectory: Mounting.canonical(cache.directory), keepDirlinks: layers.keepDirlinks),
                     mapOptions: mapOptions)
+                prepared.record(in: &metadata)
                 try metadata.write(bundle: paths.bundle)
                 do {
                     try Mounting.start(paths, logLevel: Log.level.rawValue)

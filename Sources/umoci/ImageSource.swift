@@ -1,0 +1,140 @@
+import ArgumentParser
+import LayerStore
+import Registry
+
+/// `--image` of the commands that read an image from a layout or straight from a registry
+/// (unpack, raw unpack, stat, raw runtime-config), with skopeo's registry flags.
+struct SourceImageOptions: ParsableArguments {
+    @Option(name: .customLong("image"), help: "image: 'path[:tag]', 'oci:path[:tag]' or 'docker://host[:port]/repo[:tag|@digest]'")
+    var image: String?
+    @Option(name: .customLong("creds"), help: "registry credentials USER:PASSWORD (docker:// images)")
+    var creds: String?
+    @Option(name: .customLong("authfile"), help: "auth file of registry credentials (default: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)")
+    var authFile: String?
+    @Option(name: .customLong("cert-dir"), help: "directory of *.crt CA certificates and *.cert/*.key client pairs for the registry")
+    var certDir: String?
+    @Option(name: .customLong("tls-verify"), help: "check the registry's TLS certificate (false: also allows plain HTTP)")
+    var tlsVerify: Bool = true
+
+    func location() throws -> ImageLocation {
+        guard let image else { throw UsageError("missing mandatory argument: --image") }
+        do { return try ImageLocation(parsing: image) } catch { throw UsageError(error.message) }
+    }
+
+    /// The image ready to be read from a layout: a local one as it is, a registry one after
+    /// its manifest, config and (with `layers`) layers were fetched, each verified, into the
+    /// index cache's blob layout. That layout is where a mounted bundle finds its base again
+    /// after a reboot, without the network; blobs already there are not fetched again.
+    func prepare(cache: IndexCache, layers: Bool) throws -> PreparedImage {
+        switch try location() {
+        case .layout(let reference):
+            return PreparedImage(layout: reference.layout, selection: .tag(reference.tag), source: nil)
+        case .registry(let reference):
+            do {
+                return try fetch(reference, cache: cache, layers: layers)
+            } catch let error as RegistryError {
+                throw StoreError(error.message)
+            }
+        }
+    }
+
+    /// The index cache of a command without --cache-dir (stat, raw runtime-config): where a
+    /// registry image's manifest and config are kept.
+    static func defaultCache() -> IndexCache {
+        let environment = Environment.variables
+        return IndexCache.usable(directory: IndexCache.defaultDirectory(environment: environment),
+                                 environment: environment, warn: { Log.warn($0) })
+    }
+
+    func registryOptions() throws -> RegistryOptions {
+        var options = RegistryOptions(authFile: authFile, certDirectory: certDir, tlsVerify: tlsVerify,
+                                      environment: Environment.variables, userAgent: "umoci")
+        if let creds {
+            do { options.credentials = try Credentials(parsing: creds) } catch { throw UsageError(error.message) }
+        }
+        return options
+    }
+
+    private func fetch(_ reference: RegistryReference, cache: IndexCache, layers: Bool) throws -> PreparedImage {
+        let client = try RegistryClient(for: reference, options: try registryOptions())
+        let resolved = try client.resolve(reference)
+        let path = cache.blobLayoutPath
+        if (try? ImageLayout(opening: path)) == nil {
+            try Files.makeDirectories(Files.directoryName(path))
+            // Or made by another process meanwhile.
+            if (try? ImageLayout.create(at: path)) == nil { _ = try ImageLayout(opening: path) }
+        }
+        var walk: [Descriptor] = []
+        try ImageLayout.withLocked(path, .shared) { layout in
+            // Manifest and index as received (their digests verified by the client).
+            for fetched in [resolved.index, resolved.manifest].compactMap({ $0 }) {
+                walk.append(fetched.descriptor)
+                let target = layout.blobPath(fetched.digest)
+                if Files.exists(target) { continue }
+                try Files.makeDirectories(Files.directoryName(target))
+                try Files.writeAtomically(target, fetched.bytes)
+            }
+            var blobs = [resolved.parsed.config]
+            if layers { blobs += resolved.parsed.layers }
+            for blob in blobs {
+                let target = layout.blobPath(blob.digest)
+                if Files.exists(target) { continue }
+                try Files.makeDirectories(Files.directoryName(target))
+                Log.info("fetching \(blob.digest) (\(blob.size) bytes) from \(reference.registry)/\(reference.repository)")
+                try client.fetchBlob(blob, from: reference.repository, into: target)
+            }
+        }
+        return PreparedImage(layout: path, selection: .descriptors(DescriptorPath(walk: walk)),
+                             source: resolved.pinnedReference.description, requested: reference.description)
+    }
+}
+
+/// An image ready to be loaded from a layout: which layout, which image in it, and where it came from.
+struct PreparedImage {
+    enum Selection {
+        case tag(String)
+        case descriptors(DescriptorPath)
+    }
+
+    let layout: String
+    let selection: Selection
+    /// `docker://HOST/REPO@DIGEST` for a registry image (the manifest it resolved to); nil for a layout.
+    let source: String?
+    var requested: String?
+
+    init(layout: String, selection: Selection, source: String?, requested: String? = nil) {
+        self.layout = layout
+        self.selection = selection
+        self.source = source
+        self.requested = requested
+    }
+
+    func descriptorPath(in layout: ImageLayout) throws -> DescriptorPath {
+        switch selection {
+        case .tag(let tag): return try layout.resolveImage(tag: tag)
+        case .descriptors(let path): return path
+        }
+    }
+
+    func load(_ layout: ImageLayout) throws -> Image {
+        try layout.loadImage(descriptorPath(in: layout))
+    }
+
+    /// umoci.json keeps where a registry image came from: the reference as given and the
+    /// manifest it resolved to.
+    func record(in metadata: inout BundleMetadata) {
+        guard let source else { return }
+        var object = JSONObject()
+        object["reference"] = requested.map { .string($0) }
+        object["resolved"] = .string(source)
+        metadata.json["image_source"] = .object(object)
+    }
+
+    /// The same for a bundle whose umoci.json is already written (extract mode).
+    func record(bundle: String) throws {
+        guard source != nil else { return }
+        var metadata = try BundleMetadata.read(bundle: bundle)
+        record(in: &metadata)
+        try metadata.write(bundle: bundle)
+    }
+}
