@@ -47,6 +47,13 @@ static inline CURLcode umoci_curl_get_long(CURL *curl, CURLINFO info, long *valu
     return curl_easy_getinfo(curl, info, value);
 }
 
+static inline CURLcode umoci_curl_get_offset(CURL *curl, CURLINFO info, int64_t *value) {
+    curl_off_t v = 0;
+    CURLcode rc = curl_easy_getinfo(curl, info, &v);
+    *value = (int64_t)v;
+    return rc;
+}
+
 static inline CURLcode umoci_curl_get_string(CURL *curl, CURLINFO info, const char **value) {
     char *s = NULL;
     CURLcode rc = curl_easy_getinfo(curl, info, &s);

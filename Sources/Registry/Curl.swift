@@ -292,6 +292,18 @@ final class CurlTransfer {
     private func transportError(_ code: CURLcode, url: String) -> RegistryError {
         let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(code))
         let host = hostPort(of: url)
+        // A server that refuses the client during the TLS handshake (no client certificate, or
+        // one it does not trust) just closes the connection: libcurl sees a failed send or
+        // receive before the handshake completed, and says nothing about TLS.
+        var handshakeDone: Int64 = 0
+        _ = umoci_curl_get_offset(easy, CURLINFO_APPCONNECT_TIME_T, &handshakeDone)
+        var responseCode = 0
+        _ = umoci_curl_get_long(easy, CURLINFO_RESPONSE_CODE, &responseCode)
+        if url.hasPrefix("https://"), responseCode == 0,
+           code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR || code == CURLE_GOT_NOTHING {
+            let when = handshakeDone == 0 ? "during the TLS handshake" : "right after the TLS handshake"
+            return RegistryError(.tls, "TLS with \(host) failed: the server closed the connection \(when) (\(detail)); a registry that wants a client certificate does this (--cert-dir)")
+        }
         switch code {
         case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
              CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_CRL_BADFILE, CURLE_SSL_PINNEDPUBKEYNOTMATCH,

@@ -209,7 +209,10 @@ public final class RegistryClient {
         var resumes = 0
         while true {
             let resumeAt = received
+            // A 200 to the resumption: the whole blob again, its first `resumeAt` bytes skipped.
             var skip: Int64 = 0
+            // A 206 that does not start where asked.
+            var misplaced = false
             var failure: RegistryError?
             let response: HTTPResponse
             do {
@@ -217,7 +220,13 @@ public final class RegistryClient {
                     try send("GET", "/v2/\(repository)/blobs/\(descriptor.digest)", scopes: [pullScope(repository)],
                              range: resumeAt > 0 ? (resumeAt, nil) : nil, what: what, onStatus: { r in
                         if resumeAt > 0, r.status == 200 { skip = resumeAt }
+                        if resumeAt > 0, r.status == 206 {
+                            misplaced = r.header("content-range").flatMap(RegistryClient.contentRangeStart) != resumeAt
+                        }
                     }) { chunk in
+                        guard !misplaced else {
+                            throw RegistryError(.protocolViolation, "\(what): the registry resumed at another offset than \(resumeAt)")
+                        }
                         var chunk = chunk
                         if skip > 0 {
                             let n = Int(min(skip, Int64(chunk.count)))

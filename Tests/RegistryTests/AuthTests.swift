@@ -41,6 +41,32 @@ import Testing
         #expect(try RegistryClient(for: reference, options: insecure).resolve(reference).manifest == image.manifest)
     }
 
+    @Test func clientCertificatesFromTheCertDirectory() throws {
+        let registry = try TestRegistry(tls: true, requireClientCertificates: true)
+        defer { registry.stop() }
+        let tmp = TemporaryDirectory()
+        // skopeo pushes with the pair too (its --dest-cert-dir reads the same layout).
+        let certs = tmp("certs.d")
+        try FileManager.default.createDirectory(atPath: certs, withIntermediateDirectories: true)
+        for name in ["client.cert", "client.key"] {
+            try FileManager.default.copyItem(atPath: registry.clientPairDirectory + "/" + name, toPath: certs + "/" + name)
+        }
+        try FileManager.default.copyItem(atPath: registry.certDirectory + "/ca.crt", toPath: certs + "/ca.crt")
+        _ = try writeRandomImage(layout: tmp("layout"), tag: "t", size: 1000)
+        try runOK("/usr/bin/skopeo", ["copy", "--quiet", "--dest-cert-dir", certs, "oci:\(tmp("layout")):t", "docker://\(registry.host)/cc/img:t"])
+        let reference = try registry.reference("cc/img", "t")
+        _ = try RegistryClient(for: reference, options: RegistryOptions(certDirectory: certs)).resolve(reference)
+        // The CA alone: the server refuses the handshake.
+        expectError(.tls, containing: ["TLS with \(registry.host) failed"]) {
+            _ = try RegistryClient(for: reference, options: RegistryOptions(certDirectory: registry.certDirectory)).resolve(reference)
+        }
+        // A certificate without its key is refused before any request.
+        try FileManager.default.removeItem(atPath: certs + "/client.key")
+        expectError(.invalidInput, containing: ["client certificate \(certs)/client.cert has no key"]) {
+            _ = try RegistryClient(for: reference, options: RegistryOptions(certDirectory: certs))
+        }
+    }
+
     @Test func credentialsFromAuthFilesInSkopeosOrder() throws {
         let registry = try TestRegistry(tls: true, users: ["bob": "pw"])
         defer { registry.stop() }

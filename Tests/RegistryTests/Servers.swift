@@ -137,7 +137,9 @@ final class ServerProcess {
 
 /// Debian's docker-registry (distribution 2.8.2) on 127.0.0.1 with filesystem storage in a
 /// temporary directory; with `tls`, a certificate for 127.0.0.1 signed by a CA made here
-/// (its certificate in `certDirectory/ca.crt`); with `users`, htpasswd Basic authentication.
+/// (its certificate in `certDirectory/ca.crt`); with `users`, htpasswd Basic authentication;
+/// with `requireClientCertificates`, TLS only for clients showing a certificate the CA signed
+/// (one is made in `clientPairDirectory` as client.cert and client.key).
 final class TestRegistry {
     let directory = TemporaryDirectory()
     let server: ServerProcess
@@ -145,9 +147,10 @@ final class TestRegistry {
     let tls: Bool
     var storage: String { directory("storage") }
     var certDirectory: String { directory("certs") }
+    var clientPairDirectory: String { directory("client") }
     var host: String { "127.0.0.1:\(port)" }
 
-    init(tls: Bool = false, users: [String: String] = [:]) throws {
+    init(tls: Bool = false, users: [String: String] = [:], requireClientCertificates: Bool = false) throws {
         self.tls = tls
         var config = """
             version: 0.1
@@ -196,6 +199,13 @@ final class TestRegistry {
                         certificate: \(directory("server.crt"))
                         key: \(directory("server.key"))
                     """
+                if requireClientCertificates {
+                    full += """
+
+                            clientcas:
+                              - \(directory("certs/ca.crt"))
+                        """
+                }
             }
             try full.write(toFile: directory("config.yml"), atomically: true, encoding: .utf8)
             do {
@@ -223,6 +233,12 @@ final class TestRegistry {
             .write(toFile: dir + "/server.ext", atomically: true, encoding: .utf8)
         try runOK(openssl, ["x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/certs/ca.crt", "-CAkey", dir + "/ca.key",
                             "-CAcreateserial", "-out", dir + "/server.crt", "-days", "2", "-extfile", dir + "/server.ext"])
+        try FileManager.default.createDirectory(atPath: dir + "/client", withIntermediateDirectories: true)
+        try runOK(openssl, ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                            "-keyout", dir + "/client/client.key", "-out", dir + "/client.csr", "-subj", "/CN=registry test client"])
+        try "extendedKeyUsage=clientAuth\n".write(toFile: dir + "/client.ext", atomically: true, encoding: .utf8)
+        try runOK(openssl, ["x509", "-req", "-in", dir + "/client.csr", "-CA", dir + "/certs/ca.crt", "-CAkey", dir + "/ca.key",
+                            "-CAcreateserial", "-out", dir + "/client/client.cert", "-days", "2", "-extfile", dir + "/client.ext"])
     }
 
     /// `skopeo copy oci:LAYOUT:TAG docker://HOST/REPO:TAG`, the way images get into the registry
