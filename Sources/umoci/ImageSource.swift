@@ -56,7 +56,8 @@ struct SourceImageOptions: ParsableArguments {
     }
 
     private func fetch(_ reference: RegistryReference, cache: IndexCache, layers: Bool) throws -> PreparedImage {
-        let client = try RegistryClient(for: reference, options: try registryOptions())
+        let options = try registryOptions()
+        let client = try RegistryClient(for: reference, options: options)
         let resolved = try client.resolve(reference)
         let path = cache.blobLayoutPath
         if (try? ImageLayout(opening: path)) == nil {
@@ -76,13 +77,18 @@ struct SourceImageOptions: ParsableArguments {
             }
             var blobs = [resolved.parsed.config]
             if layers { blobs += resolved.parsed.layers }
-            for blob in blobs {
+            var downloads: [BlobDownload] = []
+            for blob in blobs where !downloads.contains(where: { $0.descriptor.digest == blob.digest }) {
                 let target = layout.blobPath(blob.digest)
                 if Files.exists(target) { continue }
                 try Files.makeDirectories(Files.directoryName(target))
-                Log.info("fetching \(blob.digest) (\(blob.size) bytes) from \(reference.registry)/\(reference.repository)")
-                try client.fetchBlob(blob, from: reference.repository, into: target)
+                downloads.append(BlobDownload(blob, into: target))
             }
+            // The layers in parallel, each on its own connection.
+            let source = "\(reference.registry)/\(reference.repository)"
+            try RegistryClient.fetch(downloads, from: reference, options: options, starting: { blob in
+                Log.info("fetching \(blob.digest) (\(blob.size) bytes) from \(source)")
+            })
         }
         return PreparedImage(layout: path, selection: .descriptors(DescriptorPath(walk: walk)),
                              source: resolved.pinnedReference.description, requested: reference.description)

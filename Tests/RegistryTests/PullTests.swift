@@ -50,6 +50,32 @@ import Testing
         #expect(try DigestHasher.digest(of: Array(Data(contentsOf: URL(fileURLWithPath: tmp("store/blob"))))) == layer.digest)
     }
 
+    @Test func blobsFetchedInParallelEachVerified() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        let tmp = TemporaryDirectory()
+        try runOK("/usr/bin/python3", [makeImage, tmp("layout"), "basic", "v1"])
+        try registry.push(layout: tmp("layout"), tag: "v1-gzip", to: "par/basic", as: "v1")
+        let reference = try registry.reference("par/basic", "v1")
+        let image = try RegistryClient(for: reference, options: Self.plain).resolve(reference)
+        try FileManager.default.createDirectory(atPath: tmp("store"), withIntermediateDirectories: true)
+        let blobs = [image.parsed.config] + image.parsed.layers
+        let downloads = blobs.map { BlobDownload($0, into: tmp("store/\($0.digest.encoded)")) }
+        try RegistryClient.fetch(downloads, from: reference, options: Self.plain, width: 3)
+        for blob in blobs {
+            let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: tmp("store/\(blob.digest.encoded)"))))
+            #expect(try DigestHasher.digest(of: bytes) == blob.digest)
+        }
+        // A blob the registry lacks: its error, and no temporary file left by any worker.
+        let missing = Descriptor(mediaType: MediaType.layerTarGzip, digest: try DigestHasher.digest(of: [9]), size: 1)
+        try FileManager.default.createDirectory(atPath: tmp("store2"), withIntermediateDirectories: true)
+        expectError(.notFound, containing: ["blob \(missing.digest)"]) {
+            try RegistryClient.fetch([BlobDownload(missing, into: tmp("store2/missing"))] + blobs.map { BlobDownload($0, into: tmp("store2/\($0.digest.encoded)")) },
+                                     from: reference, options: Self.plain, width: 2)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp("store2")).allSatisfy { !$0.hasPrefix(".download-") && $0 != "missing" })
+    }
+
     @Test func rangeReadsGiveExactlyTheBytesAsked() throws {
         let registry = try TestRegistry()
         defer { registry.stop() }
