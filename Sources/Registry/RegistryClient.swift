@@ -106,11 +106,17 @@ public final class RegistryClient {
 
     // MARK: Manifests
 
+    /// `manifest HOST/REPO:TAG` or `manifest HOST/REPO@DIGEST`, for messages.
+    private func manifestName(_ repository: String, _ reference: String) -> String {
+        let separator = (try? Digest(parsing: reference)) == nil ? ":" : "@"
+        return "manifest \(registry)/\(repository)\(separator)\(reference)"
+    }
+
     /// `GET /v2/<name>/manifests/<reference>` accepting OCI and Docker schema 2 manifests and
     /// indexes; the bytes are verified against the reference's digest, else against the
     /// registry's Docker-Content-Digest.
     public func fetchManifest(_ repository: String, reference: String, expected: Digest? = nil) throws(RegistryError) -> FetchedManifest {
-        let what = "manifest \(registry)/\(repository):\(reference)".replacingColonBeforeDigest()
+        let what = manifestName(repository, reference)
         let r = try send("GET", "/v2/\(repository)/manifests/\(reference)", scopes: [pullScope(repository)],
                          headers: ["Accept: " + RegistryClient.manifestMediaTypes.joined(separator: ", ")],
                          bodyLimit: RegistryClient.manifestLimit, what: what)
@@ -134,7 +140,7 @@ public final class RegistryClient {
     /// `HEAD /v2/<name>/manifests/<reference>`: the manifest's descriptor, or nil when the
     /// registry does not have it.
     public func headManifest(_ repository: String, reference: String) throws(RegistryError) -> Descriptor? {
-        let what = "manifest \(registry)/\(repository):\(reference)".replacingColonBeforeDigest()
+        let what = manifestName(repository, reference)
         let r = try send("HEAD", "/v2/\(repository)/manifests/\(reference)", scopes: [pullScope(repository)],
                          headers: ["Accept: " + RegistryClient.manifestMediaTypes.joined(separator: ", ")], what: what)
         if r.status == 404 { return nil }
@@ -184,11 +190,7 @@ public final class RegistryClient {
 
     /// `HEAD /v2/<name>/blobs/<digest>`: the blob's size, or nil when the repository lacks it.
     public func blobSize(_ digest: Digest, in repository: String) throws(RegistryError) -> Int64? {
-        let what = "blob \(digest) of \(registry)/\(repository)"
-        let r = try send("HEAD", "/v2/\(repository)/blobs/\(digest)", scopes: [pullScope(repository)], what: what)
-        if r.status == 404 { return nil }
-        guard r.status == 200 else { throw statusError(r, what) }
-        return r.header("content-length").flatMap { Int64($0) } ?? -1
+        try blobSize(digest, in: repository, scopes: [pullScope(repository)])
     }
 
     /// Streams a blob to `sink`, following redirects, its size and digest verified: the call
@@ -395,7 +397,7 @@ public final class RegistryClient {
     /// the registry's Docker-Content-Digest.
     @discardableResult
     public func putManifest(_ bytes: [UInt8], mediaType: String, to repository: String, reference: String) throws(RegistryError) -> Digest {
-        let what = "manifest \(registry)/\(repository):\(reference)".replacingColonBeforeDigest()
+        let what = manifestName(repository, reference)
         let digest: Digest
         do { digest = try DigestHasher.digest(of: bytes) } catch { throw RegistryError(error) }
         let r = try send("PUT", "/v2/\(repository)/manifests/\(reference)", scopes: [pushScope(repository)],
@@ -589,25 +591,5 @@ extension String {
         while s.first == " " { s = s.dropFirst() }
         while s.last == " " { s = s.dropLast() }
         return String(s)
-    }
-
-    /// `host/repo:sha256:...` reads better as `host/repo@sha256:...`.
-    func replacingColonBeforeDigest() -> String {
-        for algorithm in [":sha256:", ":sha512:"] {
-            if let i = lastIndex(of: ":"), let start = firstIndexOfSubstring(algorithm), start < i {
-                return String(self[..<start]) + "@" + String(self[index(after: start)...])
-            }
-        }
-        return self
-    }
-
-    private func firstIndexOfSubstring(_ needle: String) -> String.Index? {
-        let n = Array(needle.utf8)
-        let h = Array(utf8)
-        guard h.count >= n.count else { return nil }
-        for i in 0...(h.count - n.count) where Array(h[i..<(i + n.count)]) == n {
-            return utf8.index(startIndex, offsetBy: i)
-        }
-        return nil
     }
 }
