@@ -1,4 +1,5 @@
 import ArgumentParser
+import BundleKit
 import LayerStore
 import Registry
 
@@ -126,13 +127,15 @@ struct PreparedImage {
         try layout.loadImage(descriptorPath(in: layout))
     }
 
-    /// umoci.json keeps where a registry image came from: the reference as given and the
-    /// manifest it resolved to.
+    /// umoci.json keeps where a registry image came from: the reference as given, the
+    /// manifest it resolved to, and the layout its blobs were fetched into (repack reads the
+    /// base from there).
     func record(in metadata: inout BundleMetadata) {
         guard let source else { return }
         var object = JSONObject()
         object["reference"] = requested.map { .string($0) }
         object["resolved"] = .string(source)
+        object["layout"] = .string(Mounting.canonical(layout))
         metadata.json["image_source"] = .object(object)
     }
 

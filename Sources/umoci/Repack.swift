@@ -12,6 +12,7 @@ extension Umoci {
             commandName: "repack", abstract: "repacks an OCI runtime bundle into a reference",
             discussion: """
                 usage: umoci repack --image <image-path>[:<tag>] <bundle>
+                       umoci repack --image docker://<host>[:<port>]/<repo>:<tag> [--creds ...] <bundle>
 
                 For a mounted bundle the new layer holds exactly the bundle's upper directory: \
                 what changed through the mount, whiteouts included. For an extracted bundle \
@@ -21,7 +22,7 @@ extension Umoci {
                 """)
 
         @OptionGroup var global: GlobalOptions
-        @OptionGroup var image: ImageOptions
+        @OptionGroup var image: SourceImageOptions
         @OptionGroup var history: HistoryOptions
         @OptionGroup var compression: CompressionOption
         @Option(name: .customLong("mask-path"), help: "a path to leave out of the layer (repeatable)") var maskPaths: [String] = []
@@ -31,7 +32,9 @@ extension Umoci {
         @Argument(help: "the bundle") var arguments: [String] = []
 
         func run() throws {
-            let ref = try image.reference()
+            if case .registry = try image.location(), refreshBundle {
+                throw UsageError("--refresh-bundle with a docker:// --image is not supported yet: repack into a layout to refresh the bundle")
+            }
             try expectArguments(arguments, 1, "<bundle>")
             guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             try history.check()
@@ -62,13 +65,16 @@ extension Umoci {
             // the mount alone (sync(2) would flush every file system on the machine).
             if mounted { try Mounting.flush(paths) }
 
-            try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
+            let destination = try RepackDestination(image, metadata: metadata)
+            defer { destination.cleanUp() }
+            try ImageLayout.withLocked(destination.layout, .exclusive) { layout in
                 let from = try metadata.fromDescriptorPath()
                 var base: Image
                 do {
+                    try destination.provideBase(from, into: layout)
                     base = try layout.loadImage(from)
                 } catch {
-                    throw StoreError("repack: the bundle's base image \(from.manifest.digest) cannot be read from \(ref.layout) (a different layout, or garbage-collected?): \(error)")
+                    throw StoreError("repack: the bundle's base image \(from.manifest.digest) cannot be read from \(destination.layout) (a different layout, or garbage-collected?): \(error)")
                 }
                 let masks = maskPaths + (noMaskVolumes ? [] : base.config.runConfig["Volumes"]?.object?.keys ?? [])
                 let layerCompression = requested ?? LayerCompression.auto(for: base.manifest.layers)
@@ -99,12 +105,13 @@ extension Umoci {
                     }
                 }
                 base.add(layer, history: try history.entry(createdBy: "umoci repack", author: base.config.author, emptyLayer: layer == nil))
-                let newPath = try layout.commit(base, tag: ref.tag)
+                let newPath = try layout.commit(base, tag: destination.tag)
                 Log.info("new image manifest created: \(newPath.manifest.digest)")
+                try destination.publish(newPath, from: layout)
                 if refreshBundle, let changes {
                     try ExtractedBundle.refresh(paths, metadata: &metadata, onto: newPath, walk: changes.walk)
                 } else if refreshBundle {
-                    try Refresh.rebase(paths, metadata: &metadata, onto: newPath, in: ref.layout, mounted: mounted, packed: seen)
+                    try Refresh.rebase(paths, metadata: &metadata, onto: newPath, in: destination.layout, mounted: mounted, packed: seen)
                 }
             }
             // The server opens the new base with the layout's shared lock: after ours is gone.

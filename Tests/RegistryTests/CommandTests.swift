@@ -100,6 +100,84 @@ func treeListing(_ root: String) throws -> String {
         #expect(!FileManager.default.fileExists(atPath: tmp("bundle2/umoci.json")))
     }
 
+    @Test func repackPushesOnlyTheNewLayerAndWritesCompleteLayouts() throws {
+        defer { registry.stop() }
+        let bundle = tmp("bundle")
+        defer {
+            _ = try? run(umociBinary, ["umount", bundle], environment: environment)
+            if (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(bundle + "/rootfs") == true {
+                umount2(bundle + "/rootfs", Int32(MNT_DETACH))
+            }
+        }
+        let unpack = try umoci(["unpack", "--tls-verify=false", "--image", image, bundle])
+        try #require(unpack.status == 0, "\(unpack)")
+        // A new file at the top of the rootfs (no path component to follow).
+        let fd = open(bundle + "/rootfs/added-by-test", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
+        try #require(fd >= 0)
+        #expect(write(fd, "hello\n", 6) == 6)
+        close(fd)
+
+        // To a new tag of the same repository: the base layers are there already.
+        let push = try umoci(["--log", "info", "repack", "--tls-verify=false", "--image", "docker://\(registry.host)/cmd/basic:v2", bundle])
+        try #require(push.status == 0, "\(push)")
+        #expect(push.stderr.components(separatedBy: "already in \(registry.host)/cmd/basic").count - 1 == 3, "three base layers: \(push)")
+        #expect(push.stderr.components(separatedBy: "uploaded to").count - 1 == 2, "the new layer and the config: \(push)")
+        // To another repository: the registry links the base layers across, and the new layer
+        // too (the same bytes again, which the first push put into the source repository).
+        let other = try umoci(["--log", "info", "repack", "--tls-verify=false", "--image", "docker://\(registry.host)/cmd/other:v2", bundle])
+        try #require(other.status == 0, "\(other)")
+        #expect(other.stderr.components(separatedBy: "mounted into \(registry.host)/cmd/other").count - 1 == 4, "\(other)")
+        // No staging layout left in the cache.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp("cache")).allSatisfy { !$0.hasPrefix("push-") })
+
+        // skopeo and Debian's umoci read the pushed image: the new file on top of the base.
+        for repository in ["cmd/basic", "cmd/other"] {
+            let copy = tmp("copy-" + repository.replacingOccurrences(of: "/", with: "-"))
+            try runOK("/usr/bin/skopeo", ["copy", "--quiet", "--src-tls-verify=false", "docker://\(registry.host)/\(repository):v2", "oci:\(copy):v2"])
+            try runOK("/usr/bin/umoci", ["raw", "unpack", "--image", copy + ":v2", copy + "-rootfs"])
+            #expect(try String(contentsOfFile: copy + "-rootfs/added-by-test", encoding: .utf8) == "hello\n")
+            #expect(try String(contentsOfFile: copy + "-rootfs/etc/hostname", encoding: .utf8) == "test\n")
+        }
+
+        // Into a local layout: a complete image (the base's blobs come from the cache).
+        try runOK(umociBinary, ["init", "--layout", tmp("local")])
+        let local = try umoci(["repack", "--image", tmp("local") + ":v2", bundle])
+        try #require(local.status == 0, "\(local)")
+        try runOK("/usr/bin/umoci", ["raw", "unpack", "--image", tmp("local") + ":v2", tmp("local-rootfs")])
+        #expect(try String(contentsOfFile: tmp("local-rootfs/added-by-test"), encoding: .utf8) == "hello\n")
+
+        // A digest is no place to push to; --refresh-bundle is not there yet.
+        let byDigest = try umoci(["repack", "--tls-verify=false", "--image", "docker://\(registry.host)/cmd/basic@sha256:" + String(repeating: "0", count: 64), bundle])
+        #expect(byDigest.status == 1 && byDigest.stderr.contains("repack pushes to a tag"), "\(byDigest)")
+        let refresh = try umoci(["repack", "--refresh-bundle", "--tls-verify=false", "--image", "docker://\(registry.host)/cmd/basic:v3", bundle])
+        #expect(refresh.status == 1 && refresh.stderr.contains("not supported yet"), "\(refresh)")
+    }
+
+    @Test func roundTripThroughTLSAndBasicAuth() throws {
+        defer { registry.stop() }
+        let secure = try TestRegistry(tls: true, users: ["dora": "pw"])
+        defer { secure.stop() }
+        try secure.push(layout: tmp("layout"), tag: "v1-gzip", to: "sec/basic", as: "v1", credentials: "dora:pw")
+        let flags = ["--cert-dir", secure.certDirectory, "--creds", "dora:pw"]
+        let source = "docker://\(secure.host)/sec/basic:v1"
+        try #require(try umoci(["raw", "unpack"] + flags + ["--image", source, tmp("rootfs")]).status == 0)
+        #expect(try String(contentsOfFile: tmp("rootfs/etc/hostname"), encoding: .utf8) == "test\n")
+        // An extracted bundle, repacked back with a new file, read back by skopeo.
+        let bundle = tmp("bundle")
+        let unpack = try run(umociBinary, ["unpack", "--extract"] + flags + ["--image", source, bundle], environment: environment)
+        try #require(unpack.status == 0, "\(unpack)")
+        let fd = open(bundle + "/rootfs/added-by-test", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
+        try #require(fd >= 0)
+        close(fd)
+        let push = try umoci(["repack"] + flags + ["--image", "docker://\(secure.host)/sec/basic:v2", bundle])
+        try #require(push.status == 0, "\(push)")
+        let wrong = try umoci(["repack", "--cert-dir", secure.certDirectory, "--creds", "dora:bad", "--image", "docker://\(secure.host)/sec/basic:v3", bundle])
+        #expect(wrong.status == 1 && wrong.stderr.contains("wrong user name or password"), "\(wrong)")
+        let layers = try JSON.parse(Array(try runOK("/usr/bin/skopeo", ["inspect", "--cert-dir", secure.certDirectory, "--creds", "dora:pw",
+                                                                        "docker://\(secure.host)/sec/basic:v2"]).utf8)).object?["Layers"]?.array
+        #expect(layers?.count == 4)
+    }
+
     @Test func badReferencesAndFlagsAreOneLineErrors() throws {
         defer { registry.stop() }
         for (args, text) in [
