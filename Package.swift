@@ -122,12 +122,26 @@ let package = Package(
             dependencies: ["Basics", "OCI", "LayerView", "UpperFormat", "BundleFormat", "Extraction", "LayerWriter", "FuseFS", "CLinux"],
             swiftSettings: swiftSettings
         ),
+        // libcurl (OpenSSL flavour), for every HTTP request and all of TLS the Registry target makes.
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+        // The client side of the OCI distribution spec: references, credentials, TLS settings,
+        // manifests, verified blob streams, uploads.
+        .target(
+            name: "Registry",
+            dependencies: ["Basics", "OCI", "CCurl"],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "umoci",
             dependencies: [
                 "Basics", "OCI", "LayerView", "UpperFormat", "Extraction", "LayerWriter", "BundleFormat",
                 "FuseFS",
                 "BundleKit",
+                "Registry",
                 "CLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -152,6 +166,10 @@ let package = Package(
             name: "TestSupport",
             dependencies: ["Basics", "OCI", "LayerView", "BundleFormat", "CLinux"],
             path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "RegistryTests",
+            dependencies: ["Registry", "Basics", "OCI"]
         ),
         .testTarget(
             name: "umociTests",

@@ -2,7 +2,7 @@
 # Installs what this project needs on Debian 12 and builds it. Safe to run again: packages
 # already present are not reinstalled.
 #   C libraries (headers via pkg-config): libssl-dev (libcrypto), zlib1g-dev, libisal-dev (ISA-L's
-#   inflate and deflate), libzstd-dev, libfuse3-dev
+#   inflate and deflate), libzstd-dev, libfuse3-dev, libcurl4-openssl-dev (registry HTTP and TLS)
 #   FUSE at run time: fuse3
 #   peers for interop tests and benchmarks: umoci, skopeo, runc, fuse-overlayfs, hyperfine,
 #   lxc and jq (lxc-create's OCI template calls umoci from PATH), uidmap (newuidmap: rootless runc
@@ -10,12 +10,14 @@
 #   fixtures: busybox-static (the embedded default image), python3 and zstd (test images),
 #   debootstrap (benchmark image), bc (benchmark arithmetic), pigz and isal (igzip): the
 #   benchmarks' compression and decompression floors
+#   registry tests: docker-registry (distribution 2.8.2, the server), apache2-utils (htpasswd),
+#   openssl (the tests' CA and server certificate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(pkg-config libssl-dev zlib1g-dev libisal-dev libzstd-dev libfuse3-dev fuse3 umoci skopeo runc
           fuse-overlayfs hyperfine busybox-static debootstrap python3 zstd bc time lxc jq uidmap
-          pigz isal groff-base man-db mandoc systemd)
+          pigz isal groff-base man-db mandoc systemd libcurl4-openssl-dev docker-registry apache2-utils openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,8 +19,9 @@ import LayerWriter
 ///   owners mapped back through the bundle's maps, as umoci finds it.
 /// - With `refreshBundle` the new image becomes the bundle's base (see Refresh).
 public struct BundleRepack {
-    public var layout: String
-    public var tag: String
+    /// Where the new image goes, chosen once the bundle's umoci.json is read (a registry-based
+    /// bundle's base is not in the layout it is repacked into).
+    public var target: (BundleMetadata) throws -> any RepackTarget
     public var bundle: RuntimeBundle
     /// nil: the latest compressed layer's compression, else gzip.
     public var compression: LayerCompression?
@@ -36,11 +37,15 @@ public struct BundleRepack {
     public var history: (_ baseAuthor: String?, _ emptyLayer: Bool) throws -> History? = { _, _ in nil }
     public var log: RuntimeBundle.Log
 
-    public init(layout: String, tag: String, bundle: RuntimeBundle, log: RuntimeBundle.Log) {
-        self.layout = layout
-        self.tag = tag
+    public init(target: @escaping (BundleMetadata) throws -> any RepackTarget, bundle: RuntimeBundle, log: RuntimeBundle.Log) {
+        self.target = target
         self.bundle = bundle
         self.log = log
+    }
+
+    /// Repack into `tag` of the layout at `layout`, the bundle's base being there.
+    public init(layout: String, tag: String, bundle: RuntimeBundle, log: RuntimeBundle.Log) {
+        self.init(target: { _ in LayoutTarget(layout: layout, tag: tag) }, bundle: bundle, log: log)
     }
 
     public struct Result {
@@ -74,23 +79,27 @@ public struct BundleRepack {
         // the mount alone (sync(2) would flush every file system on the machine).
         if state == .mounted { try Mounting.flush(paths) }
 
-        let result = try ImageLayout.withLocked(layout, .exclusive) { layout in
-            try write(layout, &metadata, state)
+        let target = try self.target(metadata)
+        defer { target.cleanUp() }
+        let result = try ImageLayout.withLocked(target.layout, .exclusive) { layout in
+            try write(layout, target, &metadata, state)
         }
         // The server opens the new base with the layout's shared lock: after ours is gone.
         if refreshBundle && state == .mounted { Refresh.rebaseMount(paths, log: log) }
         return result
     }
 
-    private func write(_ layout: ImageLayout, _ metadata: inout BundleMetadata, _ state: RuntimeBundle.RootfsState) throws -> Result {
+    private func write(_ layout: ImageLayout, _ target: any RepackTarget, _ metadata: inout BundleMetadata,
+                       _ state: RuntimeBundle.RootfsState) throws -> Result {
         let paths = bundle.paths
         let extracted = state == .extracted
         let from = try metadata.fromDescriptorPath()
         var base: Image
         do {
+            try target.provideBase(from, into: layout)
             base = try layout.loadImage(from)
         } catch {
-            throw BundleError(.baseImageUnreadable, "repack: the bundle's base image \(from.manifest.digest) cannot be read from \(self.layout) (a different layout, or garbage-collected?): \(error)")
+            throw BundleError(.baseImageUnreadable, "repack: the bundle's base image \(from.manifest.digest) cannot be read from \(target.layout) (a different layout, or garbage-collected?): \(error)")
         }
         // Repack goes on (upper/ holds every change), but the user of a bundle whose mount is
         // gone should hear how to bring it back, once nothing else stands in the way.
@@ -127,13 +136,44 @@ public struct BundleRepack {
             }
         }
         base.add(layer, history: try history(base.config.author, layer == nil))
-        let newPath = try layout.commit(base, tag: tag)
+        let newPath = try layout.commit(base, tag: target.tag)
         log.info("new image manifest created: \(newPath.manifest.digest)")
+        try target.publish(newPath, from: layout)
         if refreshBundle, let changes {
             try ExtractedBundle.refresh(paths, metadata: &metadata, onto: newPath, walk: changes.walk)
         } else if refreshBundle {
-            try Refresh.rebase(paths, metadata: &metadata, onto: newPath, in: self.layout, mounted: state == .mounted, packed: seen)
+            try Refresh.rebase(paths, metadata: &metadata, onto: newPath, in: target.layout, mounted: state == .mounted, packed: seen)
         }
         return Result(image: newPath, state: state, layer: layer?.descriptor)
     }
+}
+
+/// Where `repack` commits the new image: a tag of a layout, and what else that place needs
+/// around the commit (the CLI's registry destination commits into a staging layout, links the
+/// base's blobs in first and pushes afterwards).
+public protocol RepackTarget {
+    /// The layout the new image is committed into.
+    var layout: String { get }
+    var tag: String { get }
+    /// Makes the bundle's base image readable in `layout` (called with its exclusive lock held).
+    func provideBase(_ from: DescriptorPath, into layout: ImageLayout) throws
+    /// After the commit, with the layout's lock still held.
+    func publish(_ path: DescriptorPath, from layout: ImageLayout) throws
+    /// When repack is over, whatever happened.
+    func cleanUp()
+}
+
+/// A tag of a layout that holds the bundle's base: umoci's only destination.
+public struct LayoutTarget: RepackTarget {
+    public let layout: String
+    public let tag: String
+
+    public init(layout: String, tag: String) {
+        self.layout = layout
+        self.tag = tag
+    }
+
+    public func provideBase(_ from: DescriptorPath, into layout: ImageLayout) throws {}
+    public func publish(_ path: DescriptorPath, from layout: ImageLayout) throws {}
+    public func cleanUp() {}
 }

@@ -25,8 +25,8 @@ public struct BundleUnpack {
         case extract
     }
 
-    public var layout: String
-    public var tag: String
+    /// The image, in a layout (a registry image's blobs were fetched into one first).
+    public var image: PreparedImage
     public var bundle: RuntimeBundle
     public var mode: ModeRequest = .auto
     /// umoci's --uid-map, --gid-map and --rootless.
@@ -42,9 +42,8 @@ public struct BundleUnpack {
     public var indexProgress: (start: (Image) -> (@Sendable (Int, Int64) -> Void)?, finish: () -> Void)?
     public var log: RuntimeBundle.Log
 
-    public init(layout: String, tag: String, bundle: RuntimeBundle, cache: IndexCache, log: RuntimeBundle.Log) {
-        self.layout = layout
-        self.tag = tag
+    public init(image: PreparedImage, bundle: RuntimeBundle, cache: IndexCache, log: RuntimeBundle.Log) {
+        self.image = image
         self.bundle = bundle
         self.cache = cache
         self.log = log
@@ -53,15 +52,7 @@ public struct BundleUnpack {
     /// The mode the bundle got.
     @discardableResult
     public func run() throws -> BundleMetadata.Mode {
-        let paths = bundle.paths
-        for existing in [paths.config, paths.rootfs, paths.metadata] where Files.exists(existing) {
-            var message = "create runtime bundle: \(existing) already exists"
-            if let metadata = try? bundle.metadata, case let state = bundle.rootfsState(metadata),
-               state == .notMounted || state == .serverGone {
-                message += " (\(bundle.notMountedAdvice(state)))"
-            }
-            throw BundleError(.bundleExists, message)
-        }
+        try bundle.checkIsNew()
         let (mode, explicit) = decideMode()
         if mode == .mount {
             do {
@@ -94,14 +85,15 @@ public struct BundleUnpack {
 
     func unpackExtracted() throws {
         let paths = bundle.paths
-        try ImageLayout.withLocked(layout, .shared) { layout in
-            let loaded = try layout.loadImage(tag: tag)
+        try ImageLayout.withLocked(image.layout, .shared) { layout in
+            let loaded = try image.load(layout)
             let view = try MergedView.open(layout: layout, image: loaded, cache: cache, options: MergedView.Options(keepDirlinks: keepDirlinks))
             let created = try BundleCreation(paths, extracting: loaded.path.manifest.digest)
             do {
                 log.info("unpacking rootfs ...")
                 try ExtractedBundle.create(view, paths, from: loaded.path, mapOptions: mapOptions, warn: { log.warn($0) })
                 try writeRuntimeConfig(loaded)
+                try image.record(bundle: paths.bundle)
             } catch {
                 created.undo()
                 throw error
@@ -111,8 +103,8 @@ public struct BundleUnpack {
 
     func unpackMounted() throws {
         let paths = bundle.paths
-        let (loaded, created) = try ImageLayout.withLocked(layout, .shared) { layout in
-            let loaded = try layout.loadImage(tag: tag)
+        let (loaded, created) = try ImageLayout.withLocked(image.layout, .shared) { layout in
+            let loaded = try image.load(layout)
             // Index the layers now, with progress, so that the server opens a warm view;
             // with a warm cache the server's own open (which verifies) is enough.
             if !cache.isWarm(image: loaded, keepDirlinks: keepDirlinks) {
@@ -123,9 +115,10 @@ public struct BundleUnpack {
             return (loaded, try BundleCreation(paths))
         }
         do {
-            let metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
-                layout: Mounting.canonical(layout), cacheDirectory: Mounting.canonical(cache.directory), keepDirlinks: keepDirlinks),
+            var metadata = BundleMetadata(from: loaded.path, mount: BundleMetadata.Mount(
+                layout: Mounting.canonical(image.layout), cacheDirectory: Mounting.canonical(cache.directory), keepDirlinks: keepDirlinks),
                 mapOptions: mapOptions)
+            image.record(in: &metadata)
             try metadata.write(bundle: paths.bundle)
             do {
                 try Mounting.start(paths, logLevel: serverLogLevel, executable: serverExecutable)

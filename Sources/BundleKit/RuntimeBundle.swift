@@ -17,6 +17,20 @@ public struct RuntimeBundle: Sendable {
 
     public init(_ path: String) { paths = BundlePaths(path) }
 
+    /// Refuses a bundle directory that holds a bundle already (BundleUnpack checks it first;
+    /// a caller that fetches the image from a registry, before fetching).
+    public func checkIsNew() throws {
+        let paths = self.paths
+        for existing in [paths.config, paths.rootfs, paths.metadata] where Files.exists(existing) {
+            var message = "create runtime bundle: \(existing) already exists"
+            if let metadata = try? self.metadata, case let state = rootfsState(metadata),
+               state == .notMounted || state == .serverGone {
+                message += " (\(notMountedAdvice(state)))"
+            }
+            throw BundleError(.bundleExists, message)
+        }
+    }
+
     /// Where the library's messages go (the command line's log).
     public struct Log: Sendable {
         public var info: @Sendable (String) -> Void

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Basics
 import OCI
+import Registry
 
 #if canImport(Glibc)
 import Glibc
@@ -11,9 +12,17 @@ struct ImageOptions: ParsableArguments {
     @Option(name: .customLong("image"), help: "OCI image URI of the form 'path[:tag]'")
     var image: String?
 
+    /// A layout image (`path[:tag]` or `oci:path[:tag]`); a docker:// image is refused here:
+    /// only the commands with `SourceImageOptions` read from a registry.
     func reference() throws -> ImageReference {
         guard let image else { throw UsageError("missing mandatory argument: --image") }
-        return try ImageReference(parsing: image)
+        let location: ImageLocation
+        do { location = try ImageLocation(parsing: image) } catch { throw UsageError(error.message) }
+        switch location {
+        case .layout(let reference): return reference
+        case .registry:
+            throw UsageError("--image \(image): this command works on a local layout (unpack, raw unpack, stat and raw runtime-config read docker:// images)")
+        }
     }
 }
 

@@ -11,17 +11,18 @@ extension Umoci {
             aliases: ["config"])
 
         @OptionGroup var global: GlobalOptions
-        @OptionGroup var image: ImageOptions
+        @OptionGroup var image: SourceImageOptions
         @Option(name: .customLong("rootfs"), help: "path to a rootfs whose /etc/passwd and /etc/group resolve the image's user")
         var rootfs: String?
         @Argument(help: "the config.json to write") var arguments: [String] = []
 
         func run() throws {
-            let ref = try image.reference()
+            _ = try image.location()
             try expectArguments(arguments, 1, "<config.json>")
             guard !arguments[0].isEmpty else { throw UsageError("config.json path cannot be empty") }
             let output = arguments[0]
-            let config = try ImageLayout.withLocked(ref.layout, .shared) { try $0.loadImage(tag: ref.tag).config }
+            let prepared = try image.prepare(cache: SourceImageOptions.defaultCache(), layers: false)
+            let config = try ImageLayout.withLocked(prepared.layout, .shared) { try prepared.load($0).config }
             let spec = try RuntimeSpec.generate(
                 config: config, rootfs: rootfs, rootPath: rootfs.map(baseName) ?? ".", warn: { Log.warn($0) })
             // Written whole or not at all: a failure never leaves a truncated config.json.

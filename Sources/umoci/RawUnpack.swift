@@ -10,18 +10,20 @@ extension Umoci {
             discussion: "usage: umoci raw unpack --image <image-path>[:<tag>] <rootfs>")
 
         @OptionGroup var global: GlobalOptions
-        @OptionGroup var image: ImageOptions
+        @OptionGroup var image: SourceImageOptions
         @OptionGroup var layers: LayerOptions
         @Argument(help: "the directory to extract the root filesystem into") var arguments: [String] = []
 
         func run() throws {
-            let ref = try image.reference()
+            _ = try image.location()
             try expectArguments(arguments, 1, "<rootfs>")
             guard !arguments[0].isEmpty else { throw UsageError("rootfs path cannot be empty") }
             let rootfs = arguments[0]
-            try ImageLayout.withLocked(ref.layout, .shared) { layout in
-                let img = try layout.loadImage(tag: ref.tag)
-                let view = try MergedView.open(layout: layout, image: img, cache: layers.cache(), options: layers.viewOptions())
+            let cache = layers.cache()
+            let prepared = try image.prepare(cache: cache, layers: true)
+            try ImageLayout.withLocked(prepared.layout, .shared) { layout in
+                let img = try prepared.load(layout)
+                let view = try MergedView.open(layout: layout, image: img, cache: cache, options: layers.viewOptions())
                 Log.info("unpacking rootfs ...")
                 try RootfsExtractor.extract(view, to: rootfs)
                 Log.info("... done")

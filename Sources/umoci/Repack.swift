@@ -14,6 +14,7 @@ extension Umoci {
             commandName: "repack", abstract: "repacks an OCI runtime bundle into a reference",
             discussion: """
                 usage: umoci repack --image <image-path>[:<tag>] <bundle>
+                       umoci repack --image docker://<host>[:<port>]/<repo>:<tag> [--creds ...] <bundle>
 
                 For a mounted bundle the new layer holds exactly the bundle's upper directory: \
                 what changed through the mount, whiteouts included. For an extracted bundle \
@@ -27,7 +28,7 @@ extension Umoci {
                 """)
 
         @OptionGroup var global: GlobalOptions
-        @OptionGroup var image: ImageOptions
+        @OptionGroup var image: SourceImageOptions
         @OptionGroup var history: HistoryOptions
         @OptionGroup var compression: CompressionOption
         @Option(name: .customLong("mask-path"), help: "a path to leave out of the layer (repeatable)") var maskPaths: [String] = []
@@ -37,11 +38,15 @@ extension Umoci {
         @Argument(help: "the bundle") var arguments: [String] = []
 
         func run() throws {
-            let ref = try image.reference()
+            if case .registry = try image.location(), refreshBundle {
+                throw UsageError("--refresh-bundle with a docker:// --image is not supported yet: repack into a layout to refresh the bundle")
+            }
             try expectArguments(arguments, 1, "<bundle>")
             guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             try history.check()
-            var repack = BundleRepack(layout: ref.layout, tag: ref.tag, bundle: RuntimeBundle(arguments[0]), log: Log.bundleLog)
+            let image = self.image
+            var repack = BundleRepack(target: { try RepackDestination(image, metadata: $0) },
+                                      bundle: RuntimeBundle(arguments[0]), log: Log.bundleLog)
             repack.compression = try compression.choice()
             repack.maskPaths = maskPaths
             repack.maskVolumes = !noMaskVolumes

@@ -12,16 +12,18 @@ extension Umoci {
             commandName: "stat", abstract: "displays status information of an image manifest")
 
         @OptionGroup var global: GlobalOptions
-        @OptionGroup var image: ImageOptions
+        @OptionGroup var image: SourceImageOptions
         @Flag(name: .customLong("json"), help: "output the stat information as a JSON encoded blob")
         var json = false
         @Argument(help: .hidden) var extra: [String] = []
 
         func run() throws {
             try expectArguments(extra, 0, "none")
-            let ref = try image.reference()
-            let stat = try ImageLayout.withLocked(ref.layout, .shared) { layout in
-                try layout.statImage(layout.resolveImage(tag: ref.tag))
+            _ = try image.location()
+            // A registry image's manifest and config are all stat reads: no layer is fetched.
+            let prepared = try image.prepare(cache: SourceImageOptions.defaultCache(), layers: false)
+            let stat = try ImageLayout.withLocked(prepared.layout, .shared) { layout in
+                try layout.statImage(prepared.descriptorPath(in: layout))
             }
             let out = json ? Array((stat.json.text + "\n").utf8) : StatText(stat).bytes
             try Files.writeAll(STDOUT_FILENO, out, path: "standard output")

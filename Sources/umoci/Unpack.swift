@@ -39,7 +39,7 @@ extension Umoci {
                 """)
 
         @OptionGroup var global: GlobalOptions
-        @OptionGroup var image: ImageOptions
+        @OptionGroup var image: SourceImageOptions
         @OptionGroup var layers: LayerOptions
         @Flag(name: .customLong("extract"), help: "extract the rootfs as a plain directory (umoci's bundle format) instead of mounting it")
         var extract = false
@@ -78,15 +78,17 @@ extension Umoci {
         }
 
         func run() throws {
-            let ref = try image.reference()
+            _ = try image.location()
             try expectArguments(arguments, 1, "<bundle>")
             guard !arguments[0].isEmpty else { throw UsageError("bundle path cannot be empty") }
             let mapOptions = try mapOptions()
             try persist.check()
             let mode = try requestedMode()
             let bundle = RuntimeBundle(arguments[0])
-            var unpack = BundleUnpack(layout: ref.layout, tag: ref.tag, bundle: bundle,
-                                      cache: layers.cache(), log: Log.bundleLog)
+            try bundle.checkIsNew()
+            let cache = layers.cache()
+            var unpack = BundleUnpack(image: try image.prepare(cache: cache, layers: true), bundle: bundle,
+                                      cache: cache, log: Log.bundleLog)
             unpack.mode = mode
             unpack.mapOptions = mapOptions
             unpack.keepDirlinks = layers.keepDirlinks

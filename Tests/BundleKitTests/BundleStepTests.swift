@@ -118,7 +118,7 @@ import Glibc
         let other = w.dir("other")
         ok(try umoci("init", "--layout", other))
         var repack = w.repack(to: "x")
-        repack.layout = other
+        repack.target = { _ in LayoutTarget(layout: other, tag: "x") }
         let before = snapshot(other)
         do {
             try repack.run()

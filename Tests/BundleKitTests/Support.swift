@@ -44,7 +44,7 @@ struct Workspace {
     var paths: BundlePaths { bundle.paths }
 
     func unpack(_ tag: String = "basic", mode: BundleUnpack.ModeRequest) -> BundleUnpack {
-        var unpack = BundleUnpack(layout: layout, tag: tag, bundle: bundle, cache: cache, log: log.log)
+        var unpack = BundleUnpack(image: .layout(layout, tag: tag), bundle: bundle, cache: cache, log: log.log)
         unpack.mode = mode
         // The test process is not umoci: the package's umoci serves the mount.
         unpack.serverExecutable = ourUmoci
