@@ -155,7 +155,7 @@ public struct MtreeManifest: Sendable {
                 continue
             }
             func bad(_ why: String) -> StoreError {
-                StoreError(.corrupt, "\(file): line \(lineNumber): \(why): \(text(line).debugDescription)")
+                StoreError(.corrupt, "\(file): line \(lineNumber): \(why): \(text(line).debugDescription)", subject: file)
             }
             var keywords: [String: String] = [:]
             var xattrKeys: [String] = []

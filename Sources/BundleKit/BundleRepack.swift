@@ -99,7 +99,7 @@ public struct BundleRepack {
             try target.provideBase(from, into: layout)
             base = try layout.loadImage(from)
         } catch {
-            throw BundleError(.baseImageUnreadable, "repack: the bundle's base image \(from.manifest.digest) cannot be read from \(target.layout) (a different layout, or garbage-collected?): \(error)")
+            throw StoreError(.notFound, "repack: the bundle's base image \(from.manifest.digest) cannot be read from \(target.layout) (a different layout, or garbage-collected?): \(error)", subject: "\(from.manifest.digest)")
         }
         // Repack goes on (upper/ holds every change), but the user of a bundle whose mount is
         // gone should hear how to bring it back, once nothing else stands in the way.

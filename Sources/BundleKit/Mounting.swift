@@ -196,7 +196,7 @@ public enum Mounting {
         case .notMounted:
             // A bundle being deleted: its server detached the mount itself (BundleWatch).
             if !Files.exists(paths.metadata) || !Files.isDirectory(paths.upper) { break }
-            throw BundleError(.notMounted, RuntimeBundle(paths.bundle).notMountedAdvice(.notMounted))
+            throw StoreError(.notFound, RuntimeBundle(paths.bundle).notMountedAdvice(.notMounted), subject: paths.rootfs)
         case .dead:
             detach(paths.rootfs)
         case .live where geteuid() != 0:

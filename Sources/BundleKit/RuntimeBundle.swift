@@ -27,7 +27,7 @@ public struct RuntimeBundle: Sendable {
                state == .notMounted || state == .serverGone {
                 message += " (\(notMountedAdvice(state)))"
             }
-            throw BundleError(.bundleExists, message)
+            throw StoreError(.alreadyExists, message, subject: existing)
         }
     }
 
@@ -91,9 +91,9 @@ public struct RuntimeBundle: Sendable {
     /// detaches itself when its root is emptied through it (the bundle is being deleted, or
     /// its content moved out), and files put into the plain directory afterwards are not in
     /// upper/: a layer made from upper/ would silently leave them out.
-    public func checkNoStrayEntries() throws(BundleError) {
+    public func checkNoStrayEntries() throws(StoreError) {
         guard let entries = try? Files.list(paths.rootfs), !entries.isEmpty else { return }
-        throw BundleError(.strayEntries, "\(paths.rootfs) is not mounted but holds \(entries.count) entries that repack cannot see (the mount detaches itself once its root is emptied): move them out, run umoci mount \(paths.bundle), and put them back")
+        throw StoreError(.invalidInput, "\(paths.rootfs) is not mounted but holds \(entries.count) entries that repack cannot see (the mount detaches itself once its root is emptied): move them out, run umoci mount \(paths.bundle), and put them back", subject: paths.rootfs)
     }
 
     /// `umoci mount`: serves the bundle's upper directory again, on its base image. Refuses an
@@ -102,13 +102,13 @@ public struct RuntimeBundle: Sendable {
     public func mount(logLevel: String, serverExecutable: String = Mounting.selfExecutable()) throws {
         let metadata = try metadata
         guard metadata.mode == .mount else {
-            throw BundleError(.notMountable, "\(paths.bundle) is an extracted bundle (unpack --extract, or made by umoci): its rootfs is a plain directory, there is nothing to mount")
+            throw StoreError(.unsupported, "\(paths.bundle) is an extracted bundle (unpack --extract, or made by umoci): its rootfs is a plain directory, there is nothing to mount", subject: paths.bundle)
         }
         guard metadata.mount != nil else {
-            throw BundleError(.notMountable, "\(paths.metadata) has no mount information: the bundle was not made by this umoci's unpack")
+            throw StoreError(.unsupported, "\(paths.metadata) has no mount information: the bundle was not made by this umoci's unpack", subject: paths.bundle)
         }
         switch Mounting.state(of: paths.rootfs) {
-        case .live: throw BundleError(.alreadyMounted, "\(paths.rootfs) is already mounted")
+        case .live: throw StoreError(.busy, "\(paths.rootfs) is already mounted", subject: paths.rootfs)
         case .dead: Mounting.cleanUpDeadMount(paths.rootfs)
         case .notMounted:
             // A server whose mount detached itself serves what is still open under it; two

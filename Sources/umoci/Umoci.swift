@@ -64,8 +64,6 @@ struct Umoci: ParsableCommand {
             fail(error.message)
         } catch let error as UsageError {
             fail(error.message)
-        } catch let error as BundleError {
-            fail(error.message)
         } catch {
             let code = exitCode(for: error)
             if code == .success {

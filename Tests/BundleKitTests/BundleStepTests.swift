@@ -76,8 +76,8 @@ import Glibc
         do {
             try w.unpack(mode: .extract).run()
             Issue.record("a second unpack into the bundle succeeded")
-        } catch let error as BundleError {
-            #expect(error.code == .bundleExists)
+        } catch let error as StoreError {
+            #expect(error.code == .alreadyExists)
         }
         #expect(snapshot(w.paths.bundle) == before)
     }
@@ -123,8 +123,8 @@ import Glibc
         do {
             try repack.run()
             Issue.record("repack into a layout without the base image succeeded")
-        } catch let error as BundleError {
-            #expect(error.code == .baseImageUnreadable)
+        } catch let error as StoreError {
+            #expect(error.code == .notFound)
         }
         #expect(snapshot(other) == before)
     }
@@ -185,8 +185,8 @@ struct MountedBundleStepTests {
         do {
             try w.repack(to: "x").run()
             Issue.record("repack of an unmounted bundle with a stray file succeeded")
-        } catch let error as BundleError {
-            #expect(error.code == .strayEntries)
+        } catch let error as StoreError {
+            #expect(error.code == .invalidInput)
         }
         #expect(try w.index() == index)
     }
@@ -207,15 +207,15 @@ struct MountedBundleStepTests {
         do {
             _ = try w.bundle.unmount()
             Issue.record("umount of an unmounted bundle succeeded")
-        } catch let error as BundleError {
-            #expect(error.code == .notMounted)
+        } catch let error as StoreError {
+            #expect(error.code == .notFound && error.subject == w.paths.rootfs)
             #expect(error.message.contains(advice), "\(error)")
         }
         do {
             try w.unpack(mode: .mount).run()
             Issue.record("unpack into a bundle succeeded")
-        } catch let error as BundleError {
-            #expect(error.code == .bundleExists)
+        } catch let error as StoreError {
+            #expect(error.code == .alreadyExists)
             #expect(error.message.contains(advice), "\(error)")
         }
 

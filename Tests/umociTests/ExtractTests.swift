@@ -90,7 +90,7 @@ import TestSupport
             _ = try MtreeManifest.parse(Array("# .\n. type=dir\n    a\\000b type=file\n".utf8), path: "nul.mtree")
             Issue.record("a name with a NUL byte was accepted")
         } catch {
-            // TODO(merge): match code (and the error's path), not the text.
+            #expect(error.code == .corrupt && error.subject == "nul.mtree", "\(error)")
             #expect(error.message.contains("nul.mtree: line 3: a name with a NUL byte"), "\(error.message)")
         }
     }
@@ -100,8 +100,10 @@ import TestSupport
         let file = dir("bad.mtree")
         try "# comment\n.  type=dir\n    f size\n".write(toFile: file, atomically: false, encoding: .utf8)
         #expect(throws: StoreError.self) { try MtreeManifest.read(file) }
-        // TODO(merge): match code (and the error's path), not the text.
-        do { _ = try MtreeManifest.read(file) } catch { #expect(error.message.contains("line 3")) }
+        do { _ = try MtreeManifest.read(file) } catch {
+            #expect(error.code == .corrupt && error.subject == file, "\(error)")
+            #expect(error.message.contains("line 3"))  // the line the user is told
+        }
     }
 
     /// `unpack --extract` writes umoci's bundle: the same rootfs and the same manifest as

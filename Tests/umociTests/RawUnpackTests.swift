@@ -138,8 +138,8 @@ func cacheDirectory(_ dir: TemporaryDirectory) -> String { dir("cache") }
         return L
     }
 
-    // TODO(merge): these tell the corruptions apart by text (all exit 1); match the
-    // layer error's code once LayerStore's errors have one.
+    // The command line says what is wrong in one line and exits 1 for every failure, as umoci
+    // does: the line is all a caller of the command sees, so these compare it.
     func expectCleanFailure(_ L: String, _ dir: TemporaryDirectory, containing text: String) throws {
         fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", L + ":broken", dir("rootfs")), containing: text)
         #expect(!FileManager.default.fileExists(atPath: dir("rootfs")))
@@ -187,7 +187,7 @@ func cacheDirectory(_ dir: TemporaryDirectory) -> String { dir("cache") }
         var blob = try Data(contentsOf: URL(fileURLWithPath: layout.blobPath(layer.digest)))
         blob[blob.count / 3] ^= 0x01
         try blob.write(to: URL(fileURLWithPath: layout.blobPath(layer.digest)))
-        fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", dir("second")), containing: "digest mismatch")  // TODO(merge): match code
+        fails(try umoci("raw", "unpack", "--cache-dir", dir("cache"), "--image", L + ":basic", dir("second")), containing: "digest mismatch")
         #expect(!FileManager.default.fileExists(atPath: dir("second")))
     }
 }
