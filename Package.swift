@@ -169,7 +169,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RegistryTests",
-            dependencies: ["Registry", "Basics", "OCI"]
+            dependencies: ["Registry", "Basics", "OCI", "TestSupport"]
         ),
         .testTarget(
             name: "umociTests",

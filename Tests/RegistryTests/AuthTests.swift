@@ -3,6 +3,7 @@ import Basics
 import OCI
 import Registry
 import Testing
+import TestSupport
 
 /// TLS (a CA made with openssl here) and htpasswd Basic authentication on Debian's
 /// docker-registry; the Bearer token flow through a token-demanding proxy the test starts.

@@ -3,6 +3,7 @@ import Basics
 import OCI
 import Registry
 import Testing
+import TestSupport
 
 /// The umoci of this package, beside the test bundle in the build directory.
 let umociBinary: String = {

@@ -3,6 +3,7 @@ import Basics
 import OCI
 import Registry
 import Testing
+import TestSupport
 
 /// Faults against a real registry: each gives one clear line, and no file is left half-made.
 @Suite(.serialized) struct FaultTests {

@@ -3,6 +3,7 @@ import Basics
 import OCI
 import Registry
 import Testing
+import TestSupport
 
 /// Pulls from a real registry (Debian's docker-registry over plain HTTP), images pushed into it
 /// by Debian's skopeo from layouts written by scripts/fixtures/make_image.py.

@@ -3,6 +3,7 @@ import Basics
 import OCI
 import Registry
 import Testing
+import TestSupport
 
 /// The push side against a real registry, checked by Debian's skopeo reading back what was pushed.
 @Suite(.serialized) struct PushTests {

@@ -2,6 +2,7 @@ import Basics
 import OCI
 import Registry
 import Testing
+import TestSupport
 
 /// References as skopeo names them, and the platform choice from an index.
 @Suite struct RegistryReferenceTests {

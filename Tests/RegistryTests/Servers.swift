@@ -3,61 +3,7 @@ import Basics
 import OCI
 import Registry
 import Testing
-
-/// What a command printed and how it exited.
-struct Output: CustomStringConvertible {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-    var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
-}
-
-@discardableResult
-func run(_ program: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Output {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: program)
-    process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    for (k, v) in environment { env[k] = v }
-    process.environment = env
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let group = DispatchGroup()
-    nonisolated(unsafe) var errData = Data()
-    group.enter()
-    DispatchQueue.global().async {
-        errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
-    }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
-    return Output(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                  stderr: String(decoding: errData, as: UTF8.self))
-}
-
-/// Runs and requires exit status 0.
-@discardableResult
-func runOK(_ program: String, _ arguments: [String], environment: [String: String] = [:],
-           sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
-    let o = try run(program, arguments, environment: environment)
-    try #require(o.status == 0, "\(program) \(arguments.joined(separator: " ")): \(o)", sourceLocation: sourceLocation)
-    return o.stdout
-}
-
-/// A fresh directory, removed when the value goes away.
-final class TemporaryDirectory {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "registry-test-" + UUID().uuidString
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func callAsFunction(_ name: String) -> String { path + "/" + name }
-}
+import TestSupport
 
 /// A port on 127.0.0.1 that nothing listens on right now (the kernel's choice for port 0).
 func freePort() throws -> Int {

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// What a program printed and how it exited.
 public struct Output: CustomStringConvertible, Sendable {
@@ -40,6 +41,15 @@ public func run(_ program: String, _ arguments: [String], environment: [String: 
                   stdout: String(decoding: outData, as: UTF8.self),
                   stderr: String(decoding: errData, as: UTF8.self),
                   stdoutBytes: Array(outData))
+}
+
+/// Runs and requires exit status 0.
+@discardableResult
+public func runOK(_ program: String, _ arguments: [String], environment: [String: String] = [:],
+           sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+    let o = try run(program, arguments, environment: environment)
+    try #require(o.status == 0, "\(program) \(arguments.joined(separator: " ")): \(o)", sourceLocation: sourceLocation)
+    return o.stdout
 }
 
 /// Runs `command` with /bin/sh -c.
