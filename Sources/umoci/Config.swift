@@ -35,7 +35,7 @@ extension Umoci {
         @Option(name: [.customLong("os"), .customLong("platform.os")], parsing: .unconditional) var os: String?
         @Option(name: .customLong("platform.variant"), parsing: .unconditional) var variant: String?
         @Option(name: .customLong("manifest.annotation"), parsing: .unconditionalSingleValue) var annotations: [String] = []
-        @Option(name: .customLong("clear"), help: "clear a field before setting it: \(ConfigClear.allCases.map(\.rawValue).joined(separator: ", "))")
+        @Option(name: .customLong("clear"), help: "clear a field before setting it: \(ConfigEdit.Clear.allCases.map(\.rawValue).joined(separator: ", "))")
         var clear: [String] = []
         @Option(name: .customLong("tag"), help: "new tag name (if empty, overwrite --image tag)") var tag: String?
         @Argument(help: .hidden) var extra: [String] = []
@@ -45,9 +45,9 @@ extension Umoci {
             let ref = try image.reference()
             // Every flag is checked before the layout is touched.
             try history.check()
-            let clears = try clear.map { key throws -> ConfigClear in
+            let clears = try clear.map { key throws -> ConfigEdit.Clear in
                 if key == "rootfs.diffids" { throw UsageError("--clear=rootfs.diffids is not safe") }
-                guard let c = ConfigClear(rawValue: key) else { throw UsageError("unknown key to --clear: \(key)") }
+                guard let c = ConfigEdit.Clear(rawValue: key) else { throw UsageError("unknown key to --clear: \(key)") }
                 return c
             }
             let createdValue = try created.map { value throws -> String in
@@ -61,62 +61,30 @@ extension Umoci {
             let annotationPairs = try annotations.map { try keyValue($0, flag: "manifest.annotation") }
             if let tag { try ImageReference.validateTag(tag) }
 
+            var edit = ConfigEdit()
+            edit.clear = clears
+            edit.created = createdValue
+            edit.author = author
+            edit.architecture = architecture
+            edit.os = os
+            edit.variant = variant
+            edit.user = user
+            edit.stopSignal = stopSignal
+            edit.workingDir = workingDir
+            edit.exposedPorts = exposedPorts
+            edit.volumes = volumes
+            edit.env = envPairs
+            edit.entrypoint = entrypoint
+            edit.cmd = cmd
+            edit.labels = labelPairs
+            edit.annotations = annotationPairs
+
             try ImageLayout.withLocked(ref.layout, .exclusive) { layout in
                 var img = try layout.loadImage(tag: ref.tag)
-                var config = img.config
-                var run = config.runConfig
-                var manifestAnnotations = img.manifest.annotations
-                let order = ImageConfig.runConfigFieldOrder
-                func setRun(_ key: String, _ value: JSON?) { run.set(key, value, order: order) }
-
-                for c in clears {
-                    switch c {
-                    case .labels: setRun("Labels", nil)
-                    case .annotations: manifestAnnotations = [:]
-                    case .exposedPorts: setRun("ExposedPorts", nil)
-                    case .env: setRun("Env", nil)
-                    case .volume: setRun("Volumes", nil)
-                    case .cmd: setRun("Cmd", nil)
-                    case .entrypoint: setRun("Entrypoint", nil)
-                    }
+                edit.apply(to: &img)
+                if let entry = try history.entry(createdBy: "umoci config", author: img.config.author, emptyLayer: true) {
+                    img.config.appendHistory(entry)
                 }
-                if let createdValue { config.created = createdValue }
-                if let author { config.author = author }
-                if let architecture { config.architecture = architecture }
-                if let os { config.os = os }
-                if let variant { config.variant = variant }
-                if let user { setRun("User", user.isEmpty ? nil : .string(user)) }
-                if let stopSignal { setRun("StopSignal", stopSignal.isEmpty ? nil : .string(stopSignal)) }
-                if let workingDir { setRun("WorkingDir", workingDir.isEmpty ? nil : .string(workingDir)) }
-                if !exposedPorts.isEmpty { setRun("ExposedPorts", .object(addingKeys(exposedPorts, to: run["ExposedPorts"]))) }
-                if !envPairs.isEmpty {
-                    var list = run["Env"]?.strings ?? []
-                    for (name, value) in envPairs {
-                        let entry = "\(name)=\(value)"
-                        if let i = list.firstIndex(where: { $0.split(separator: "=", maxSplits: 1).first.map(String.init) == name }) {
-                            list[i] = entry
-                        } else {
-                            list.append(entry)
-                        }
-                    }
-                    setRun("Env", .strings(list))
-                }
-                if !entrypoint.isEmpty { setRun("Entrypoint", .strings(entrypoint)) }
-                if !cmd.isEmpty { setRun("Cmd", .strings(cmd)) }
-                if !volumes.isEmpty { setRun("Volumes", .object(addingKeys(volumes, to: run["Volumes"]))) }
-                if !labelPairs.isEmpty {
-                    var map = run["Labels"]?.object?.stringMap ?? [:]
-                    for (k, v) in labelPairs { map[k] = v }
-                    setRun("Labels", .object(JSONObject(stringMap: map)))
-                }
-                for (k, v) in annotationPairs { manifestAnnotations[k] = v }
-
-                config.runConfig = run
-                if let entry = try history.entry(createdBy: "umoci config", author: config.author, emptyLayer: true) {
-                    config.appendHistory(entry)
-                }
-                img.config = config
-                img.manifest.annotations = manifestAnnotations
                 let newPath = try layout.commit(img, tag: tag ?? ref.tag)
                 Log.info("new image manifest created: \(newPath.root.digest)->\(newPath.manifest.digest)")
                 Log.info("created new tag for image manifest: \(tag ?? ref.tag)")
@@ -129,24 +97,5 @@ extension Umoci {
             guard !name.isEmpty else { throw UsageError("\(flag): must have non-empty name: \(text)") }
             return (name, String(text[text.index(after: eq)...]))
         }
-
-        /// A set stored as a JSON object of empty objects (ExposedPorts, Volumes), with keys added
-        /// and written sorted, as Go marshals a map.
-        func addingKeys(_ keys: [String], to existing: JSON?) -> JSONObject {
-            var set = existing?.object ?? JSONObject()
-            for k in keys where set[k] == nil { set[k] = .object(JSONObject()) }
-            return set.sortedByKey()
-        }
     }
-}
-
-/// The fields `config --clear` may empty.
-enum ConfigClear: String, CaseIterable {
-    case labels = "config.labels"
-    case annotations = "manifest.annotations"
-    case exposedPorts = "config.exposedports"
-    case env = "config.env"
-    case volume = "config.volume"
-    case cmd = "config.cmd"
-    case entrypoint = "config.entrypoint"
 }

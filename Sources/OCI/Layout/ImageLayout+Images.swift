@@ -126,6 +126,18 @@ extension ImageLayout {
         return newPath
     }
 
+    /// `umoci new`: an image with no layers and a config for this machine's platform (its
+    /// `created` time given), tagged `tag`. Returns the manifest's descriptor.
+    public func newImage(tag: String, created: String) throws(StoreError) -> Descriptor {
+        let host = Platform.host
+        let config = ImageConfig(created: created, architecture: host.architecture, os: host.os)
+        let configBlob = try putJSONBlob(config.json, mediaType: MediaType.imageConfig)
+        let manifest = Manifest(config: configBlob, layers: [])
+        let manifestBlob = try putJSONBlob(manifest.json, mediaType: MediaType.imageManifest)
+        try setTag(tag, to: manifestBlob)
+        return manifestBlob
+    }
+
     /// Points `tag` at `descriptor`: every index.json entry with that name is removed and the
     /// new one appended, as umoci does.
     public func setTag(_ tag: String, to descriptor: Descriptor) throws(StoreError) {
