@@ -101,6 +101,37 @@ func treeListing(_ root: String) throws -> String {
         #expect(!FileManager.default.fileExists(atPath: tmp("bundle2/umoci.json")))
     }
 
+    /// One pass per layer: unpack from a registry downloads each layer into the cache's blob
+    /// layout and indexes it from the same bytes, so no process of the unpack (the command, the
+    /// mount server it starts) opens a downloaded layer blob to read it again; the index cache is
+    /// warm when the download ends, and the mount serves files from it.
+    @Test func unpackIndexesEachLayerWhileItDownloads() throws {
+        defer { registry.stop() }
+        let bundle = tmp("bundle")
+        defer {
+            _ = try? run(umociBinary, ["umount", bundle], environment: environment)
+            if (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(bundle + "/rootfs") == true {
+                umount2(bundle + "/rootfs", Int32(MNT_DETACH))
+            }
+        }
+        let reference = try registry.reference("cmd/basic", "v1")
+        let layers = try RegistryClient(for: reference, options: RegistryOptions(tlsVerify: false)).resolve(reference).parsed.layers
+        try #require(layers.count == 3)
+        let trace = tmp("trace")
+        let unpack = try run("/usr/bin/strace", ["-f", "-qq", "-e", "trace=open,openat", "-o", trace,
+                                                 umociBinary, "unpack", "--tls-verify=false", "--image", image, bundle],
+                             environment: environment)
+        try #require(unpack.status == 0, "\(unpack)")
+        let opens = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+        for layer in layers {
+            let blob = "/blobs/sha256/\(layer.digest.encoded)\""
+            let reads = opens.filter { $0.contains(blob) && !$0.contains("O_WRONLY") && !$0.contains("O_RDWR") }
+            #expect(reads.isEmpty, "layer \(layer.digest) was read again after its download: \(reads)")
+            #expect(FileManager.default.fileExists(atPath: tmp("cache/index/sha256/") + layer.digest.encoded))
+        }
+        #expect(try String(contentsOfFile: bundle + "/rootfs/etc/hostname", encoding: .utf8) == "test\n")
+    }
+
     @Test func repackPushesOnlyTheNewLayerAndWritesCompleteLayouts() throws {
         defer { registry.stop() }
         let bundle = tmp("bundle")
