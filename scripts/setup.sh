@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pkg-config libssl-dev zlib1g-dev libisal-dev libzstd-dev libfuse3-dev fuse3 umoci skopeo runc
+packages=(pkg-config libssl-dev zlib1g-dev libisal-dev libzstd-dev libfuse3-dev fuse3 umoci skopeo strace runc
           fuse-overlayfs hyperfine busybox-static debootstrap python3 zstd bc time lxc jq uidmap
           pigz isal groff-base man-db mandoc systemd libcurl4-openssl-dev docker-registry apache2-utils openssl)
 missing=()

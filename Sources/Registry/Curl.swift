@@ -279,6 +279,7 @@ final class CurlTransfer {
                     return HTTPResponse(status: state.status, headers: state.headers, body: state.body, url: url)
                 }
                 if let error = error as? RegistryError { throw error }
+                if let error = error as? StoreError { throw RegistryError(error, kind: .local) }
                 throw RegistryError(.local, "\(error)")
             }
             if result == CURLE_ABORTED_BY_CALLBACK || result == CURLE_READ_ERROR, state.uploadError != 0 {

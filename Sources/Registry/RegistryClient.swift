@@ -277,8 +277,12 @@ public final class RegistryClient {
     }
 
     /// Downloads a blob into `path`, atomically: a temporary file beside it is renamed onto
-    /// `path` only after the blob was verified, and removed on any failure.
-    public func fetchBlob(_ descriptor: Descriptor, from repository: String, into path: String) throws(RegistryError) {
+    /// `path` only after the blob was verified, and removed on any failure. The same bytes go
+    /// to `observer` as they arrive (see `BlobObserver`), so that what is built from them is
+    /// ready when the download ends.
+    public func fetchBlob(
+        _ descriptor: Descriptor, from repository: String, into path: String, observer: (any BlobObserver)? = nil
+    ) throws(RegistryError) {
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
         var template = Array("\(directory)/.download-XXXXXX".utf8CString)
         let fd = mkstemp(&template)
@@ -287,19 +291,36 @@ public final class RegistryClient {
         var done = false
         defer {
             close(fd)
-            if !done { unlink(temporary) }
+            if !done {
+                unlink(temporary)
+                observer?.abandon()
+            }
         }
         do {
-            try fetchBlob(descriptor, from: repository) { chunk in try Files.writeAll(fd, chunk, path: temporary) }
+            var received: Int64 = 0
+            try fetchBlob(descriptor, from: repository) { chunk in
+                try Files.writeAll(fd, chunk, path: temporary)
+                try observer?.consume(chunk)
+                received += Int64(chunk.count)
+                observer?.progress(received)
+            }
             try Files.fsync(fd, path: temporary)
+            try observer?.verified()
         } catch let error as RegistryError {
             throw error
+        } catch let error as StoreError {
+            throw RegistryError(error, kind: .local)
         } catch {
             throw RegistryError(.local, "\(error)")
         }
         fchmod(fd, 0o644)
         guard rename(temporary, path) == 0 else { throw RegistryError(.local, StoreError.system("rename \(temporary) to", path).message) }
         done = true
+        do {
+            try observer?.placed(at: path)
+        } catch {
+            throw RegistryError(error, kind: .local)
+        }
     }
 
     /// Bytes `range` of a blob (`Range: bytes=...`), to `sink`. These bytes are not verified

@@ -102,6 +102,55 @@ func treeListing(_ root: String) throws -> String {
         #expect(!FileManager.default.fileExists(atPath: tmp("bundle2/umoci.json")))
     }
 
+    /// One pass per layer: unpack from a registry downloads each layer into the cache's blob
+    /// layout and indexes it from the same bytes, so no process of the unpack (the command, the
+    /// mount server it starts) opens a downloaded layer blob to read it again; the index cache is
+    /// warm when the download ends, and the mount serves files from it. `-b execve`: strace lets
+    /// go of the mount server (it outlives the command; strace would wait for it).
+    @Test func unpackIndexesEachLayerWhileItDownloads() throws {
+        defer { registry.stop() }
+        let bundle = tmp("bundle")
+        defer {
+            _ = try? run(umociBinary, ["umount", bundle], environment: environment)
+            if (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(bundle + "/rootfs") == true {
+                umount2(bundle + "/rootfs", Int32(MNT_DETACH))
+            }
+        }
+        let reference = try registry.reference("cmd/basic", "v1")
+        let layers = try RegistryClient(for: reference, options: RegistryOptions(tlsVerify: false)).resolve(reference).parsed.layers
+        try #require(layers.count == 3)
+        let trace = tmp("trace")
+        let unpack = try run("/usr/bin/strace", ["-f", "-b", "execve", "-qq", "-e", "trace=open,openat,read,pread64,close", "-o", trace,
+                                                 umociBinary, "unpack", "--tls-verify=false", "--image", image, bundle],
+                             environment: environment)
+        try #require(unpack.status == 0, "\(unpack)")
+        let opens = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+        // The command opens the blobs to hand them to the mount server; it must not read them.
+        // Which descriptor is a layer blob, from its openat to its close (one process: the
+        // server is not traced).
+        var open: [String: Digest] = [:]
+        var reads: [Digest: Int] = [:]
+        for line in opens {
+            let words = line.split(separator: " ", maxSplits: 1)
+            guard words.count == 2 else { continue }
+            let call = words[1]
+            if call.hasPrefix("openat("), let layer = layers.first(where: { call.contains("/blobs/sha256/\($0.digest.encoded)\"") }),
+               let fd = call.split(separator: "=").last?.trimmingCharacters(in: .whitespaces) {
+                open[fd] = layer.digest
+            } else if call.hasPrefix("close(") {
+                open[String(call.dropFirst(6).prefix { $0 != ")" })] = nil
+            } else if call.hasPrefix("read(") || call.hasPrefix("pread64(") {
+                let fd = String(call.drop { $0 != "(" }.dropFirst().prefix { $0 != "," })
+                if let layer = open[fd] { reads[layer, default: 0] += 1 }
+            }
+        }
+        for layer in layers {
+            #expect(reads[layer.digest] == nil, "layer \(layer.digest) was read again after its download")
+            #expect(FileManager.default.fileExists(atPath: tmp("cache/index/sha256/") + layer.digest.encoded))
+        }
+        #expect(try String(contentsOfFile: bundle + "/rootfs/etc/hostname", encoding: .utf8) == "test\n")
+    }
+
     @Test func repackPushesOnlyTheNewLayerAndWritesCompleteLayouts() throws {
         defer { registry.stop() }
         let bundle = tmp("bundle")

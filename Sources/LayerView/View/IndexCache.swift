@@ -90,26 +90,61 @@ public struct IndexCache: Sendable {
             try verifyBlob(blob, layer)
             return index
         }
-        try makeDirectories(for: layer.digest)
-        var zstdTemp: (fd: Int32, path: String)?
-        if (try? LayerCompression(mediaType: layer.mediaType)) == .zstd {
-            let path = Files.directoryName(zstdCopyPath(layer.digest)) + "/" + Files.temporaryName(prefix: ".tmp-")
-            zstdTemp = (try Files.open(path, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644), path)
+        let pending = try pendingIndex(layer)
+        defer { pending.discard() }
+        let index = try LayerIndexer.build(blobPath: blob, layer: layer, diffID: diffID, zstdCopy: pending.zstdCopy, progress: progress)
+        try pending.store(index, blob: blob)
+        return index
+    }
+
+    /// Where a layer's index goes while it is being built: the temporary decompressed copy of a
+    /// zstd layer, then `store` puts the copy and the index in place and records the blob file
+    /// as verified. Built from a file (`index(layout:...)`) or from a download as it arrives.
+    /// One owner at a time; `discard` (after `store` a no-op) removes what was not stored.
+    public final class PendingIndex {
+        let cache: IndexCache
+        let layer: Digest
+        private var zstdTemp: (fd: Int32, path: String)?
+
+        /// For zstd layers, the file that receives the decompressed stream.
+        public var zstdCopy: Int32? { zstdTemp?.fd }
+
+        init(cache: IndexCache, layer: Descriptor) throws(StoreError) {
+            self.cache = cache
+            self.layer = layer.digest
+            try cache.makeDirectories(for: layer.digest)
+            if (try? LayerCompression(mediaType: layer.mediaType)) == .zstd {
+                let path = Files.directoryName(cache.zstdCopyPath(layer.digest)) + "/" + Files.temporaryName(prefix: ".tmp-")
+                zstdTemp = (try Files.open(path, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644), path)
+            }
         }
-        defer {
+
+        deinit { discard() }
+
+        /// Stores `index`, built from the bytes of the blob file `blob` (verified: its digest,
+        /// size and diff_id checked), so that a later open finds it.
+        public func store(_ index: LayerIndex, blob: String) throws(StoreError) {
+            if let zstdTemp {
+                try Files.fsync(zstdTemp.fd, path: zstdTemp.path)
+                try Files.rename(zstdTemp.path, cache.zstdCopyPath(layer))
+                close(zstdTemp.fd)
+                self.zstdTemp = nil
+            }
+            try Files.writeAtomically(cache.indexPath(layer), index.encoded())
+            try cache.recordVerified(blob, layer)
+        }
+
+        public func discard() {
             if let zstdTemp {
                 close(zstdTemp.fd)
                 unlink(zstdTemp.path)
+                self.zstdTemp = nil
             }
         }
-        let index = try LayerIndexer.build(blobPath: blob, layer: layer, diffID: diffID, zstdCopy: zstdTemp?.fd, progress: progress)
-        if let zstdTemp {
-            try Files.fsync(zstdTemp.fd, path: zstdTemp.path)
-            try Files.rename(zstdTemp.path, zstdCopyPath(layer.digest))
-        }
-        try Files.writeAtomically(indexPath(layer.digest), index.encoded())
-        try recordVerified(blob, layer.digest)
-        return index
+    }
+
+    public func pendingIndex(_ layer: Descriptor) throws(StoreError) -> PendingIndex {
+        try PendingIndex(cache: self, layer: layer)
     }
 
     /// The indexes of all layers of an image, built in parallel (as many at once as there are
@@ -179,7 +214,7 @@ public struct IndexCache: Sendable {
         try Files.writeAtomically("\(directory)/view/\(key)", storage.encoded())
     }
 
-    private func makeDirectories(for digest: Digest) throws(StoreError) {
+    fileprivate func makeDirectories(for digest: Digest) throws(StoreError) {
         try Files.makeDirectories(directory)
         for sub in ["/index", "/index/\(digest.algorithm)", "/zstd", "/zstd/\(digest.algorithm)", "/verified"] {
             try Files.makeDirectory(directory + sub)
@@ -243,7 +278,7 @@ public struct IndexCache: Sendable {
         return (key, Array(value.utf8))
     }
 
-    private func recordVerified(_ blob: String, _ digest: Digest) throws(StoreError) {
+    fileprivate func recordVerified(_ blob: String, _ digest: Digest) throws(StoreError) {
         guard let s = stamp(blob, digest) else { return }
         try Files.makeDirectories(directory + "/verified")
         try Files.writeAtomically(directory + "/verified/" + s.key, s.value)
