@@ -22,8 +22,11 @@ public struct Xattr: Sendable, Equatable {
 /// path walked from the root, which a symlink swapped in could redirect.
 extension Xattr {
     public enum Target {
-        /// An open descriptor of the object itself.
+        /// An open descriptor of the object itself (not O_PATH): the f*xattr calls.
         case descriptor(Int32)
+        /// An O_PATH descriptor of the object (which the f*xattr calls refuse): through its
+        /// /proc/self/fd/N link, which names the object itself, so following it is safe.
+        case pathDescriptor(Int32)
         /// `name` (one component) in the open directory `parent`, never followed.
         case entry(parent: Int32, name: ByteString)
     }
@@ -31,26 +34,44 @@ extension Xattr {
     /// The value of `name`, into `buffer` (nil: only its size). Returns the size, or -1 with
     /// errno set, as getxattr(2).
     public static func get(_ target: Target, _ name: ByteString, into buffer: UnsafeMutableRawBufferPointer?) -> Int {
+        get(target, name.c, into: buffer)
+    }
+
+    /// `get` with a C-string name (the FUSE request's own, not copied).
+    public static func get(_ target: Target, _ name: UnsafePointer<CChar>, into buffer: UnsafeMutableRawBufferPointer?) -> Int {
         switch target {
-        case .descriptor(let fd): fgetxattr(fd, name.c, buffer?.baseAddress, buffer?.count ?? 0)
-        case .entry(let parent, let entry): lgetxattr(procPath(parent, entry).c, name.c, buffer?.baseAddress, buffer?.count ?? 0)
+        case .descriptor(let fd): return fgetxattr(fd, name, buffer?.baseAddress, buffer?.count ?? 0)
+        case .pathDescriptor(let fd): return withProcPath(fd, nil) { getxattr($0, name, buffer?.baseAddress, buffer?.count ?? 0) }
+        case .entry(let parent, let entry): return withProcPath(parent, entry) { lgetxattr($0, name, buffer?.baseAddress, buffer?.count ?? 0) }
         }
     }
 
     /// Sets `name` to `value` (`flags`: XATTR_CREATE, XATTR_REPLACE). Returns 0, or -1 with
     /// errno set, as setxattr(2).
     public static func set(_ target: Target, _ name: ByteString, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
+        set(target, name.c, value, flags: flags)
+    }
+
+    /// `set` with a C-string name.
+    public static func set(_ target: Target, _ name: UnsafePointer<CChar>, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
         switch target {
-        case .descriptor(let fd): fsetxattr(fd, name.c, value.baseAddress, value.count, flags)
-        case .entry(let parent, let entry): lsetxattr(procPath(parent, entry).c, name.c, value.baseAddress, value.count, flags)
+        case .descriptor(let fd): return fsetxattr(fd, name, value.baseAddress, value.count, flags)
+        case .pathDescriptor(let fd): return withProcPath(fd, nil) { setxattr($0, name, value.baseAddress, value.count, flags) }
+        case .entry(let parent, let entry): return withProcPath(parent, entry) { lsetxattr($0, name, value.baseAddress, value.count, flags) }
         }
     }
 
     /// Removes `name`. Returns 0, or -1 with errno set, as removexattr(2).
     public static func remove(_ target: Target, _ name: ByteString) -> Int32 {
+        remove(target, name.c)
+    }
+
+    /// `remove` with a C-string name.
+    public static func remove(_ target: Target, _ name: UnsafePointer<CChar>) -> Int32 {
         switch target {
-        case .descriptor(let fd): fremovexattr(fd, name.c)
-        case .entry(let parent, let entry): lremovexattr(procPath(parent, entry).c, name.c)
+        case .descriptor(let fd): return fremovexattr(fd, name)
+        case .pathDescriptor(let fd): return withProcPath(fd, nil) { removexattr($0, name) }
+        case .entry(let parent, let entry): return withProcPath(parent, entry) { lremovexattr($0, name) }
         }
     }
 
@@ -60,7 +81,8 @@ extension Xattr {
         let p = buffer?.baseAddress?.assumingMemoryBound(to: CChar.self)
         switch target {
         case .descriptor(let fd): return flistxattr(fd, p, buffer?.count ?? 0)
-        case .entry(let parent, let entry): return llistxattr(procPath(parent, entry).c, p, buffer?.count ?? 0)
+        case .pathDescriptor(let fd): return withProcPath(fd, nil) { listxattr($0, p, buffer?.count ?? 0) }
+        case .entry(let parent, let entry): return withProcPath(parent, entry) { llistxattr($0, p, buffer?.count ?? 0) }
         }
     }
 
@@ -70,14 +92,38 @@ extension Xattr {
         switch target {
         case .descriptor(let fd):
             return try read(path, listing: { flistxattr(fd, $0, $1) }, value: { fgetxattr(fd, $0, $1, $2) })
+        case .pathDescriptor(let fd):
+            let proc = ByteString("/proc/self/fd/\(fd)")
+            return try read(path, listing: { listxattr(proc.c, $0, $1) }, value: { getxattr(proc.c, $0, $1, $2) })
         case .entry(let parent, let entry):
-            let proc = procPath(parent, entry)
+            let proc = ByteString("/proc/self/fd/\(parent)/") + entry
             return try read(path, listing: { llistxattr(proc.c, $0, $1) }, value: { lgetxattr(proc.c, $0, $1, $2) })
         }
     }
 
-    static func procPath(_ parent: Int32, _ name: ByteString) -> ByteString {
-        ByteString("/proc/self/fd/\(parent)/") + name
+    /// Through `body`: "/proc/self/fd/FD" (name nil) or "/proc/self/fd/FD/NAME", built on the
+    /// stack: the FUSE server asks per request (getxattr before every write), so no heap.
+    static func withProcPath<R>(_ fd: Int32, _ name: ByteString?, _ body: (UnsafePointer<CChar>) -> R) -> R {
+        let prefix: StaticString = "/proc/self/fd/"
+        let nameCount = name?.count ?? 0
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: prefix.utf8CodeUnitCount + 12 + nameCount + 1) { out in
+            var i = 0
+            prefix.withUTF8Buffer { for b in $0 { out[i] = CChar(bitPattern: b); i += 1 } }
+            var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            if fd < 0 { out[i] = 0x2D; i += 1 }  // "-": no such entry, never another descriptor
+            var n = abs(Int(fd))
+            var d = 0
+            withUnsafeMutableBytes(of: &digits) { ds in
+                repeat { ds[d] = UInt8(48 + n % 10); n /= 10; d += 1 } while n > 0
+                while d > 0 { d -= 1; out[i] = CChar(bitPattern: ds[d]); i += 1 }
+            }
+            if let name {
+                out[i] = 0x2F; i += 1  // "/"
+                name.withBytes { for b in $0 { out[i] = CChar(bitPattern: b); i += 1 } }
+            }
+            out[i] = 0
+            return body(UnsafePointer(out.baseAddress!))
+        }
     }
 
     /// `list` over given listing and value calls (tests give failing ones). As umoci: a file

@@ -419,7 +419,7 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.setxattr = { req, ino, cname, value, size, flags in
         counted(req, .setxattr)
         reply(req) { () throws(Errno) in
-            guard let n = name(cname) else { throw Errno(EINVAL) }
+            guard let n = cname else { throw Errno(EINVAL) }
             let fs = filesystem(req)
             try fs.setxattr(ino, n, UnsafeRawBufferPointer(start: value, count: size), flags: flags)
             sendInvalidations(fs)
@@ -435,7 +435,7 @@ func makeOperations() -> fuse_lowlevel_ops {
             return
         }
         reply(req) { () throws(Errno) in
-            guard let n = name(cname) else { throw Errno(ENODATA) }
+            guard let n = cname else { throw Errno(ENODATA) }
             let fs = filesystem(req)
             if size == 0 {
                 fuse_reply_xattr(req, try fs.getxattr(ino, n, nil))
@@ -462,7 +462,7 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.removexattr = { req, ino, cname in
         counted(req, .removexattr)
         reply(req) { () throws(Errno) in
-            guard let n = name(cname) else { throw Errno(ENODATA) }
+            guard let n = cname else { throw Errno(ENODATA) }
             let fs = filesystem(req)
             try fs.removexattr(ino, n)
             sendInvalidations(fs)

@@ -47,7 +47,7 @@ struct CopyUp {
         let inode = view.inode(of: lower)
         let target = name ?? ByteString()
         let flags = name == nil ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
-        let object: UpperObject = name.map { .at(dirfd, $0) } ?? .open(dirfd)
+        let object: Xattr.Target = name.map { .entry(parent: dirfd, name: $0) } ?? .descriptor(dirfd)
         if ownership != nil {
             try object.recordRootlessOwner(uid: UInt32(truncatingIfNeeded: inode.uid), gid: UInt32(truncatingIfNeeded: inode.gid))
         } else if fchownat(dirfd, target.c, uid_t(truncatingIfNeeded: inode.uid), gid_t(truncatingIfNeeded: inode.gid), flags) != 0 {
@@ -59,7 +59,7 @@ struct CopyUp {
         }
         for x in inode.xattrs {
             if ownership != nil && x.name == ByteString(RootlessResource.xattrName) { continue }
-            let r = x.value.withUnsafeBytes { object.set(x.name.c, $0) }
+            let r = x.value.withUnsafeBytes { Xattr.set(object, x.name, $0) }
             if r != 0 && !(ownership != nil && (errno == EPERM || errno == EACCES)) { throw Errno.current }
         }
         let ts = timespec(tv_sec: Int(inode.mtime), tv_nsec: Int(inode.mtimeNanoseconds))

@@ -222,7 +222,7 @@ extension OverlayFS {
             noteIdentity(id, st)
             noteIdentity(newId, st)
             invalidateOtherNames(of: newId, st)
-            return (newId, presentUpper(reportingOwner(st, .at(to.fd, newName)), mergedDir: false))
+            return (newId, presentUpper(reportingOwner(st, .entry(parent: to.fd, name: newName)), mergedDir: false))
         }
     }
 
@@ -244,7 +244,7 @@ extension OverlayFS {
                 var st = stat()
                 if fstat(fd, &st) != 0 { throw Errno.current }
                 invalidateOtherNames(of: id, st)
-                return presentUpper(reportingOwner(st, .fd(fd)), mergedDir: false)
+                return presentUpper(reportingOwner(st, .pathDescriptor(fd)), mergedDir: false)
             }
             if orphan(id) == nil, id != OverlayFS.rootId {
                 let n = try snapshot(id)
@@ -262,14 +262,14 @@ extension OverlayFS {
             if id == OverlayFS.rootId {
                 try apply(change, fd: upperRoot, dirfd: -1, name: "")
                 if fstat(upperRoot, &st) != 0 { throw Errno.current }
-                st = reportingOwner(st, .fd(upperRoot))
+                st = reportingOwner(st, .pathDescriptor(upperRoot))
             } else {
                 guard n.parent != 0 else { throw Errno(ENOENT) }
                 let dir = try openUpperDir(n.parent)
                 defer { dir.close() }
                 try apply(change, fd: -1, dirfd: dir.fd, name: n.name)
                 if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
-                st = reportingOwner(st, .at(dir.fd, n.name))
+                st = reportingOwner(st, .entry(parent: dir.fd, name: n.name))
             }
             invalidateOtherNames(of: id, st)
             return presentUpper(st, mergedDir: (st.st_mode & S_IFMT) == S_IFDIR && n.lower >= 0)
@@ -282,7 +282,7 @@ extension OverlayFS {
         let base = fd >= 0 ? fd : dirfd
         let nofollow = fd >= 0 ? Sys.AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW
         if ownership != nil && (c.uid != nil || c.gid != nil) {
-            try rootlessChown(fd >= 0 ? .fd(fd) : .at(dirfd, name), uid: c.uid, gid: c.gid)
+            try rootlessChown(fd >= 0 ? .pathDescriptor(fd) : .entry(parent: dirfd, name: name), uid: c.uid, gid: c.gid)
         } else if c.uid != nil || c.gid != nil {
             if fchownat(base, target.c, c.uid ?? uid_t.max, c.gid ?? gid_t.max, nofollow) != 0 { throw Errno.current }
         }
@@ -509,36 +509,36 @@ extension OverlayFS {
 
     /// Runs one xattr call on node id's upper object itself, never following it: the root
     /// through its descriptor, a file unlinked while open through a descriptor of its own,
-    /// anything else by name in its upper directory (UpperObject).
-    private func xattrTarget(_ id: UInt64, _ body: (UpperObject) -> Int) throws(Errno) -> Int {
+    /// anything else by name in its upper directory (Xattr.Target).
+    private func xattrTarget(_ id: UInt64, _ body: (Xattr.Target) -> Int) throws(Errno) -> Int {
         upperXattrCalls.add(1, ordering: .relaxed)
         let r: Int
         if id == OverlayFS.rootId {
-            r = body(.open(upperRoot))
+            r = body(.descriptor(upperRoot))
         } else if let fd = try openOrphan(id) {
             defer { close(fd) }
-            r = body(.open(fd))
+            r = body(.descriptor(fd))
         } else {
             let n = try snapshot(id)
             guard n.parent != 0 else { throw Errno(ENOENT) }
             let dir = try openUpperDir(n.parent)
             defer { dir.close() }
-            r = body(.at(dir.fd, n.name))
+            r = body(.entry(parent: dir.fd, name: n.name))
         }
         if r < 0 { throw Errno.current }
         return r
     }
 
     /// Fills `buffer` (nil: size query) with the value; returns its size.
-    func getxattr(_ id: UInt64, _ key: ByteString, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
+    func getxattr(_ id: UInt64, _ key: UnsafePointer<CChar>, _ buffer: UnsafeMutableRawBufferPointer?) throws(Errno) -> Int {
         if hidesXattr(key) { throw Errno(ENODATA) }
         return try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper || (n.parent == 0 && orphan(id) != nil) {
-                return try xattrTarget(id) { $0.get(key.c, buffer) }
+                return try xattrTarget(id) { Xattr.get($0, key, into: buffer) }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
-            guard let x = view.inode(of: n.lower).xattrs.first(where: { $0.name == key }) else { throw Errno(ENODATA) }
+            guard let x = view.inode(of: n.lower).xattrs.first(where: { strcmp($0.name.c, key) == 0 }) else { throw Errno(ENODATA) }
             guard let buffer else { return x.value.count }
             if buffer.count < x.value.count { throw Errno(ERANGE) }
             x.value.withUnsafeBytes { buffer.copyMemory(from: $0) }
@@ -555,7 +555,7 @@ extension OverlayFS {
         try shared { () throws(Errno) -> Int in
             let n = try snapshot(id)
             if n.upper || (n.parent == 0 && orphan(id) != nil) {
-                return try xattrTarget(id) { $0.list(buffer) }
+                return try xattrTarget(id) { Xattr.listNames($0, into: buffer) }
             }
             guard n.lower >= 0 else { throw Errno(ENOENT) }
             var names: [UInt8] = []
@@ -570,28 +570,28 @@ extension OverlayFS {
         }
     }
 
-    func setxattr(_ id: UInt64, _ key: ByteString, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
+    func setxattr(_ id: UInt64, _ key: UnsafePointer<CChar>, _ value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
         if hidesXattr(key) { throw Errno(EPERM) }
         try exclusive { () throws(Errno) in
             setCreatedPlain(id, false)
             try ensureUpperOrOrphan(id)
-            _ = try xattrTarget(id) { Int($0.set(key.c, value, flags: flags)) }
+            _ = try xattrTarget(id) { Int(Xattr.set($0, key, value, flags: flags)) }
             invalidateOtherNames(of: id)
         }
     }
 
-    func removexattr(_ id: UInt64, _ key: ByteString) throws(Errno) {
+    func removexattr(_ id: UInt64, _ key: UnsafePointer<CChar>) throws(Errno) {
         if hidesXattr(key) { throw Errno(EPERM) }
         try exclusive { () throws(Errno) in
             let n = try snapshot(id)
             if !n.upper && orphan(id) == nil {
                 // Nothing to copy up for an attribute the file does not have.
-                guard n.lower >= 0, view.inode(of: n.lower).xattrs.contains(where: { $0.name == key }) else {
+                guard n.lower >= 0, view.inode(of: n.lower).xattrs.contains(where: { strcmp($0.name.c, key) == 0 }) else {
                     throw Errno(ENODATA)
                 }
             }
             try ensureUpperOrOrphan(id)
-            _ = try xattrTarget(id) { Int($0.remove(key.c)) }
+            _ = try xattrTarget(id) { Int(Xattr.remove($0, key)) }
             invalidateOtherNames(of: id)
         }
     }

@@ -191,7 +191,7 @@ final class OverlayFS: @unchecked Sendable {
         var st = stat()
         if fstatat(dirfd, name.c, &st, AT_SYMLINK_NOFOLLOW) == 0 {
             if UpperWhiteout.isDevice(st, name: name) { return nil }
-            st = reportingOwner(st, .at(dirfd, name))
+            st = reportingOwner(st, .entry(parent: dirfd, name: name))
             let isDir = (st.st_mode & S_IFMT) == S_IFDIR
             var lower: Int32 = -1
             if isDir, let l = lowerAt(parent, name), viewIsDirectory(l), !upper.isOpaque(dirfd, name) { lower = l }
@@ -262,7 +262,7 @@ final class OverlayFS: @unchecked Sendable {
         if let fd {
             var st = stat()
             if fstat(fd, &st) != 0 { throw Errno.current }
-            return presentUpper(reportingOwner(st, .fd(fd)), mergedDir: false)
+            return presentUpper(reportingOwner(st, .pathDescriptor(fd)), mergedDir: false)
         }
         let n = try snapshot(id)
         // (An unlinked lower file that was changed while open has an anonymous copy: its orphan.)
@@ -282,16 +282,16 @@ final class OverlayFS: @unchecked Sendable {
         var st = stat()
         if id == OverlayFS.rootId {
             if fstat(upperRoot, &st) != 0 { throw Errno.current }
-            st = reportingOwner(st, .fd(upperRoot))
+            st = reportingOwner(st, .pathDescriptor(upperRoot))
         } else if n.parent == 0 {
             guard let fd = orphan(id) else { throw Errno(ENOENT) }
             if fstat(fd, &st) != 0 { throw Errno.current }
-            st = reportingOwner(st, .fd(fd))
+            st = reportingOwner(st, .pathDescriptor(fd))
         } else {
             let dir = try openUpperDir(n.parent)
             defer { dir.close() }
             if fstatat(dir.fd, n.name.c, &st, AT_SYMLINK_NOFOLLOW) != 0 { throw Errno.current }
-            st = reportingOwner(st, .at(dir.fd, n.name))
+            st = reportingOwner(st, .entry(parent: dir.fd, name: n.name))
         }
         return st
     }
@@ -401,7 +401,7 @@ final class OverlayFS: @unchecked Sendable {
             var gid = gid
             var mode = mode & 0o7777
             if pst.st_mode & S_ISGID != 0 {
-                gid = reportingOwner(pst, .fd(dir.fd)).st_gid
+                gid = reportingOwner(pst, .pathDescriptor(dir.fd)).st_gid
                 if case .directory = kind { mode |= S_ISGID }
             }
             if UpperWhiteout.remove(dir.fd, name) != 0 { throw Errno.current }
@@ -420,7 +420,7 @@ final class OverlayFS: @unchecked Sendable {
             }
             do throws(Errno) {
                 if let ownership {
-                    try UpperObject.at(dir.fd, name).recordRootlessOwner(uid: ownership.containerUid(uid), gid: ownership.containerGid(gid))
+                    try Xattr.Target.entry(parent: dir.fd, name: name).recordRootlessOwner(uid: ownership.containerUid(uid), gid: ownership.containerGid(gid))
                     if case .symlink = kind {} else if Files.chmodNoFollow(dir.fd, name.c, mode) != 0 { throw Errno.current }
                 } else if fd >= 0 {
                     // The new file's own descriptor: no path to resolve again.
@@ -444,7 +444,7 @@ final class OverlayFS: @unchecked Sendable {
             }
             let id = install(parent: parentId, name: name, upper: true, lower: -1)
             if case .file = kind { setCreatedPlain(id, true) }
-            return Created(id: id, attr: presentUpper(reportingOwner(st, .at(dir.fd, name)), mergedDir: false), fd: fd)
+            return Created(id: id, attr: presentUpper(reportingOwner(st, .entry(parent: dir.fd, name: name)), mergedDir: false), fd: fd)
         }
     }
 }

@@ -63,16 +63,16 @@ public struct MountOwnership: Sendable {
 extension OverlayFS {
     /// The container owner of an upper object: its user.rootlesscontainers xattr ("no change"
     /// and a missing or unreadable xattr are root's).
-    func rootlessOwner(_ object: UpperObject) -> (uid: UInt32, gid: UInt32) {
+    func rootlessOwner(_ object: Xattr.Target) -> (uid: UInt32, gid: UInt32) {
         var buffer = [UInt8](repeating: 0, count: 64)
-        let n = buffer.withUnsafeMutableBytes { object.get(RootlessResource.xattrName, $0) }
+        let n = buffer.withUnsafeMutableBytes { Xattr.get(object, RootlessResource.xattrName, into: $0) }
         guard n > 0, let r = try? RootlessResource(decoding: Array(buffer[0..<n]), path: "") else { return (0, 0) }
         return (r.uid == RootlessResource.noop ? 0 : r.uid, r.gid == RootlessResource.noop ? 0 : r.gid)
     }
 
     /// An upper object's stat with the owner the mount reports for it (unchanged when the
     /// server owns what it serves).
-    func reportingOwner(_ st: stat, _ object: UpperObject) -> stat {
+    func reportingOwner(_ st: stat, _ object: Xattr.Target) -> stat {
         guard let ownership else { return st }
         var st = st
         let owner = rootlessOwner(object)
@@ -84,8 +84,8 @@ extension OverlayFS {
     /// An unprivileged server's user.rootlesscontainers is how it keeps owners, not an
     /// attribute of the file: the mount neither shows it nor lets it be set (EPERM), and the
     /// layer's own (which umoci's rootless extraction drops too) does not show either.
-    func hidesXattr(_ key: ByteString) -> Bool {
-        ownership != nil && key == ByteString(RootlessResource.xattrName)
+    func hidesXattr(_ key: UnsafePointer<CChar>) -> Bool {
+        ownership != nil && strcmp(key, RootlessResource.xattrName) == 0
     }
 
     /// listxattr without user.rootlesscontainers; `list` is the unfiltered listxattr.
@@ -110,22 +110,22 @@ extension OverlayFS {
 
     /// A chown through the mount: the request's host ids, either nil, become the recorded
     /// container owner.
-    func rootlessChown(_ object: UpperObject, uid: uid_t?, gid: gid_t?) throws(Errno) {
+    func rootlessChown(_ object: Xattr.Target, uid: uid_t?, gid: gid_t?) throws(Errno) {
         guard let ownership else { return }
         let old = rootlessOwner(object)
         try object.recordRootlessOwner(uid: uid.map(ownership.containerUid) ?? old.uid, gid: gid.map(ownership.containerGid) ?? old.gid)
     }
 }
 
-extension UpperObject {
+extension Xattr.Target {
     /// Records `uid`/`gid` (container ids) as the object's owner in user.rootlesscontainers (an
     /// unprivileged server's way, see MountOwnership). A symlink cannot carry the xattr: it
     /// stays root's, as in umoci's rootless extraction.
     func recordRootlessOwner(uid: UInt32, gid: UInt32) throws(Errno) {
         if let resource = RootlessResource.forOwner(uid: Int64(uid), gid: Int64(gid)) {
-            let r = resource.encoded.withUnsafeBytes { set(RootlessResource.xattrName, $0) }
+            let r = resource.encoded.withUnsafeBytes { Xattr.set(self, RootlessResource.xattrName, $0) }
             if r != 0 && errno != EPERM { throw Errno.current }
-        } else if remove(RootlessResource.xattrName) != 0 && errno != ENODATA && errno != EPERM {
+        } else if Xattr.remove(self, RootlessResource.xattrName) != 0 && errno != ENODATA && errno != EPERM {
             throw Errno.current
         }
     }

@@ -6,56 +6,6 @@ import Basics
 import Archive
 import UpperFormat
 
-/// An object of the upper directory as the extended-attribute calls reach it, never following
-/// it: the one way FuseFS reads and writes upper xattrs (the owner record of a rootless
-/// server, copy-up's, and the mount's getxattr/listxattr/setxattr/removexattr).
-enum UpperObject {
-    /// An open descriptor of the object (not O_PATH): the f*xattr calls.
-    case open(Int32)
-    /// A descriptor of the object, O_PATH too: through its /proc/self/fd link, which names
-    /// the object itself.
-    case fd(Int32)
-    /// A name in an upper directory: the l*xattr calls on /proc/self/fd/DIR/NAME, which do
-    /// not follow the last component.
-    case at(Int32, ByteString)
-
-    /// Through `body`: the path of a `.fd` or `.at` object, with whether it may be followed.
-    @inline(__always)
-    private func withPath<R>(_ body: (UnsafePointer<CChar>, _ follow: Bool) -> R) -> R {
-        switch self {
-        case .open(let fd), .fd(let fd): return body(ByteString("/proc/self/fd/\(fd)").c, true)
-        case .at(let dirfd, let name): return body((ByteString("/proc/self/fd/\(dirfd)/") + name).c, false)
-        }
-    }
-
-    /// The value's size (buffer nil: a size query), or -1 with errno.
-    func get(_ key: UnsafePointer<CChar>, _ buffer: UnsafeMutableRawBufferPointer?) -> Int {
-        if case .open(let fd) = self { return fgetxattr(fd, key, buffer?.baseAddress, buffer?.count ?? 0) }
-        return withPath { path, follow in
-            follow ? getxattr(path, key, buffer?.baseAddress, buffer?.count ?? 0) : lgetxattr(path, key, buffer?.baseAddress, buffer?.count ?? 0)
-        }
-    }
-
-    /// The names, each NUL-terminated (buffer nil: a size query), or -1 with errno.
-    func list(_ buffer: UnsafeMutableRawBufferPointer?) -> Int {
-        let names = buffer?.baseAddress?.assumingMemoryBound(to: CChar.self)
-        if case .open(let fd) = self { return flistxattr(fd, names, buffer?.count ?? 0) }
-        return withPath { path, follow in follow ? listxattr(path, names, buffer?.count ?? 0) : llistxattr(path, names, buffer?.count ?? 0) }
-    }
-
-    func set(_ key: UnsafePointer<CChar>, _ value: UnsafeRawBufferPointer, flags: Int32 = 0) -> Int32 {
-        if case .open(let fd) = self { return fsetxattr(fd, key, value.baseAddress, value.count, flags) }
-        return withPath { path, follow in
-            follow ? setxattr(path, key, value.baseAddress, value.count, flags) : lsetxattr(path, key, value.baseAddress, value.count, flags)
-        }
-    }
-
-    func remove(_ key: UnsafePointer<CChar>) -> Int32 {
-        if case .open(let fd) = self { return fremovexattr(fd, key) }
-        return withPath { path, follow in follow ? removexattr(path, key) : lremovexattr(path, key) }
-    }
-}
-
 /// The upper directory: it owns the descriptor of its root, opens every path one directory at a
 /// time beneath it without following symlinks, and changes every object by a descriptor or by
 /// name in its directory, never through a path the container could redirect. It also makes
