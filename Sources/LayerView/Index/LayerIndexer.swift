@@ -41,6 +41,9 @@ public enum LayerIndexer {
         var scanner = TarScanner()
         var entries: [LayerIndex.Entry] = []
         var uncompressed: Int64 = 0
+        // The span digests: fed on the hand-off thread for zstd (spans of the decompressed
+        // copy), on this one otherwise (spans of the blob).
+        let spans = SpanHasher()
 
         // Everything the uncompressed stream goes through, on a thread of its own (the hand-off's)
         // while this one reads, hashes and inflates the blob. `scanner`, `entries` and
@@ -51,6 +54,7 @@ public enum LayerIndexer {
             if let zstdCopy {
                 try Files.writeAll(zstdCopy, chunk, path: "decompressed copy of \(digest)")
             }
+            if compression == .zstd { spans.update(chunk, cuttingEvery: LayerIndex.spanSize) }
             do {
                 try scanner.consume(chunk)
             } catch {
@@ -74,10 +78,13 @@ public enum LayerIndexer {
             }
             do throws(StoreError) {
                 if let gzip {
+                    let known = gzip.pointCount
                     try gzip.decode(chunk, output: handOff.write)
+                    spans.update(chunk, pointsOf: gzip, from: known)
                 } else if let zstd {
                     try zstd.decode(chunk, output: handOff.write)
                 } else {
+                    spans.update(chunk, cuttingEvery: LayerIndex.spanSize)
                     try handOff.write(chunk)
                 }
             } catch {
@@ -115,6 +122,7 @@ public enum LayerIndexer {
             }
         }
         return LayerIndex(layer: digest, diffID: diffID, compression: compression, compressedSize: compressed,
-                          uncompressedSize: uncompressed, entries: entries, accessPoints: gzip?.accessPoints ?? [])
+                          uncompressedSize: uncompressed, entries: entries, accessPoints: gzip?.accessPoints ?? [],
+                          spanDigests: spans.finish())
     }
 }
