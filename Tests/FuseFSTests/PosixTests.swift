@@ -89,6 +89,34 @@ struct PosixTests {
         }
     }
 
+    /// The server clears set-user-ID and set-group-ID itself (HANDLE_KILLPRIV): a write or a
+    /// truncation by a user without CAP_FSETID, and any chown, must drop them, as on ext4; a
+    /// server that left it to the kernel would keep them (its own writes have CAP_FSETID).
+    @Test func writeTruncateAndChownClearSetuid() throws {
+        let m = try Mounted()
+        defer { m.close() }
+        for (name, command) in [("w", "printf x >> '%'"), ("t", "truncate -s 1 '%'")] {
+            #expect(writeFile(m.path("tmp/\(name)"), "data") == 0)
+            #expect(chmod(m.path("tmp/\(name)"), 0o6777) == 0)
+            #expect(runAsUser(command.replacingOccurrences(of: "%", with: m.path("tmp/\(name)"))) == 0, "\(name)")
+            #expect(lstatOrNil(m.path("tmp/\(name)"))?.st_mode == S_IFREG | 0o777, "\(name) through the mount")
+            #expect(lstatOrNil(m.upperPath("tmp/\(name)"))?.st_mode == S_IFREG | 0o777, "\(name) in upper")
+        }
+        // Without group-execute S_ISGID is mandatory locking and stays.
+        #expect(writeFile(m.path("tmp/lock"), "data") == 0)
+        #expect(chmod(m.path("tmp/lock"), 0o2666) == 0)
+        #expect(runAsUser("printf x >> '\(m.path("tmp/lock"))'") == 0)
+        #expect(lstatOrNil(m.path("tmp/lock"))?.st_mode == S_IFREG | 0o2666)
+        // Root keeps them on write (CAP_FSETID), loses them on chown.
+        #expect(writeFile(m.path("tmp/r"), "data") == 0)
+        #expect(chmod(m.path("tmp/r"), 0o6755) == 0)
+        #expect(run("printf x >> '\(m.path("tmp/r"))'") == 0)
+        #expect(lstatOrNil(m.path("tmp/r"))?.st_mode == S_IFREG | 0o6755)
+        #expect(chown(m.path("tmp/r"), 5, 5) == 0)
+        #expect(lstatOrNil(m.path("tmp/r"))?.st_mode == S_IFREG | 0o755)
+        #expect(lstatOrNil(m.upperPath("tmp/r"))?.st_mode == S_IFREG | 0o755)
+    }
+
     @Test func permissionsAsUser() throws {
         let m = try Mounted()
         defer { m.close() }
