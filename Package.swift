@@ -72,7 +72,7 @@ let package = Package(
         // view with whiteouts applied, and the reader of file contents from the layer blobs.
         .target(
             name: "LayerView",
-            dependencies: ["Basics", "OCI", "Archive", "CCrypto"],
+            dependencies: ["Basics", "OCI", "Archive"],
             swiftSettings: swiftSettings
         ),
         // A bundle's upper directory as a format, shared by the FUSE server (which writes it)

@@ -38,12 +38,6 @@ public final class GzipDecoder {
         return points
     }
 
-    /// How many access points were recorded so far (their states may still be compressing).
-    public var pointCount: Int { points.count }
-
-    /// The blob offset of access point `i` (< `pointCount`), without waiting for its state.
-    public func compressedOffset(ofPoint i: Int) -> Int64 { points[i].compressedOffset }
-
     /// Uncompressed bytes produced so far, all members counted.
     public var totalOut: Int64 { inflation.produced }
 

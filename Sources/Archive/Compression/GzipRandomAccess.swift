@@ -44,17 +44,6 @@ public final class GzipRandomAccess: @unchecked Sendable {
         return cursor
     }
 
-    /// Inflates from access point `point` (nil: the stream's start) the bytes `span` holds: the
-    /// blob's bytes from that point's compressed offset on, which the caller has read and
-    /// checked. Inflating what was checked, not the blob read again, is what keeps a blob that
-    /// changes meanwhile from being served. Fills `buffer`; returns the count, short when the
-    /// span runs out first or the stream ends.
-    public func read(span: UnsafeRawBufferPointer, from point: Int?,
-                     into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) -> Int {
-        let cursor = try GzipReadCursor(span: span, blobSize: blobSize, start: point.map { accessPoints[$0] })
-        return try cursor.read(into: buffer)
-    }
-
     /// The last access point at or before `offset`, if any.
     func point(before offset: Int64) -> GzipAccessPoint? {
         var low = 0, high = accessPoints.count  // first index with uncompressedOffset > offset
@@ -75,9 +64,7 @@ public final class GzipReadCursor {
     private let fd: Int32
     private let blobSize: Int64
     private let inflation: GzipInflation
-    /// The input: `owned`, refilled from `fd`, or a span the caller lent (no fd then).
-    private let input: UnsafePointer<UInt8>
-    private let owned: UnsafeMutablePointer<UInt8>?
+    private let input: UnsafeMutablePointer<UInt8>
     private var inputNext = 0
     private var inputCount = 0
     private var discard: UnsafeMutablePointer<UInt8>?
@@ -91,42 +78,26 @@ public final class GzipReadCursor {
     init(fd: Int32, blobSize: Int64, start point: GzipAccessPoint?) throws(StoreError) {
         self.fd = fd
         self.blobSize = blobSize
-        inflation = try Self.inflation(at: point, blobSize: blobSize)
-        filePosition = point?.compressedOffset ?? 0
-        owned = UnsafeMutablePointer<UInt8>.allocate(capacity: Self.inputSize)
-        input = UnsafePointer(owned!)
-    }
-
-    /// A cursor over `span`, the blob's bytes from `point` on, which must outlive it.
-    init(span: UnsafeRawBufferPointer, blobSize: Int64, start point: GzipAccessPoint?) throws(StoreError) {
-        fd = -1
-        self.blobSize = blobSize
-        let start = point?.compressedOffset ?? 0
-        guard let base = span.baseAddress, span.count > 0, start + Int64(span.count) <= blobSize else {
-            throw StoreError(.corrupt, "gzip: span of \(span.count) bytes at \(start) lies outside a blob of \(blobSize) bytes")
+        if let point {
+            guard point.compressedOffset >= 0, point.compressedOffset <= blobSize else {
+                throw StoreError(.corrupt, "gzip: invalid access point (offset \(point.compressedOffset) in a blob of \(blobSize) bytes)")
+            }
+            let body = UnsafeMutableRawBufferPointer.allocate(byteCount: GzipInflation.stateSize, alignment: 16)
+            defer { body.deallocate() }
+            let n = try SnapshotCompressor.expand(point.state, into: body)
+            inflation = try GzipInflation(restoring: UnsafeRawBufferPointer(rebasing: body[..<n]),
+                                          compressedOffset: point.compressedOffset,
+                                          uncompressedOffset: point.uncompressedOffset)
+            filePosition = point.compressedOffset
+        } else {
+            inflation = GzipInflation()
+            filePosition = 0
         }
-        inflation = try Self.inflation(at: point, blobSize: blobSize)
-        owned = nil
-        input = base.assumingMemoryBound(to: UInt8.self)
-        inputCount = span.count
-        filePosition = start + Int64(span.count)
-    }
-
-    private static func inflation(at point: GzipAccessPoint?, blobSize: Int64) throws(StoreError) -> GzipInflation {
-        guard let point else { return GzipInflation() }
-        guard point.compressedOffset >= 0, point.compressedOffset <= blobSize else {
-            throw StoreError(.corrupt, "gzip: invalid access point (offset \(point.compressedOffset) in a blob of \(blobSize) bytes)")
-        }
-        let body = UnsafeMutableRawBufferPointer.allocate(byteCount: GzipInflation.stateSize, alignment: 16)
-        defer { body.deallocate() }
-        let n = try SnapshotCompressor.expand(point.state, into: body)
-        return try GzipInflation(restoring: UnsafeRawBufferPointer(rebasing: body[..<n]),
-                                 compressedOffset: point.compressedOffset,
-                                 uncompressedOffset: point.uncompressedOffset)
+        input = UnsafeMutablePointer<UInt8>.allocate(capacity: Self.inputSize)
     }
 
     deinit {
-        owned?.deallocate()
+        input.deallocate()
         discard?.deallocate()
     }
 
@@ -151,19 +122,7 @@ public final class GzipReadCursor {
     func fill(_ destination: UnsafeMutablePointer<UInt8>, _ count: Int) throws(StoreError) -> Int {
         var done = 0
         while done < count, !ended {
-            if inputNext == inputCount {
-                if owned == nil {
-                    if filePosition < blobSize {
-                        // A lent span ends before the blob: what ISA-L still holds, then stop.
-                        let (_, made) = try inflation.step(input + inputNext, 0, destination + done, count - done)
-                        done += made
-                        if made == 0 { break }
-                        continue
-                    }
-                } else {
-                    try refill()
-                }
-            }
+            if inputNext == inputCount { try refill() }
             let (took, made) = try inflation.step(input + inputNext, inputCount - inputNext,
                                                   destination + done, count - done)
             inputNext += took
@@ -180,14 +139,13 @@ public final class GzipReadCursor {
         return done
     }
 
-    /// Reads the next chunk of the blob into the (owned) input buffer; leaves it empty at the
-    /// blob's end.
+    /// Reads the next chunk of the blob into the input buffer; leaves it empty at the blob's end.
     private func refill() throws(StoreError) {
         inputNext = 0
         inputCount = 0
         let want = Int(min(Int64(Self.inputSize), blobSize - filePosition))
         guard want > 0 else { return }
-        let n = try check(Files.retrying { pread(fd, owned!, want, off_t(filePosition)) }, "read", "gzip blob (fd \(fd))")
+        let n = try check(Files.retrying { pread(fd, input, want, off_t(filePosition)) }, "read", "gzip blob (fd \(fd))")
         if n == 0 { throw StoreError(.corrupt, "truncated gzip blob (fd \(fd)): ends at \(filePosition), expected \(blobSize) bytes") }
         inputCount = n
         filePosition += Int64(n)

@@ -21,22 +21,6 @@ public struct LayerIndex: Sendable {
     public var uncompressedSize: Int64
     public var entries: [Entry]
     public var accessPoints: [GzipAccessPoint]
-    /// SHA-256 of each span of the file reads come from, 32 bytes each, in order (see
-    /// `SpanHasher` for where spans begin and end): a read checks a span's bytes against its
-    /// digest before serving any of them.
-    public var spanDigests: [UInt8] = []
-
-    /// Bytes per span of an uncompressed layer's blob or a zstd layer's decompressed copy.
-    public static let spanSize: Int64 = 1 << 20
-
-    /// How many spans (and digests) a layer of this compression and these sizes has.
-    public var spanCount: Int {
-        switch compression {
-        case .gzip: return accessPoints.count + 1
-        case .none: return Int((compressedSize + Self.spanSize - 1) / Self.spanSize)
-        case .zstd: return Int((uncompressedSize + Self.spanSize - 1) / Self.spanSize)
-        }
-    }
 
     /// Bumped whenever the encoding changes: an index of another version is rebuilt.
     /// 3: names and link targets are the archive's bytes (2 kept them decoded as UTF-8).
@@ -44,8 +28,7 @@ public struct LayerIndex: Sendable {
     ///    (`GzipInflation.identity`); an index of another build is rebuilt too.
     /// 5: the states are zstd-compressed (4 raw-deflated them).
     /// 6: xattr names are the archive's bytes (5 decoded them as UTF-8).
-    /// 7: a SHA-256 per span (`spanDigests`), after the access points.
-    public static let formatVersion: UInt32 = 7
+    public static let formatVersion: UInt32 = 6
     static let magic: [UInt8] = Array("UMOCIIDX".utf8)
 }
 
@@ -91,7 +74,6 @@ extension LayerIndex {
             w.uvarint(UInt64(p.compressedOffset))
             w.data(p.state)
         }
-        w.data(spanDigests)
         w.uvarint(UInt64(entries.count))
         for e in entries {
             let t = e.entry
@@ -143,12 +125,8 @@ extension LayerIndex {
                 for _ in 0..<pointCount {
                     let out = try r.count()
                     let inOffset = try r.count()
-                    // Strictly increasing and inside the layer: readers cut their regions there.
-                    guard out > (points.last?.uncompressedOffset ?? 0), out <= uncompressedSize,
-                          inOffset > (points.last?.compressedOffset ?? 0), inOffset < compressedSize else { return nil }
                     points.append(GzipAccessPoint(uncompressedOffset: out, compressedOffset: inOffset, state: try r.data()))
                 }
-                let spanDigests = try r.data()
                 var entries: [Entry] = []
                 let count = try r.count()
                 guard count <= Int64(body) else { return nil }
@@ -179,12 +157,8 @@ extension LayerIndex {
                     }
                     guard r.isAtEnd else { return nil }
                 }
-                let index = LayerIndex(layer: layer, diffID: diffID, compression: compression, compressedSize: compressedSize,
-                                       uncompressedSize: uncompressedSize, entries: entries, accessPoints: points,
-                                       spanDigests: spanDigests)
-                guard compression == .gzip || points.isEmpty,
-                      spanDigests.count == index.spanCount * SpanHasher.digestSize else { return nil }
-                return index
+                return LayerIndex(layer: layer, diffID: diffID, compression: compression, compressedSize: compressedSize,
+                                  uncompressedSize: uncompressedSize, entries: entries, accessPoints: points)
             } catch {
                 return nil
             }

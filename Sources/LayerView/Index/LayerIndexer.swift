@@ -55,9 +55,6 @@ public enum LayerIndexer {
         public private(set) var compressed: Int64 = 0
         /// Belong to the hand-off's thread until `handOff.finish()` returned.
         private let scan: ScanState
-        /// The span digests: fed on the hand-off thread for zstd (spans of the decompressed
-        /// copy), on the pushing one otherwise (spans of the blob).
-        private let spans = SpanHasher()
 
         /// What the consumer thread owns: see `Stream`.
         final class ScanState {
@@ -81,8 +78,6 @@ public enum LayerIndexer {
                 : try DigestHasher(algorithm: digest.isVerifiable ? digest.algorithm : Digest.sha256)
             let scan = ScanState(diffHasher: try DigestHasher(algorithm: diffID.isVerifiable ? diffID.algorithm : Digest.sha256))
             self.scan = scan
-            let spans = self.spans
-            let compression = self.compression
             // Everything the uncompressed stream goes through, on the hand-off's thread while
             // the pushing thread hashes and inflates the blob.
             let consume = { (chunk: UnsafeRawBufferPointer) throws(StoreError) -> Void in
@@ -91,7 +86,6 @@ public enum LayerIndexer {
                 if let zstdCopy {
                     try Files.writeAll(zstdCopy, chunk, path: "decompressed copy of \(digest)")
                 }
-                if compression == .zstd { spans.update(chunk, cuttingEvery: LayerIndex.spanSize) }
                 do {
                     try scan.scanner.consume(chunk)
                 } catch {
@@ -125,13 +119,10 @@ public enum LayerIndexer {
             }
             do throws(StoreError) {
                 if let gzip {
-                    let known = gzip.pointCount
                     try gzip.decode(chunk, output: handOff.write)
-                    spans.update(chunk, pointsOf: gzip, from: known)
                 } else if let zstd {
                     try zstd.decode(chunk, output: handOff.write)
                 } else {
-                    spans.update(chunk, cuttingEvery: LayerIndex.spanSize)
                     try handOff.write(chunk)
                 }
             } catch {
@@ -175,8 +166,7 @@ public enum LayerIndexer {
                 }
             }
             return LayerIndex(layer: layer.digest, diffID: diffID, compression: compression, compressedSize: compressed,
-                              uncompressedSize: scan.uncompressed, entries: scan.entries, accessPoints: gzip?.accessPoints ?? [],
-                              spanDigests: spans.finish())
+                              uncompressedSize: scan.uncompressed, entries: scan.entries, accessPoints: gzip?.accessPoints ?? [])
         }
     }
 }

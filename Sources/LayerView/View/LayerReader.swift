@@ -8,29 +8,16 @@ import Basics
 import OCI
 import Archive
 
-/// Random reads of one layer's uncompressed stream, in regions kept in the shared
-/// `RegionCache`: a region is made from one span of a file (the blob, or for zstd the cached
-/// decompressed copy), which is read whole and checked against the index's digest of it before
-/// any byte of it is served. For gzip a region is what inflating its span from an access point
-/// gives; otherwise it is the span itself (`LayerIndex.spanSize` bytes).
-///
-/// A region in the cache was checked once and is served from memory: a warm read neither
-/// reads the file nor hashes again, and a file that changes after the check changes nothing
-/// that is served (what was checked is what is inflated and kept).
+/// Random reads of one layer's uncompressed stream: straight from the blob for uncompressed
+/// layers, from the cached decompressed copy for zstd, and for gzip by inflating the region
+/// between two access points, which is then kept in the shared `RegionCache`.
 final class LayerReader: Sendable {
     let number: Int
     let digest: Digest
     let compression: LayerCompression
     let uncompressedSize: Int64
-    /// Where region r begins in the uncompressed stream.
+    /// Start offsets of the gzip regions: 0, then each access point's uncompressed offset.
     let regionStarts: [Int64]
-    /// Where region r's span begins in the file; the last span ends at `spanEnd`.
-    let spanStarts: [Int64]
-    let spanEnd: Int64
-    /// SHA-256 of each span, 32 bytes each (LayerIndex.spanDigests).
-    let spanDigests: [UInt8]
-    /// The file the spans are read from, to name it when one does not match.
-    let path: String
     let fd: Int32
     let gzip: GzipRandomAccess?
     let cache: RegionCache
@@ -41,24 +28,19 @@ final class LayerReader: Sendable {
         compression = index.compression
         uncompressedSize = index.uncompressedSize
         self.cache = cache
-        path = index.compression == .zstd ? zstdCopyPath : blobPath
-        switch index.compression {
-        case .gzip:
-            regionStarts = [0] + index.accessPoints.map(\.uncompressedOffset)
-            spanStarts = [0] + index.accessPoints.map(\.compressedOffset)
-            spanEnd = index.compressedSize
-        case .none, .zstd:
-            regionStarts = (0..<index.spanCount).map { Int64($0) * LayerIndex.spanSize }
-            spanStarts = regionStarts
-            spanEnd = index.uncompressedSize
-        }
-        spanDigests = index.spanDigests
-        guard spanDigests.count == index.spanCount * SpanHasher.digestSize else {
-            throw StoreError(.corrupt, "layer \(digest): the index has \(spanDigests.count / SpanHasher.digestSize) span digests for \(index.spanCount) spans")
-        }
+        let path = index.compression == .zstd ? zstdCopyPath : blobPath
         fd = try Files.open(path, O_RDONLY)
-        gzip = index.compression == .gzip
-            ? GzipRandomAccess(fd: fd, blobSize: index.compressedSize, accessPoints: index.accessPoints) : nil
+        if index.compression == .gzip {
+            gzip = GzipRandomAccess(fd: fd, blobSize: index.compressedSize, accessPoints: index.accessPoints)
+            var starts: [Int64] = [0]
+            for p in index.accessPoints where p.uncompressedOffset > starts[starts.count - 1] {
+                starts.append(p.uncompressedOffset)
+            }
+            regionStarts = starts
+        } else {
+            gzip = nil
+            regionStarts = []
+        }
     }
 
     deinit { close(fd) }
@@ -67,6 +49,15 @@ final class LayerReader: Sendable {
     func read(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) -> Int {
         guard offset < uncompressedSize, buffer.count > 0 else { return 0 }
         let wanted = Int(min(Int64(buffer.count), uncompressedSize - offset))
+        guard gzip != nil else {
+            var done = 0
+            while done < wanted {
+                let n = try check(Files.retrying { pread(fd, buffer.baseAddress! + done, wanted - done, off_t(offset) + off_t(done)) }, "read layer", "\(digest)")
+                if n == 0 { throw StoreError(.corrupt, "layer \(digest): blob is shorter than its index says") }
+                done += n
+            }
+            return done
+        }
         var done = 0
         while done < wanted {
             let position = offset + Int64(done)
@@ -122,72 +113,28 @@ final class LayerReader: Sendable {
         }
     }
 
-    /// Makes region r from its checked span and keeps it in the cache; the caller holds `key`
-    /// in the inflight set.
+    /// Inflates region r and keeps it in the cache; the caller holds `key` in the inflight set.
     private func inflate(_ r: Int, _ key: RegionCache.Key) throws(StoreError) -> [UInt8] {
         let start = regionStarts[r]
         let end = r + 1 < regionStarts.count ? regionStarts[r + 1] : uncompressedSize
         let size = Int(end - start)
         var failure: StoreError?
         var n = 0
-        if let gzip {
-            let spanCount = Int((r + 1 < spanStarts.count ? spanStarts[r + 1] : spanEnd) - spanStarts[r])
-            let span = UnsafeMutableRawBufferPointer.allocate(byteCount: spanCount, alignment: 16)
-            defer { span.deallocate() }
-            try readSpan(r, into: span)
-            // Not zeroed first: inflating writes every byte (a short stream is an error below).
-            let bytes = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
-                do throws(StoreError) {
-                    n = try gzip.read(span: UnsafeRawBufferPointer(span), from: r == 0 ? nil : r - 1,
-                                      into: UnsafeMutableRawBufferPointer(buf))
-                } catch {
-                    failure = error
-                }
-                count = failure == nil && n == size ? size : 0
-            }
-            if let failure { throw failure.wrapped("layer \(digest): span \(r)", subject: "\(digest)") }
-            guard n == size else {
-                throw StoreError(.corrupt, "layer \(digest): gzip stream ends at \(start + Int64(n)), its index says \(end)")
-            }
-            cache.put(key, bytes)
-            return bytes
-        }
-        // The region is the span.
+        // Not zeroed first: inflating writes every byte (a short stream is an error below).
         let bytes = [UInt8](unsafeUninitializedCapacity: size) { buf, count in
             do throws(StoreError) {
-                try readSpan(r, into: UnsafeMutableRawBufferPointer(buf))
+                n = try gzip!.read(at: start, into: UnsafeMutableRawBufferPointer(buf))
             } catch {
                 failure = error
             }
-            count = failure == nil ? size : 0
+            count = failure == nil && n == size ? size : 0
         }
         if let failure { throw failure }
+        guard n == size else {
+            throw StoreError(.corrupt, "layer \(digest): gzip stream ends at \(start + Int64(n)), its index says \(end)")
+        }
         cache.put(key, bytes)
         return bytes
-    }
-
-    /// Reads span r whole into `span` (its size) and checks it against its digest.
-    private func readSpan(_ r: Int, into span: UnsafeMutableRawBufferPointer) throws(StoreError) {
-        let from = spanStarts[r]
-        var done = 0
-        while done < span.count {
-            let got = try check(Files.retrying { pread(fd, span.baseAddress! + done, span.count - done, off_t(from) + off_t(done)) },
-                                "read layer", path)
-            if got == 0 { throw StoreError(.corrupt, "\(spanName(r)): the file ends at \(from + Int64(done)), shorter than its index says") }
-            done += got
-        }
-        let expected = spanDigests.withUnsafeBytes {
-            SpanHasher.matches(UnsafeRawBufferPointer(span), UnsafeRawBufferPointer(rebasing: $0[(r * SpanHasher.digestSize)..<((r + 1) * SpanHasher.digestSize)]))
-        }
-        guard expected else {
-            throw StoreError(.corrupt, "\(spanName(r)) (bytes \(from)-\(from + Int64(span.count)) of \(path)) does not match the digest its index holds: the file changed after it was indexed")
-        }
-    }
-
-    /// "blob sha256:…: span 3 of 40", naming the decompressed copy for zstd.
-    private func spanName(_ r: Int) -> String {
-        let file = compression == .zstd ? "decompressed copy of blob \(digest)" : "blob \(digest)"
-        return "\(file): span \(r) of \(spanStarts.count)"
     }
 }
 
