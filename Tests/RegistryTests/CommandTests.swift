@@ -5,13 +5,6 @@ import Registry
 import Testing
 import TestSupport
 
-/// The umoci of this package, beside the test bundle in the build directory.
-let umociBinary: String = {
-    var dir = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-    repeat { dir = dir.deletingLastPathComponent() } while dir.path != "/" && !FileManager.default.isExecutableFile(atPath: dir.path + "/umoci")
-    return dir.path + "/umoci"
-}()
-
 /// Files, modes, owners, sizes, link targets, xattrs and contents of a tree, as one text (Python,
 /// independent of this project's code), for comparing two unpacks.
 func treeListing(_ root: String) throws -> String {
@@ -42,7 +35,7 @@ func treeListing(_ root: String) throws -> String {
         try registry.push(layout: tmp("layout"), tag: "v1-gzip", to: "cmd/basic", as: "v1")
     }
 
-    func umoci(_ arguments: [String]) throws -> Output { try run(umociBinary, arguments, environment: environment) }
+    func umoci(_ arguments: [String]) throws -> Output { try run(ourUmoci, arguments, environment: environment) }
 
     @Test func statRawUnpackAndRuntimeConfigMatchTheLayout() throws {
         defer { registry.stop() }
@@ -69,12 +62,9 @@ func treeListing(_ root: String) throws -> String {
     @Test func unpackRecordsItsSourceAndMountsAgainWithoutTheRegistry() throws {
         defer { registry.stop() }
         let bundle = tmp("bundle")
-        defer {
-            _ = try? run(umociBinary, ["umount", bundle], environment: environment)
-            if (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(bundle + "/rootfs") == true {
-                umount2(bundle + "/rootfs", Int32(MNT_DETACH))
-            }
-        }
+        // Unmounted when the test ends, whatever it did.
+        let cleanup = MountedBundle(bundle)
+        defer { withExtendedLifetime(cleanup) {} }
         let unpack = try umoci(["unpack", "--tls-verify=false", "--image", image, bundle])
         try #require(unpack.status == 0, "\(unpack)")
         let metadata = try JSON.parse(Array(Data(contentsOf: URL(fileURLWithPath: bundle + "/umoci.json")))).object
@@ -110,18 +100,15 @@ func treeListing(_ root: String) throws -> String {
     @Test func unpackIndexesEachLayerWhileItDownloads() throws {
         defer { registry.stop() }
         let bundle = tmp("bundle")
-        defer {
-            _ = try? run(umociBinary, ["umount", bundle], environment: environment)
-            if (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(bundle + "/rootfs") == true {
-                umount2(bundle + "/rootfs", Int32(MNT_DETACH))
-            }
-        }
+        // Unmounted when the test ends, whatever it did.
+        let cleanup = MountedBundle(bundle)
+        defer { withExtendedLifetime(cleanup) {} }
         let reference = try registry.reference("cmd/basic", "v1")
         let layers = try RegistryClient(for: reference, options: RegistryOptions(tlsVerify: false)).resolve(reference).parsed.layers
         try #require(layers.count == 3)
         let trace = tmp("trace")
         let unpack = try run("/usr/bin/strace", ["-f", "-b", "execve", "-qq", "-e", "trace=open,openat,read,pread64,close", "-o", trace,
-                                                 umociBinary, "unpack", "--tls-verify=false", "--image", image, bundle],
+                                                 ourUmoci, "unpack", "--tls-verify=false", "--image", image, bundle],
                              environment: environment)
         try #require(unpack.status == 0, "\(unpack)")
         let opens = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
@@ -154,12 +141,9 @@ func treeListing(_ root: String) throws -> String {
     @Test func repackPushesOnlyTheNewLayerAndWritesCompleteLayouts() throws {
         defer { registry.stop() }
         let bundle = tmp("bundle")
-        defer {
-            _ = try? run(umociBinary, ["umount", bundle], environment: environment)
-            if (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8))?.contains(bundle + "/rootfs") == true {
-                umount2(bundle + "/rootfs", Int32(MNT_DETACH))
-            }
-        }
+        // Unmounted when the test ends, whatever it did.
+        let cleanup = MountedBundle(bundle)
+        defer { withExtendedLifetime(cleanup) {} }
         let unpack = try umoci(["unpack", "--tls-verify=false", "--image", image, bundle])
         try #require(unpack.status == 0, "\(unpack)")
         // A new file at the top of the rootfs (no path component to follow).
@@ -191,7 +175,7 @@ func treeListing(_ root: String) throws -> String {
         }
 
         // Into a local layout: a complete image (the base's blobs come from the cache).
-        try runOK(umociBinary, ["init", "--layout", tmp("local")])
+        try runOK(ourUmoci, ["init", "--layout", tmp("local")])
         let local = try umoci(["repack", "--image", tmp("local") + ":v2", bundle])
         try #require(local.status == 0, "\(local)")
         try runOK("/usr/bin/umoci", ["raw", "unpack", "--image", tmp("local") + ":v2", tmp("local-rootfs")])
@@ -215,7 +199,7 @@ func treeListing(_ root: String) throws -> String {
         #expect(try String(contentsOfFile: tmp("rootfs/etc/hostname"), encoding: .utf8) == "test\n")
         // An extracted bundle, repacked back with a new file, read back by skopeo.
         let bundle = tmp("bundle")
-        let unpack = try run(umociBinary, ["unpack", "--extract"] + flags + ["--image", source, bundle], environment: environment)
+        let unpack = try run(ourUmoci, ["unpack", "--extract"] + flags + ["--image", source, bundle], environment: environment)
         try #require(unpack.status == 0, "\(unpack)")
         let fd = open(bundle + "/rootfs/added-by-test", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
         try #require(fd >= 0)
